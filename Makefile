@@ -1,0 +1,34 @@
+# Set-up and entry points. `make demo` and `make test` work on a fresh machine:
+# they create .venv, install PyTorch, then this package with its dependencies.
+#
+# TORCH picks the PyTorch build. The default pins the CPU build that machines
+# without a GPU install locally; on a GPU cluster pass your own (for example
+# `make test TORCH=torch`) or simply `pip install -e .` into an environment that
+# already has a CUDA torch: setup.py only asks for torch>=2.1 and keeps it.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/ftft: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[demo,test]"
+	touch $@
+
+setup: $(BIN)/ftft
+
+demo: setup
+	$(BIN)/ftft demo
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) runs

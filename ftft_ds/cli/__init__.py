@@ -1,0 +1,40 @@
+"""The `ftft` command line: one click group, one module per family of commands.
+
+Each command parses and validates its options, calls one library function and prints where its
+results went. User mistakes (`FtftError`) become one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import FtftError
+
+
+class _Group(click.Group):
+    """A click group that reports `FtftError` as one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FtftError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="ftft_ds")
+def cli() -> None:
+    """ftft: fine-tuning by transferring training dynamics, on DeepSpeed."""
+
+
+def _register() -> None:
+    # Imported here so that each family of commands stays in its own module.
+    from . import dynamics_cmds, run_cmds  # noqa: F401
+
+
+def main(args=None) -> None:
+    """The `ftft` console script (and `launch/*.py`, which pass their command name first)."""
+    _register()
+    cli(args=args)

@@ -1,0 +1,196 @@
+"""Loading dataclass configs from YAML/JSON with `key.sub=value` overrides, and saving them back.
+
+Configs are plain dataclasses whose fields carry their own docstrings and validate themselves in
+`__post_init__`; this module only moves values between files, the command line and those classes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import FtftError
+from .io import write_json
+
+T = TypeVar("T")
+
+
+def read_mapping(path: str | os.PathLike) -> dict:
+    """Read a YAML or JSON file that must hold a mapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise FtftError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise FtftError(f"config file {p} is not valid YAML/JSON: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise FtftError(f"config file {p} must hold a mapping of option: value, not {type(data).__name__}")
+    return data
+
+
+def parse_overrides(items: typing.Iterable[str]) -> dict:
+    """Turn `["a.b=1", "c=x"]` into `{"a": {"b": 1}, "c": "x"}`; values are parsed as YAML scalars."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise FtftError(f"override {item!r} must look like key=value (for example epochs=3)")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw else None
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def from_dict(cls: type[T], data: dict, where: str = "") -> T:
+    """Build dataclass `cls` from a mapping, recursing into nested dataclass fields.
+
+    Unknown keys are an error (a typo must not be silently ignored); lists become tuples where the
+    field is a tuple.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise FtftError(
+            f"unknown option {where}{unknown[0]!r}; expected one of: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        sub = _dataclass_in(hint)
+        if sub is not None and isinstance(value, dict):
+            value = from_dict(sub, value, where=f"{where}{name}.")
+        elif isinstance(value, list) and _is_tuple(hint):
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise FtftError(f"bad options for {cls.__name__}: {exc}") from None
+
+
+def _dataclass_in(hint: Any):
+    for candidate in (hint, *typing.get_args(hint)):
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def _is_tuple(hint: Any) -> bool:
+    return hint is tuple or typing.get_origin(hint) is tuple or any(
+        typing.get_origin(a) is tuple for a in typing.get_args(hint)
+    )
+
+
+def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides=(), **values) -> T:
+    """Build `cls` from an optional file, then `values`, then `key=value` overrides (last wins)."""
+    data = read_mapping(path) if path else {}
+    data = _merge(data, {k: v for k, v in values.items() if v is not None})
+    data = _merge(data, parse_overrides(overrides))
+    return from_dict(cls, data)
+
+
+def to_dict(config: Any) -> dict:
+    """A JSON-friendly copy of a (nested) dataclass config."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def save_config(config: Any, path: str | os.PathLike) -> None:
+    """Save the resolved config beside an output, so the output says how it was made."""
+    write_json(path, to_dict(config))
+
+
+# --------------------------------------------------------------------------------------------------
+# Run configs
+# --------------------------------------------------------------------------------------------------
+
+
+def _data_config():
+    from .data.load import DataConfig
+
+    return DataConfig()
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """How a model is optimised: shared by reference runs and main runs."""
+
+    model: str = "minilm"
+    """Model: `minilm` (packaged all-MiniLM-L6-v2), `tiny-bert` (random, for tests), a HF name or a path."""
+    num_layers: typing.Optional[int] = None
+    """Keep only the first K transformer layers of `model` (a cheaper reference); None keeps all."""
+    data: typing.Any = dataclasses.field(default_factory=_data_config)
+    """Where the examples come from (a `DataConfig`)."""
+    output_dir: str = "runs/reference"
+    """Folder for every artefact of the run (created; an existing run there is replaced)."""
+    ds_config: str = "zero1"
+    """DeepSpeed config: a bundled name (zero1, zero2, zero3, zero3_offload) or a JSON path."""
+    lr: float = 5e-5
+    """Peak learning rate (linear warm-up, then linear decay)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.1
+    """Fraction of the optimizer steps spent warming the learning rate up."""
+    micro_batch_size: int = 32
+    """Examples per rank per forward pass."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step."""
+    max_length: int = 64
+    """Tokens per example after truncation."""
+    init_seed: int = 0
+    """Weight-initialisation seed: draws the new classification head (and all of a random model)."""
+    data_seed: int = 0
+    """Data-order seed: draws each epoch's permutation of the training rows."""
+    log_every: int = 10
+    """Optimizer steps between log points (TensorBoard scalars, progress bar)."""
+
+    def __post_init__(self):
+        from .data.load import DataConfig
+
+        if isinstance(self.data, dict):
+            self.data = from_dict(DataConfig, self.data, where="data.")
+        for name in ("micro_batch_size", "grad_accum", "max_length", "log_every"):
+            if getattr(self, name) < 1:
+                raise FtftError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise FtftError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise FtftError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0:
+            raise FtftError(f"weight_decay must be non-negative, got {self.weight_decay}")
+
+
+@dataclasses.dataclass
+class ReferenceConfig(OptimConfig):
+    """A reference run: fine-tune on the full training split and record training dynamics."""
+
+    epochs: int = 3
+    """Epochs over the full training split; each finished epoch adds one column of dynamics."""
+    eval_pass: bool = False
+    """Also record logits of a separate eval-mode pass over the training split after each epoch."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.epochs < 1:
+            raise FtftError(f"epochs must be at least 1, got {self.epochs}")

@@ -1,0 +1,139 @@
+"""The cost ledger: what a run spent, step by step, in units that add up across a whole recipe.
+
+Per optimizer step it counts non-padding tokens, analytic FLOPs (≈ 6 × parameters × tokens for a
+training step, 2 × for an evaluation forward pass), wall time and device-hours, plus loss, learning
+rate, accuracy and throughput. Counters stay on the device between log points, so counting adds no
+synchronisation; at a log point the ranks sum them in one all-reduce. Rank 0 writes the events to
+TensorBoard under the stable tags below and `cost.json` at the end. Reference runs and main runs use
+the same ledger, so `reference + main` costs are directly comparable with ERM's.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .io import write_json
+
+TRAIN_FLOPS_PER_PARAM_TOKEN = 6
+EVAL_FLOPS_PER_PARAM_TOKEN = 2
+
+# Stable TensorBoard tags (dashboards and tests rely on these names).
+TAG_LOSS = "train/loss"
+TAG_LR = "train/lr"
+TAG_ACCURACY = "train/accuracy"
+TAG_EXAMPLES_PER_S = "train/examples_per_s"
+TAG_TOKENS_PER_S = "train/tokens_per_s"
+TAG_TOKENS = "cost/tokens"
+TAG_FLOPS = "cost/flops"
+TAG_WALL_S = "cost/wall_seconds"
+TAG_DEVICE_HOURS = "cost/device_hours"
+
+
+@dataclass
+class CostTotals:
+    """Cumulative cost of a run (global: summed over ranks)."""
+
+    train_tokens: int = 0
+    train_examples: int = 0
+    eval_tokens: int = 0
+    optimizer_steps: int = 0
+    wall_seconds: float = 0.0
+    device_hours: float = 0.0
+    num_parameters: int = 0
+    world_size: int = 1
+
+    @property
+    def train_flops(self) -> float:
+        return float(TRAIN_FLOPS_PER_PARAM_TOKEN) * self.num_parameters * self.train_tokens
+
+    @property
+    def eval_flops(self) -> float:
+        return float(EVAL_FLOPS_PER_PARAM_TOKEN) * self.num_parameters * self.eval_tokens
+
+    @property
+    def total_flops(self) -> float:
+        return self.train_flops + self.eval_flops
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.update(train_flops=self.train_flops, eval_flops=self.eval_flops, total_flops=self.total_flops)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CostTotals":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class CostLedger:
+    """Counts a run's cost on every rank; logs and saves it from rank 0."""
+
+    def __init__(self, num_parameters: int, world_size: int, device: torch.device, monitor=None,
+                 totals: CostTotals | None = None):
+        self.totals = totals or CostTotals(num_parameters=num_parameters, world_size=world_size)
+        self.monitor = monitor
+        self._device = device
+        # [train tokens, train examples, eval tokens, loss sum, correct, loss count]
+        self._pending = torch.zeros(6, dtype=torch.float64, device=device)
+        self._last_time = time.perf_counter()
+
+    def count_train(self, attention_mask: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor,
+                    labels: torch.Tensor) -> None:
+        """Count one training micro-batch (no synchronisation)."""
+        correct = (logits.detach().argmax(-1) == labels).sum()
+        update = torch.stack([
+            attention_mask.sum().double(), torch.tensor(float(labels.numel()), dtype=torch.float64,
+                                                         device=self._device),
+            torch.zeros((), dtype=torch.float64, device=self._device),
+            loss.detach().double() * labels.numel(), correct.double(),
+            torch.tensor(float(labels.numel()), dtype=torch.float64, device=self._device),
+        ])
+        self._pending += update
+
+    def count_eval(self, attention_mask: torch.Tensor) -> None:
+        """Count one evaluation micro-batch's tokens (no synchronisation)."""
+        self._pending[2] += attention_mask.sum().double()
+
+    def flush(self, step: int, lr: float | None = None) -> dict:
+        """Sum pending counts over ranks, add them to the totals and log them (a collective)."""
+        pending = self._pending.clone()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(pending)
+        self._pending.zero_()
+        now = time.perf_counter()
+        elapsed = now - self._last_time
+        self._last_time = now
+        tokens, examples, eval_tokens, loss_sum, correct, loss_count = pending.tolist()
+        t = self.totals
+        t.train_tokens += int(tokens)
+        t.train_examples += int(examples)
+        t.eval_tokens += int(eval_tokens)
+        t.optimizer_steps = step
+        t.wall_seconds += elapsed
+        t.device_hours += elapsed * t.world_size / 3600.0
+        record = {
+            TAG_TOKENS: t.train_tokens + t.eval_tokens, TAG_FLOPS: t.total_flops,
+            TAG_WALL_S: t.wall_seconds, TAG_DEVICE_HOURS: t.device_hours,
+        }
+        if loss_count:
+            record.update({
+                TAG_LOSS: loss_sum / loss_count, TAG_ACCURACY: correct / loss_count,
+                TAG_EXAMPLES_PER_S: examples / max(elapsed, 1e-9),
+                TAG_TOKENS_PER_S: tokens / max(elapsed, 1e-9),
+            })
+        if lr is not None:
+            record[TAG_LR] = lr
+        self.write(record, step)
+        return record
+
+    def write(self, scalars: dict, step: int) -> None:
+        """Write scalars to TensorBoard (rank 0 only: the monitor exists there alone)."""
+        if self.monitor is not None and self.monitor.enabled:
+            self.monitor.write_events([(tag, float(value), step) for tag, value in scalars.items()])
+
+    def save(self, path: str | Path, **extra) -> None:
+        write_json(path, {**self.totals.to_dict(), **extra})

@@ -1,0 +1,158 @@
+"""DeepSpeed configs: find them, read them, and fill their `"auto"` values from the training arguments.
+
+The rules follow what Hugging Face users expect from `transformers`' DeepSpeed integration: `"auto"`
+takes the value of the matching training argument, an explicit value must agree with it, and
+`train_batch_size` is micro-batch × gradient accumulation × world size.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import FtftError
+
+BUNDLED_DIR = Path(__file__).resolve().parents[2] / "ds_configs"
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """The training arguments that DeepSpeed's `"auto"` values are filled from."""
+
+    micro_batch_size: int
+    grad_accum: int
+    world_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    total_steps: int
+    hidden_size: int | None = None
+    bf16: bool | None = None  # None: use bf16 when a CUDA device supports it
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.micro_batch_size * self.grad_accum * self.world_size
+
+
+def find_ds_config(name_or_path: str) -> Path:
+    """`zero2` names a bundled config in ds_configs/; anything else is a path to a JSON file."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = BUNDLED_DIR / f"{name_or_path}.json"
+        if not path.is_file():
+            bundled = sorted(p.stem for p in BUNDLED_DIR.glob("*.json"))
+            raise FtftError(
+                f"DeepSpeed config {name_or_path!r} not found; expected a JSON file or one of: "
+                f"{', '.join(bundled) or '(no bundled configs found)'}"
+            )
+    if not path.is_file():
+        raise FtftError(f"DeepSpeed config file not found: {path}")
+    return path
+
+
+def read_ds_config(name_or_path: str) -> dict:
+    """Read a DeepSpeed config, turning a malformed one into one clear line."""
+    path = find_ds_config(name_or_path)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FtftError(f"DeepSpeed config {path} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise FtftError(f"DeepSpeed config {path} must be a JSON object, not {type(config).__name__}")
+    return config
+
+
+def zero_stage(config: dict) -> int:
+    return int(config.get("zero_optimization", {}).get("stage", 0))
+
+
+def _fill(node: dict, key: str, value, where: str) -> None:
+    """Put `value` where the config says "auto" (or nothing); insist that explicit values agree."""
+    current = node.get(key, "auto")
+    if current == "auto" or value is None:
+        if current == "auto" and value is not None:
+            node[key] = value
+        return
+    if isinstance(value, float) or isinstance(current, float):
+        agrees = abs(float(current) - float(value)) <= 1e-12 * max(1.0, abs(float(value)))
+    else:
+        agrees = current == value
+    if not agrees:
+        raise FtftError(
+            f"DeepSpeed config sets {where}{key}={current!r} but the training arguments give {value!r}; "
+            f'set it to "auto" or make them agree'
+        )
+
+
+def _bf16_available() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def resolve_ds_config(name_or_path: str | dict, args: TrainArgs) -> dict:
+    """A complete DeepSpeed config: `"auto"` filled from `args`, batch arithmetic checked."""
+    config = copy.deepcopy(name_or_path) if isinstance(name_or_path, dict) else read_ds_config(name_or_path)
+    for name in ("micro_batch_size", "grad_accum", "world_size"):
+        if getattr(args, name) < 1:
+            raise FtftError(f"{name} must be at least 1, got {getattr(args, name)}")
+
+    _fill(config, "train_micro_batch_size_per_gpu", args.micro_batch_size, "")
+    _fill(config, "gradient_accumulation_steps", args.grad_accum, "")
+    _fill(config, "train_batch_size", args.global_batch_size, "")
+    if config["train_batch_size"] != args.global_batch_size:
+        raise FtftError(
+            f"train_batch_size {config['train_batch_size']} != micro-batch {args.micro_batch_size} "
+            f"x gradient accumulation {args.grad_accum} x world size {args.world_size}"
+        )
+    config.setdefault("gradient_clipping", 1.0)
+
+    optimizer = config.get("optimizer", {}).get("params")
+    if optimizer is not None:
+        _fill(optimizer, "lr", args.lr, "optimizer.params.")
+        _fill(optimizer, "weight_decay", args.weight_decay, "optimizer.params.")
+    scheduler = config.get("scheduler", {}).get("params")
+    if scheduler is not None:
+        for key in ("warmup_max_lr", "max_lr"):
+            if key in scheduler:
+                _fill(scheduler, key, args.lr, "scheduler.params.")
+        _fill(scheduler, "warmup_num_steps", args.warmup_steps, "scheduler.params.")
+        if "total_num_steps" in scheduler:
+            _fill(scheduler, "total_num_steps", max(args.total_steps, args.warmup_steps + 1), "scheduler.params.")
+
+    bf16 = config.setdefault("bf16", {"enabled": False})
+    if bf16.get("enabled") == "auto":
+        bf16["enabled"] = _bf16_available() if args.bf16 is None else args.bf16
+    fp16 = config.get("fp16")
+    if fp16 is not None and fp16.get("enabled") == "auto":
+        fp16["enabled"] = False
+
+    zero = config.get("zero_optimization", {})
+    hidden = args.hidden_size
+    for key, value in (
+        ("reduce_bucket_size", hidden * hidden if hidden else None),
+        ("stage3_prefetch_bucket_size", int(0.9 * hidden * hidden) if hidden else None),
+        ("stage3_param_persistence_threshold", 10 * hidden if hidden else None),
+    ):
+        if zero.get(key) == "auto":
+            if value is None:
+                del zero[key]  # let DeepSpeed use its own default
+            else:
+                zero[key] = value
+
+    leftover = _find_auto(config)
+    if leftover:
+        raise FtftError(f'DeepSpeed config leaves {leftover} as "auto" and no training argument fills it')
+    return config
+
+
+def _find_auto(node, where: str = "") -> str | None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found = _find_auto(value, f"{where}{key}.")
+            if found:
+                return found
+    elif node == "auto":
+        return where.rstrip(".")
+    return None

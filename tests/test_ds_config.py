@@ -1,0 +1,72 @@
+"""DeepSpeed config resolution: "auto" filling, batch arithmetic and bad configs."""
+import json
+
+import pytest
+
+from ftft_ds.errors import FtftError
+from ftft_ds.train.ds_config import TrainArgs, find_ds_config, resolve_ds_config
+
+
+def args(**kw):
+    base = dict(micro_batch_size=4, grad_accum=2, world_size=3, lr=2e-5, weight_decay=0.01,
+                warmup_steps=10, total_steps=100, hidden_size=32)
+    base.update(kw)
+    return TrainArgs(**base)
+
+
+@pytest.mark.parametrize("name", ["zero1", "zero2", "zero3", "zero3_offload"])
+def test_bundled_configs_resolve_without_auto(name):
+    cfg = resolve_ds_config(name, args())
+    assert cfg["train_batch_size"] == 4 * 2 * 3
+    assert cfg["train_micro_batch_size_per_gpu"] == 4
+    assert cfg["gradient_accumulation_steps"] == 2
+    assert cfg["gradient_clipping"] == 1.0
+    assert cfg["optimizer"]["params"]["lr"] == 2e-5
+    assert cfg["scheduler"]["params"]["warmup_num_steps"] == 10
+    assert cfg["scheduler"]["params"]["total_num_steps"] == 100
+    assert cfg["bf16"]["enabled"] is False  # no CUDA here
+    assert "auto" not in json.dumps(cfg)
+
+
+def test_zero3_buckets_follow_hidden_size():
+    cfg = resolve_ds_config("zero3", args(hidden_size=64))
+    assert cfg["zero_optimization"]["reduce_bucket_size"] == 64 * 64
+    assert cfg["zero_optimization"]["stage3_param_persistence_threshold"] == 640
+
+
+def test_explicit_batch_that_disagrees_is_refused(tmp_path):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"train_batch_size": 7, "train_micro_batch_size_per_gpu": "auto",
+                                "gradient_accumulation_steps": "auto"}))
+    with pytest.raises(FtftError, match="train_batch_size=7"):
+        resolve_ds_config(str(path), args())
+
+
+def test_explicit_value_that_agrees_is_kept(tmp_path):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"train_batch_size": 24, "gradient_clipping": 0.5}))
+    cfg = resolve_ds_config(str(path), args())
+    assert cfg["train_batch_size"] == 24 and cfg["gradient_clipping"] == 0.5
+
+
+def test_malformed_and_missing_configs(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(FtftError, match="not valid JSON"):
+        resolve_ds_config(str(bad), args())
+    with pytest.raises(FtftError, match="zero9.*zero1"):
+        find_ds_config("zero9")
+    with pytest.raises(FtftError, match="not found"):
+        find_ds_config(str(tmp_path / "missing.json"))
+
+
+def test_unfillable_auto_is_named(tmp_path):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"fancy": {"knob": "auto"}}))
+    with pytest.raises(FtftError, match="fancy.knob"):
+        resolve_ds_config(str(path), args())
+
+
+def test_zero_batch_is_refused():
+    with pytest.raises(FtftError, match="micro_batch_size"):
+        resolve_ds_config("zero1", args(micro_batch_size=0))
