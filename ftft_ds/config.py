@@ -83,11 +83,30 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
             value = from_dict(sub, value, where=f"{where}{name}.")
         elif isinstance(value, list) and _is_tuple(hint):
             value = tuple(value)
+        else:
+            value = _coerce(value, hint, f"{where}{name}")
         kwargs[name] = value
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise FtftError(f"bad options for {cls.__name__}: {exc}") from None
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Convert a scalar to the field's number type (YAML reads `1e-3` as a string, `3` as an int)."""
+    targets = [t for t in (hint, *typing.get_args(hint)) if t in (int, float)]
+    if value is None or not targets or isinstance(value, bool):
+        return value
+    target = targets[0]
+    if isinstance(value, target):
+        return value
+    try:
+        converted = target(value)
+    except (TypeError, ValueError):
+        raise FtftError(f"option {name} must be a {target.__name__}, got {value!r}") from None
+    if target is int and isinstance(value, float) and converted != value:
+        raise FtftError(f"option {name} must be a whole number, got {value!r}")
+    return converted
 
 
 def _dataclass_in(hint: Any):
@@ -162,6 +181,8 @@ class OptimConfig:
     """Weight-initialisation seed: draws the new classification head (and all of a random model)."""
     data_seed: int = 0
     """Data-order seed: draws each epoch's permutation of the training rows."""
+    dropout_seed: int = 0
+    """Dropout seed: drives the dropout masks (its own generator stream, per rank)."""
     log_every: int = 10
     """Optimizer steps between log points (TensorBoard scalars, progress bar)."""
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -80,6 +81,8 @@ class CostLedger:
         # [train tokens, train examples, eval tokens, loss sum, correct, loss count]
         self._pending = torch.zeros(6, dtype=torch.float64, device=device)
         self._last_time = time.perf_counter()
+        # [train tokens, train examples, loss sum, correct, loss count, seconds] since the last write
+        self._window = np.zeros(6, dtype=np.float64)
 
     def count_train(self, attention_mask: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor,
                     labels: torch.Tensor) -> None:
@@ -98,8 +101,12 @@ class CostLedger:
         """Count one evaluation micro-batch's tokens (no synchronisation)."""
         self._pending[2] += attention_mask.sum().double()
 
-    def flush(self, step: int, lr: float | None = None) -> dict:
-        """Sum pending counts over ranks, add them to the totals and log them (a collective)."""
+    def flush(self, step: int, lr: float | None = None, write: bool = True) -> dict:
+        """Sum pending counts over ranks and add them to the totals (a collective: all ranks call).
+
+        With `write`, rank 0 also logs the scalars of the window since the last write (loss,
+        accuracy, throughput) and the cumulative cost to TensorBoard.
+        """
         pending = self._pending.clone()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(pending)
@@ -115,10 +122,15 @@ class CostLedger:
         t.optimizer_steps = step
         t.wall_seconds += elapsed
         t.device_hours += elapsed * t.world_size / 3600.0
+        self._window += (tokens, examples, loss_sum, correct, loss_count, elapsed)
         record = {
             TAG_TOKENS: t.train_tokens + t.eval_tokens, TAG_FLOPS: t.total_flops,
             TAG_WALL_S: t.wall_seconds, TAG_DEVICE_HOURS: t.device_hours,
         }
+        if not write:
+            return record
+        tokens, examples, loss_sum, correct, loss_count, elapsed = self._window.tolist()
+        self._window[:] = 0
         if loss_count:
             record.update({
                 TAG_LOSS: loss_sum / loss_count, TAG_ACCURACY: correct / loss_count,

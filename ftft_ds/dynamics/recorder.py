@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from ..errors import FtftError
+from ..train.runtime import gather_rows
 
 
 class DynamicsRecorder:
@@ -47,47 +47,20 @@ class DynamicsRecorder:
             indices = torch.empty(0, dtype=torch.long)
             logits = torch.empty(0, self.num_labels, dtype=torch.float32)
         self.discard_epoch()
-        indices, logits = _all_gather_rows(indices, logits)
-        order = np.argsort(indices, kind="stable")
-        indices, logits = indices[order], logits[order]
+        self.add_epoch(*gather_rows(indices, logits))
+
+    def add_epoch(self, indices: np.ndarray, logits: np.ndarray) -> None:
+        """Keep one whole epoch given as (row index, logits) pairs; duplicated rows count once."""
         unique, first = np.unique(indices, return_index=True)
         if unique.size != self.num_examples or (unique.size and (unique[0] != 0 or unique[-1] != self.num_examples - 1)):
             raise FtftError(
                 f"epoch {self.num_epochs} saw {unique.size} of {self.num_examples} training examples; "
                 "dynamics need every example once per epoch"
             )
-        self._epochs.append(logits[first])
+        self._epochs.append(np.asarray(logits[first], dtype=np.float32))
 
     def logits(self) -> np.ndarray:
         """All finished epochs as a float32 array of shape (N, E, C)."""
         if not self._epochs:
             return np.zeros((self.num_examples, 0, self.num_labels), dtype=np.float32)
         return np.stack(self._epochs, axis=1)
-
-
-def _all_gather_rows(indices: torch.Tensor, logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate every rank's rows, rank 0 first (ranks may hold different numbers of rows)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return indices.cpu().numpy(), logits.cpu().numpy()
-    device = torch.device("cpu")
-    if dist.get_backend() == "nccl":
-        from deepspeed.accelerator import get_accelerator
-
-        device = torch.device(get_accelerator().current_device_name())
-    indices, logits = indices.to(device), logits.to(device)
-    count = torch.tensor([indices.numel()], device=device)
-    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
-    dist.all_gather(counts, count)
-    longest = int(max(c.item() for c in counts))
-    pad = longest - indices.numel()
-    padded_idx = torch.cat([indices, indices.new_full((pad,), -1)])
-    padded_logits = torch.cat([logits, logits.new_zeros((pad, logits.shape[1]))])
-    all_idx = [torch.empty_like(padded_idx) for _ in counts]
-    all_logits = [torch.empty_like(padded_logits) for _ in counts]
-    dist.all_gather(all_idx, padded_idx)
-    dist.all_gather(all_logits, padded_logits)
-    keep = [slice(0, int(c.item())) for c in counts]
-    return (
-        torch.cat([t[k] for t, k in zip(all_idx, keep)]).cpu().numpy(),
-        torch.cat([t[k] for t, k in zip(all_logits, keep)]).cpu().numpy(),
-    )

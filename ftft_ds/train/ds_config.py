@@ -117,9 +117,10 @@ def resolve_ds_config(name_or_path: str | dict, args: TrainArgs) -> dict:
         for key in ("warmup_max_lr", "max_lr"):
             if key in scheduler:
                 _fill(scheduler, key, args.lr, "scheduler.params.")
-        _fill(scheduler, "warmup_num_steps", args.warmup_steps, "scheduler.params.")
+        # DeepSpeed insists on at least one warm-up step.
+        _fill(scheduler, "warmup_num_steps", max(1, args.warmup_steps), "scheduler.params.")
         if "total_num_steps" in scheduler:
-            _fill(scheduler, "total_num_steps", max(args.total_steps, args.warmup_steps + 1), "scheduler.params.")
+            _fill(scheduler, "total_num_steps", max(args.total_steps, args.warmup_steps + 1, 2), "scheduler.params.")
 
     bf16 = config.setdefault("bf16", {"enabled": False})
     if bf16.get("enabled") == "auto":

@@ -1,38 +1,60 @@
-"""Turning a model and a run config into a DeepSpeed engine, the same way for every kind of run."""
+"""Building the model and its DeepSpeed engine, the same way for every kind of run."""
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
 import torch
 
 from ..config import OptimConfig
-from .ds_config import TrainArgs, resolve_ds_config
+from ..models import build_model, model_config
+from .ds_config import TrainArgs, resolve_ds_config, zero_stage
 from .runtime import DistEnv
 
 
-def build_engine(model: torch.nn.Module, cfg: OptimConfig, env: DistEnv, total_steps: int,
-                 tensorboard_dir: Path, job_name: str):
-    """`deepspeed.initialize` with the run's DeepSpeed config, its `"auto"` values filled in.
+def run_ds_config(cfg: OptimConfig, env: DistEnv, num_labels: int, schedule_steps: int,
+                  tensorboard_dir: Path, job_name: str) -> dict:
+    """The run's DeepSpeed config with `"auto"` filled in and TensorBoard through DeepSpeed's monitor.
 
-    TensorBoard goes through DeepSpeed's own monitor (rank 0 only), into
-    `tensorboard_dir/job_name`.
+    The learning-rate schedule (linear warm-up, linear decay) spans `schedule_steps` steps.
     """
-    import deepspeed
-
+    hidden = getattr(model_config(cfg.model, num_labels, cfg.num_layers), "hidden_size", None)
     args = TrainArgs(
         micro_batch_size=cfg.micro_batch_size, grad_accum=cfg.grad_accum, world_size=env.world_size,
         lr=cfg.lr, weight_decay=cfg.weight_decay,
-        warmup_steps=math.floor(cfg.warmup_ratio * total_steps), total_steps=total_steps,
-        hidden_size=getattr(getattr(model, "config", None), "hidden_size", None),
+        warmup_steps=math.floor(cfg.warmup_ratio * schedule_steps), total_steps=schedule_steps,
+        hidden_size=hidden,
     )
     ds_config = resolve_ds_config(cfg.ds_config, args)
     ds_config["tensorboard"] = {"enabled": True, "output_path": str(tensorboard_dir), "job_name": job_name}
+    return ds_config
+
+
+def build_model_for(cfg: OptimConfig, num_labels: int, ds_config: dict) -> torch.nn.Module:
+    """Build the model; under ZeRO-3 its parameters are partitioned as they are created.
+
+    Transformers' DeepSpeed integration does this when an `HfDeepSpeedConfig` is alive during
+    `from_pretrained`/`from_config`: each rank materialises only its shard, pretrained weights
+    included, so a model larger than one device's memory can still be loaded.
+    """
+    context = contextlib.nullcontext()
+    if zero_stage(ds_config) == 3:
+        from transformers.integrations.deepspeed import HfDeepSpeedConfig
+
+        keep_alive = HfDeepSpeedConfig(ds_config)  # transformers holds only a weak reference
+        context = contextlib.nullcontext(keep_alive)
+    with context:
+        return build_model(cfg.model, num_labels, cfg.num_layers, cfg.init_seed)
+
+
+def initialize_engine(model: torch.nn.Module, ds_config: dict):
+    import deepspeed
+
     engine, _, _, _ = deepspeed.initialize(
-        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=ds_config,
+        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config,
     )
-    return engine, ds_config
+    return engine
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

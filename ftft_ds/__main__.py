@@ -1,0 +1,4 @@
+"""`python -m ftft_ds` is the `ftft` command."""
+from .cli import main
+
+main()

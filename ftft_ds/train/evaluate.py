@@ -1,0 +1,86 @@
+"""Evaluation on in-distribution and OOD splits, with every rank taking part.
+
+Under ZeRO-3 each rank holds only a shard of the parameters, so a forward pass needs all ranks:
+evaluation is sharded like training (each rank a disjoint share of the rows), and the logits are
+gathered back by row index. Rows the sampler padded in twice are counted once.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..data.sampler import ShardedSampler
+from .engine import to_device
+from .runtime import DistEnv, gather_rows
+
+
+def classification_metrics(predictions: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
+    """Accuracy, macro-F1 and the multi-class Matthews correlation coefficient (Gorodkin's R_K)."""
+    confusion = np.zeros((num_labels, num_labels), dtype=np.float64)
+    np.add.at(confusion, (labels, predictions), 1)
+    total = confusion.sum()
+    correct = np.trace(confusion)
+    true_per_class = confusion.sum(axis=1)
+    predicted_per_class = confusion.sum(axis=0)
+    tp = np.diag(confusion)
+    denominator = true_per_class + predicted_per_class
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    covariance = correct * total - predicted_per_class @ true_per_class
+    scale = np.sqrt((total**2 - predicted_per_class @ predicted_per_class)
+                    * (total**2 - true_per_class @ true_per_class))
+    return {
+        "accuracy": float(correct / total) if total else 0.0,
+        "macro_f1": float(f1.mean()),
+        "mcc": float(covariance / scale) if scale > 0 else 0.0,
+    }
+
+
+def split_loader(data, micro_batch_size: int, collate, env: DistEnv) -> DataLoader:
+    """A loader that walks this rank's share of `data` in order (for evaluation-style passes)."""
+    return DataLoader(
+        data, batch_size=micro_batch_size, collate_fn=collate,
+        sampler=ShardedSampler(range(len(data)), env.world_size, env.rank, seed=0, shuffle=False),
+    )
+
+
+@torch.no_grad()
+def predict(engine, loader: DataLoader, env: DistEnv, ledger=None) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode logits of every row `loader` covers, gathered from all ranks, one per row, by row.
+
+    A collective: every rank must call it (under ZeRO-3 a forward pass needs every rank).
+    """
+    was_training = engine.training
+    engine.eval()
+    indices, logits = [], []
+    for batch in loader:
+        batch = to_device(batch, env.device)
+        indices.append(batch.pop("index"))
+        batch.pop("labels")
+        logits.append(engine(**batch).logits.float())
+        if ledger is not None:
+            ledger.count_eval(batch["attention_mask"])
+    if was_training:
+        engine.train()
+    rows, gathered = gather_rows(torch.cat(indices), torch.cat(logits))
+    rows, first = np.unique(rows, return_index=True)
+    return rows, gathered[first]
+
+
+class Evaluator:
+    """Evaluates a DeepSpeed engine on named, tokenized splits."""
+
+    def __init__(self, splits: dict, num_labels: int, micro_batch_size: int, collate, env: DistEnv):
+        self.num_labels = num_labels
+        self.env = env
+        self.loaders = {name: split_loader(data, micro_batch_size, collate, env) for name, data in splits.items()}
+        self.labels = {name: np.asarray(data["labels"]) for name, data in splits.items()}
+
+    def evaluate(self, engine, ledger=None) -> dict:
+        """`{"<split>/<metric>": value}` for every split (a collective: every rank must call)."""
+        results = {}
+        for name, loader in self.loaders.items():
+            rows, logits = predict(engine, loader, self.env, ledger)
+            metrics = classification_metrics(logits.argmax(-1), self.labels[name][rows], self.num_labels)
+            results.update({f"{name}/{metric}": value for metric, value in metrics.items()})
+        return results

@@ -1,0 +1,81 @@
+"""Everything a run needs before its first step: data, sampler, model, engine, ledger, stopper.
+
+Reference runs and main runs differ only in which rows they train on, their budget and what they
+do around the loop, so both are set up here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import OptimConfig
+from ..cost import CostLedger
+from ..data.load import Split, load_split
+from ..data.sampler import ShardedSampler
+from ..data.tokenize import Collator, tokenize_split
+from ..models import count_parameters, load_tokenizer
+from .budget import Budget, Stopper, steps_per_epoch
+from .engine import build_model_for, initialize_engine, run_ds_config
+from .runtime import DistEnv
+
+
+@dataclass
+class PreparedRun:
+    split: Split
+    train: object  # the tokenized training split (a datasets.Dataset)
+    tokenizer: object
+    collate: Collator
+    sampler: ShardedSampler
+    loader: DataLoader
+    engine: object
+    ds_config: dict
+    num_parameters: int
+    ledger: CostLedger
+    stopper: Stopper
+    max_steps: int | None
+    erm_steps: int
+
+
+def seed_dropout(seed: int, env: DistEnv) -> None:
+    """Seed the global generator, which only dropout draws from (data order and head init have their own)."""
+    torch.manual_seed(seed * 10_007 + env.rank)
+
+
+def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
+                rows: Sequence[int] | None = None, erm_epochs: float = 1.0,
+                schedule: str = "compressed") -> PreparedRun:
+    """Set a run up. `rows` are the training rows (None: all); `schedule` is `compressed` (the LR
+    schedule spans the budget) or `truncated` (it spans the ERM budget and is cut where the run stops).
+    """
+    seed_dropout(cfg.dropout_seed, env)
+    split = load_split(cfg.data, cfg.data.train_split)
+    tokenizer = load_tokenizer(cfg.model)
+    train = tokenize_split(split, tokenizer, cfg.max_length)
+    collate = Collator(tokenizer)
+    rows = range(len(train)) if rows is None else rows
+    sampler = ShardedSampler(rows, env.world_size, env.rank, seed=cfg.data_seed)
+    # The loader gets its own generator so that it never draws from the dropout stream.
+    loader = DataLoader(train, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=collate,
+                        generator=torch.Generator())
+
+    per_epoch = steps_per_epoch(len(rows), env.world_size, cfg.micro_batch_size, cfg.grad_accum)
+    full_per_epoch = steps_per_epoch(len(train), env.world_size, cfg.micro_batch_size, cfg.grad_accum)
+    erm_steps = max(1, round(full_per_epoch * erm_epochs))
+    max_steps = budget.max_steps(per_epoch, erm_steps)
+    schedule_steps = max_steps if (schedule == "compressed" and max_steps is not None) else erm_steps
+
+    ds_config = run_ds_config(cfg, env, split.num_labels, schedule_steps,
+                              Path(cfg.output_dir) / "tensorboard", job_name)
+    model = build_model_for(cfg, split.num_labels, ds_config)
+    num_parameters = count_parameters(model)
+    engine = initialize_engine(model, ds_config)
+    ledger = CostLedger(num_parameters, env.world_size, env.device, monitor=engine.monitor)
+    return PreparedRun(
+        split=split, train=train, tokenizer=tokenizer, collate=collate, sampler=sampler, loader=loader,
+        engine=engine, ds_config=ds_config, num_parameters=num_parameters, ledger=ledger,
+        stopper=Stopper(budget, max_steps), max_steps=max_steps, erm_steps=erm_steps,
+    )
