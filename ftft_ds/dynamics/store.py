@@ -30,8 +30,8 @@ from ..io import atomic_path, read_json, versions, write_json
 
 ARRAY_FILES = ("uids", "labels", "logits")
 
-#: Rows of logits handled at once by every chunked pass (about 64 MB of float32 for E*C = 15).
-CHUNK_ELEMENTS = 1 << 24
+#: Values (not rows) handled at once by every chunked pass: 8 MB of float32, cache-friendly.
+CHUNK_ELEMENTS = 1 << 21
 
 
 def utc_timestamp() -> str:
@@ -39,9 +39,14 @@ def utc_timestamp() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def chunk_rows(row_elements: int) -> int:
+    """How many rows of `row_elements` elements make one chunk of about `CHUNK_ELEMENTS`."""
+    return max(1, CHUNK_ELEMENTS // max(1, row_elements))
+
+
 def chunk_bounds(num_rows: int, row_elements: int) -> Iterator[tuple[int, int]]:
-    """(start, stop) pairs covering `num_rows` rows, each chunk about `CHUNK_ELEMENTS` elements."""
-    step = max(1, CHUNK_ELEMENTS // max(1, row_elements))
+    """(start, stop) pairs covering `num_rows` rows in chunks of `chunk_rows(row_elements)`."""
+    step = chunk_rows(row_elements)
     for start in range(0, num_rows, step):
         yield start, min(num_rows, start + step)
 
@@ -54,7 +59,8 @@ def encode_uids(uids: Iterable[Any]) -> np.ndarray:
     """
     encoded = [str(u).encode("utf-8") for u in uids]
     for raw in encoded:
-        require(raw and b"\0" not in raw, f"example id {raw!r} is empty or contains a NUL character")
+        if not raw or b"\0" in raw:
+            raise FtftError(f"example id {raw!r} is empty or contains a NUL character")
     require(bool(encoded), "no example ids given: dynamics need at least one example")
     return np.array(encoded, dtype=bytes)
 
@@ -69,22 +75,41 @@ def decode_uids(uids: np.ndarray) -> list[str]:
     return [u.decode("utf-8") for u in uids.tolist()]
 
 
-def _uid_keys(uids: np.ndarray) -> np.ndarray:
-    """One uint64 per uid such that equal uids get equal keys (and, up to 8 bytes, only they do).
+def show_uid(uid: bytes | np.bytes_) -> str:
+    """A uid for an error message: decoded and quoted."""
+    return repr(bytes(uid).decode("utf-8", "replace"))
 
-    The bytes are read as big-endian 8-byte words and folded with a multiplicative hash, which is
-    cheap enough for tens of millions of ids while leaving collisions to be resolved exactly.
+
+def uid_words(uids: np.ndarray) -> Iterator[np.ndarray]:
+    """The uids as big-endian uint64 words, most significant first, zero-padded, one at a time.
+
+    Comparing the word columns in turn compares the uids as bytes, so integer sorts (much faster
+    than sorting strings) can order them; see `uid_order`.
     """
     n, width = uids.shape[0], uids.dtype.itemsize
     raw = np.ascontiguousarray(uids).view(np.uint8).reshape(n, width)
-    word = np.zeros((n, 8), dtype=np.uint8)
-    keys = np.zeros(n, dtype=np.uint64)
     for start in range(0, width, 8):
-        word[:] = 0
+        word = np.zeros((n, 8), dtype=np.uint8)
         stop = min(width, start + 8)
         word[:, : stop - start] = raw[:, start:stop]
+        yield word.view(">u8")[:, 0].astype(np.uint64)
+
+
+def uid_order(uids: np.ndarray) -> np.ndarray:
+    """`np.argsort(uids)` computed as an integer lexsort of their words."""
+    return np.lexsort(list(uid_words(uids))[::-1])
+
+
+def _uid_keys(uids: np.ndarray) -> np.ndarray:
+    """One uint64 per uid such that equal uids get equal keys (and, up to 8 bytes, only they do).
+
+    The words are folded with a multiplicative hash one at a time, so memory stays bounded for
+    long ids while collisions are left to be resolved exactly.
+    """
+    keys = np.zeros(uids.shape[0], dtype=np.uint64)
+    for word in uid_words(uids):
         keys *= np.uint64(0x9E3779B97F4A7C15)
-        keys ^= word.view(">u8")[:, 0]
+        keys ^= word
     return keys
 
 
@@ -111,7 +136,7 @@ def _check_finite(name: str, values: np.ndarray, uids: np.ndarray) -> None:
             value = chunk[bad_row, bad_epoch][~finite[bad_row, bad_epoch]][0]
             raise FtftError(
                 f"{name} has a non-finite value ({value}) for example "
-                f"{bytes(uids[start + bad_row]).decode('utf-8', 'replace')!r} at epoch {bad_epoch}"
+                f"{show_uid(uids[start + bad_row])} at epoch {bad_epoch}"
             )
 
 
@@ -229,12 +254,13 @@ class Dynamics:
             )
         require(not (uids == b"").any(), "an example id is empty")
         duplicate = first_duplicate(uids)
-        require(duplicate is None, f"example id {duplicate!r} occurs more than once")
+        if duplicate is not None:
+            raise FtftError(f"example id {show_uid(duplicate)} occurs more than once")
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= classes:
             bad = int(np.flatnonzero((labels < 0) | (labels >= classes))[0])
             raise FtftError(
-                f"label {int(labels[bad])} of example {bytes(uids[bad]).decode('utf-8', 'replace')!r} "
+                f"label {int(labels[bad])} of example {show_uid(uids[bad])} "
                 f"is outside [0, {classes})"
             )
         _check_finite("logits", logits, uids)
