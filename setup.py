@@ -15,6 +15,7 @@ setup(
         "torch>=2.1",
         "deepspeed>=0.14",
         "transformers>=4.40",
+        "accelerate>=1.1",  # transformers needs it for its DeepSpeed (ZeRO-3) integration
         "datasets>=2.19",
         "click>=8.1",
         "tensorboard>=2.14",

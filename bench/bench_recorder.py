@@ -46,7 +46,7 @@ def main() -> None:
         "labels": torch.randint(0, 3, (args.batch,), device=env.device),
     }
     num_examples = args.batch * args.epoch_steps
-    recorder = DynamicsRecorder(num_examples, 3)
+    recorder = DynamicsRecorder(range(num_examples), 3)
 
     def step(record: bool, position: int) -> None:
         output = engine(**batch)

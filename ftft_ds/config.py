@@ -215,3 +215,60 @@ class ReferenceConfig(OptimConfig):
         super().__post_init__()
         if self.epochs < 1:
             raise FtftError(f"epochs must be at least 1, got {self.epochs}")
+
+
+SCHEDULES = ("compressed", "truncated")
+
+
+@dataclasses.dataclass
+class MainConfig(OptimConfig):
+    """A main run: train (on an FTFT subset, or on everything for ERM) until the budget is spent."""
+
+    output_dir: str = "runs/main"
+    """Folder for every artefact of the run."""
+    subset: typing.Optional[str] = None
+    """Subset file from `ftft select`; None trains on the full training split (ERM)."""
+    budget: str = "erm:1"
+    """When to stop: steps:N, epochs:E (over the subset), erm:F (fraction of the ERM budget),
+    flops:X or seconds:T."""
+    erm_epochs: float = 3.0
+    """Epochs over the FULL training split that define the ERM budget (and the truncated schedule)."""
+    lr_schedule: str = "truncated"
+    """`truncated`: the LR schedule spans the ERM budget and stops where the run stops (as the FTFT
+    code does); `compressed`: the schedule is squeezed into the run's own budget."""
+    eval_every: int = 0
+    """Evaluate every K optimizer steps (0: only at the end)."""
+    patience: typing.Optional[int] = None
+    """Stop after this many evaluations without improvement of `patience_metric` (None: never)."""
+    patience_metric: str = "dev/accuracy"
+    """Metric that patience and the best checkpoint follow, `<split>/<accuracy|macro_f1|mcc>`."""
+    checkpoint_every: int = 0
+    """Save a resumable checkpoint every N optimizer steps (0: only at the end)."""
+    resume: bool = False
+    """Continue from the latest checkpoint in `output_dir/checkpoints`."""
+    export_model: bool = True
+    """Write the final model in Hugging Face format to `output_dir/model`."""
+    record_dynamics: bool = False
+    """Also record the main model's own training dynamics on its rows (`output_dir/dynamics`)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        from .train.budget import Budget
+
+        Budget.parse(self.budget)
+        if self.lr_schedule not in SCHEDULES:
+            raise FtftError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
+        if not self.erm_epochs > 0:
+            raise FtftError(f"erm_epochs must be positive, got {self.erm_epochs}")
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise FtftError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.patience is not None and self.patience < 1:
+            raise FtftError(f"patience must be at least 1 (or None), got {self.patience}")
+        split, _, metric = self.patience_metric.partition("/")
+        if metric not in ("accuracy", "macro_f1", "mcc") or (
+                self.patience is not None and split not in self.data.eval_splits):
+            raise FtftError(
+                f"patience_metric {self.patience_metric!r} must be <split>/<accuracy|macro_f1|mcc> "
+                f"with split one of the eval splits {list(self.data.eval_splits)}"
+            )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from .config import ReferenceConfig, save_config, to_dict
+from .config import OptimConfig, ReferenceConfig, save_config, to_dict
 from .dynamics.recorder import DynamicsRecorder
 from .dynamics.store import Dynamics
 from .train.budget import Budget
@@ -33,9 +33,9 @@ def run_reference(cfg: ReferenceConfig, env: DistEnv | None = None) -> Path:
     out = Path(cfg.output_dir)
     started = time.time()
     run = prepare_run(cfg, env, budget=Budget("epochs", cfg.epochs), job_name=JOB_NAME)
-    num_examples = len(run.train)
-    recorder = DynamicsRecorder(num_examples, run.split.num_labels)
-    eval_recorder = DynamicsRecorder(num_examples, run.split.num_labels) if cfg.eval_pass else None
+    rows = range(len(run.train))
+    recorder = DynamicsRecorder(rows, run.split.num_labels)
+    eval_recorder = DynamicsRecorder(rows, run.split.num_labels) if cfg.eval_pass else None
 
     trainer = Trainer(
         run.engine, run.loader, run.sampler, run.ledger, run.stopper, env, log_every=cfg.log_every,
@@ -48,27 +48,36 @@ def run_reference(cfg: ReferenceConfig, env: DistEnv | None = None) -> Path:
 
     store = out / "dynamics"
     if env.is_main:
-        Dynamics.create(
-            run.split.dataset["uid"], run.split.dataset["label"], recorder.logits(),
-            eval_logits=eval_recorder.logits() if eval_recorder is not None else None,
-            dataset_fingerprint=run.split.fingerprint, model=cfg.model,
-            seeds={"init_seed": cfg.init_seed, "data_seed": cfg.data_seed, "dropout_seed": cfg.dropout_seed},
-            source="reference",
-            extra={
-                "dataset": to_dict(cfg.data),
-                "num_layers": cfg.num_layers,
-                "num_parameters": run.num_parameters,
-                "label_names": list(run.split.label_names) if run.split.label_names else None,
-                "world_size": env.world_size,
-                "zero_stage": run.ds_config.get("zero_optimization", {}).get("stage", 0),
-                "wall_seconds": time.time() - started,
-            },
-        ).save(store)
+        write_dynamics(store, run, cfg, env, recorder, eval_recorder, source="reference",
+                       wall_seconds=time.time() - started)
         save_config(cfg, out / "config.json")
         run.ledger.save(out / "cost.json", kind="reference", model=cfg.model, num_layers=cfg.num_layers)
     if dist.is_initialized():
         dist.barrier()
     return store
+
+
+def write_dynamics(path: Path, run: PreparedRun, cfg: OptimConfig, env: DistEnv, recorder: DynamicsRecorder,
+                   eval_recorder: DynamicsRecorder | None = None, **extra) -> None:
+    """Save what `recorder` collected as a dynamics store, keyed by uid (rank 0 only)."""
+    rows = recorder.rows.tolist()
+    picked = run.split.dataset.select(rows)
+    Dynamics.create(
+        picked["uid"], picked["label"], recorder.logits(),
+        eval_logits=eval_recorder.logits() if eval_recorder is not None else None,
+        dataset_fingerprint=run.split.fingerprint, model=cfg.model,
+        seeds={"init_seed": cfg.init_seed, "data_seed": cfg.data_seed, "dropout_seed": cfg.dropout_seed},
+        source=extra.pop("source", "reference"),
+        extra={
+            "dataset": to_dict(cfg.data),
+            "num_layers": cfg.num_layers,
+            "num_parameters": run.num_parameters,
+            "label_names": list(run.split.label_names) if run.split.label_names else None,
+            "world_size": env.world_size,
+            "zero_stage": run.ds_config.get("zero_optimization", {}).get("stage", 0),
+            **extra,
+        },
+    ).save(path)
 
 
 def _eval_pass(run: PreparedRun, recorder: DynamicsRecorder, env: DistEnv) -> None:

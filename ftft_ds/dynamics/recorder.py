@@ -15,10 +15,14 @@ from ..train.runtime import gather_rows
 
 
 class DynamicsRecorder:
-    """Collects (dataset index, logits) per micro-batch and turns each finished epoch into (N, C)."""
+    """Collects (row, logits) per micro-batch and turns each finished epoch into (len(rows), C).
 
-    def __init__(self, num_examples: int, num_labels: int):
-        self.num_examples = num_examples
+    `rows` are the training rows of the run (all of the split for a reference run, the subset's
+    for a main run), in ascending order; an epoch must show each of them and nothing else.
+    """
+
+    def __init__(self, rows, num_labels: int):
+        self.rows = np.unique(np.asarray(rows, dtype=np.int64))
         self.num_labels = num_labels
         self._indices: list[torch.Tensor] = []
         self._logits: list[torch.Tensor] = []
@@ -52,15 +56,16 @@ class DynamicsRecorder:
     def add_epoch(self, indices: np.ndarray, logits: np.ndarray) -> None:
         """Keep one whole epoch given as (row index, logits) pairs; duplicated rows count once."""
         unique, first = np.unique(indices, return_index=True)
-        if unique.size != self.num_examples or (unique.size and (unique[0] != 0 or unique[-1] != self.num_examples - 1)):
+        if not np.array_equal(unique, self.rows):
+            unexpected = np.setdiff1d(unique, self.rows).size
             raise FtftError(
-                f"epoch {self.num_epochs} saw {unique.size} of {self.num_examples} training examples; "
-                "dynamics need every example once per epoch"
+                f"epoch {self.num_epochs} saw {unique.size - unexpected} of {self.rows.size} training rows "
+                f"and {unexpected} others; dynamics need every training row exactly once per epoch"
             )
         self._epochs.append(np.asarray(logits[first], dtype=np.float32))
 
     def logits(self) -> np.ndarray:
-        """All finished epochs as a float32 array of shape (N, E, C)."""
+        """All finished epochs as a float32 array of shape (len(rows), E, C), rows ascending."""
         if not self._epochs:
-            return np.zeros((self.num_examples, 0, self.num_labels), dtype=np.float32)
+            return np.zeros((self.rows.size, 0, self.num_labels), dtype=np.float32)
         return np.stack(self._epochs, axis=1)

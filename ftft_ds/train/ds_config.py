@@ -109,6 +109,10 @@ def resolve_ds_config(name_or_path: str | dict, args: TrainArgs) -> dict:
     config.setdefault("gradient_clipping", 1.0)
 
     optimizer = config.get("optimizer", {}).get("params")
+    if optimizer is not None and not torch.cuda.is_available() \
+            and str(config["optimizer"].get("type", "")).lower() in ("adam", "adamw"):
+        # On CPU, PyTorch's AdamW: DeepSpeed's CPU FusedAdam does not resume bit-exactly.
+        optimizer.setdefault("torch_adam", True)
     if optimizer is not None:
         _fill(optimizer, "lr", args.lr, "optimizer.params.")
         _fill(optimizer, "weight_decay", args.weight_decay, "optimizer.params.")

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader
 
 from ..config import OptimConfig
 from ..cost import CostLedger
-from ..data.load import Split, load_split
+from ..errors import FtftError
+from ..data.load import Split, load_splits
 from ..data.sampler import ShardedSampler
 from ..data.tokenize import Collator, tokenize_split
 from ..models import count_parameters, load_tokenizer
@@ -27,6 +28,7 @@ from .runtime import DistEnv
 class PreparedRun:
     split: Split
     train: object  # the tokenized training split (a datasets.Dataset)
+    eval_data: dict  # name -> tokenized evaluation split
     tokenizer: object
     collate: Collator
     sampler: ShardedSampler
@@ -40,21 +42,39 @@ class PreparedRun:
     erm_steps: int
 
 
+MAX_EPOCHS = 1000
+
+
+def check_budget(budget: Budget, max_steps: int | None, steps_per_epoch: float, num_rows: int) -> None:
+    """Refuse budgets that would pass over the training rows absurdly often (a likely typo)."""
+    if max_steps is not None and max_steps / steps_per_epoch > MAX_EPOCHS:
+        raise FtftError(
+            f"budget {budget} means {max_steps} steps = {max_steps / steps_per_epoch:.0f} epochs over "
+            f"the {num_rows} training rows; at most {MAX_EPOCHS} are allowed"
+        )
+
+
 def seed_dropout(seed: int, env: DistEnv) -> None:
     """Seed the global generator, which only dropout draws from (data order and head init have their own)."""
     torch.manual_seed(seed * 10_007 + env.rank)
 
 
 def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
-                rows: Sequence[int] | None = None, erm_epochs: float = 1.0,
-                schedule: str = "compressed") -> PreparedRun:
-    """Set a run up. `rows` are the training rows (None: all); `schedule` is `compressed` (the LR
-    schedule spans the budget) or `truncated` (it spans the ERM budget and is cut where the run stops).
+                select_rows: Callable[[Split], Sequence[int]] | None = None, erm_epochs: float = 1.0,
+                schedule: str = "compressed", eval_splits: Sequence[str] = ()) -> PreparedRun:
+    """Set a run up.
+
+    `select_rows(train_split)` returns the training rows (None: all of them); `schedule` is
+    `compressed` (the LR schedule spans the budget) or `truncated` (it spans the ERM budget and is
+    cut where the run stops); `eval_splits` are tokenized for evaluation.
     """
     seed_dropout(cfg.dropout_seed, env)
-    split = load_split(cfg.data, cfg.data.train_split)
+    splits = load_splits(cfg.data, [cfg.data.train_split, *eval_splits])
+    split = splits[cfg.data.train_split]
+    rows = None if select_rows is None else select_rows(split)
     tokenizer = load_tokenizer(cfg.model)
     train = tokenize_split(split, tokenizer, cfg.max_length)
+    eval_data = {name: tokenize_split(splits[name], tokenizer, cfg.max_length) for name in eval_splits}
     collate = Collator(tokenizer)
     rows = range(len(train)) if rows is None else rows
     sampler = ShardedSampler(rows, env.world_size, env.rank, seed=cfg.data_seed)
@@ -66,6 +86,7 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     full_per_epoch = steps_per_epoch(len(train), env.world_size, cfg.micro_batch_size, cfg.grad_accum)
     erm_steps = max(1, round(full_per_epoch * erm_epochs))
     max_steps = budget.max_steps(per_epoch, erm_steps)
+    check_budget(budget, max_steps, per_epoch, len(rows))
     schedule_steps = max_steps if (schedule == "compressed" and max_steps is not None) else erm_steps
 
     ds_config = run_ds_config(cfg, env, split.num_labels, schedule_steps,
@@ -75,7 +96,7 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     engine = initialize_engine(model, ds_config)
     ledger = CostLedger(num_parameters, env.world_size, env.device, monitor=engine.monitor)
     return PreparedRun(
-        split=split, train=train, tokenizer=tokenizer, collate=collate, sampler=sampler, loader=loader,
+        split=split, train=train, eval_data=eval_data, tokenizer=tokenizer, collate=collate, sampler=sampler, loader=loader,
         engine=engine, ds_config=ds_config, num_parameters=num_parameters, ledger=ledger,
         stopper=Stopper(budget, max_steps), max_steps=max_steps, erm_steps=erm_steps,
     )

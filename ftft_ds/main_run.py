@@ -1,0 +1,115 @@
+"""Main runs: the expensive model, trained on the selected subset (FTFT) or on everything (ERM).
+
+Launched with `deepspeed launch/main.py` across GPUs and nodes (or `ftft train` in one process).
+The dataset is never copied: the sampler walks the subset's rows. The run stops exactly at its
+budget on every rank, evaluates on the ID and OOD splits, checkpoints, resumes, and writes under
+`output_dir`:
+
+- `metrics.json`: final and best evaluation, steps, budget, why it stopped, parameters per rank;
+- `cost.json`: the cost ledger; `log.jsonl` + `tensorboard/main/`: the curves;
+- `checkpoints/`: resumable DeepSpeed checkpoints (`best` kept when patience is on);
+- `model/`: the final model in Hugging Face format (consolidated from ZeRO-3 shards);
+- `config.json`: the resolved config.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch.distributed as dist
+
+from .config import MainConfig, save_config
+from .dynamics.recorder import DynamicsRecorder
+from .dynamics.select import Subset
+from .reference import write_dynamics
+from .io import versions, write_json
+from .train.budget import Budget
+from .train.checkpoint import Checkpointer, export_hf_model
+from .train.evaluate import Evaluator
+from .train.prepare import prepare_run
+from .train.runtime import DistEnv, init_distributed
+from .train.trainer import Patience, Trainer
+
+JOB_NAME = "main"
+
+
+def subset_rows(path: str):
+    """`select_rows` for `prepare_run`: the training rows of the subset's uids, checked against the split."""
+    subset = Subset.load(path)
+
+    def select(split) -> list[int]:
+        uid_to_index = split.uid_to_index()
+        subset.check_dataset(split.fingerprint, uid_to_index.keys())
+        return sorted(uid_to_index[uid] for uid in subset.uids)
+
+    return select
+
+
+def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
+    """Run a main model to its budget; return the metrics written to `metrics.json`."""
+    env = env or init_distributed()
+    out = Path(cfg.output_dir)
+    budget = Budget.parse(cfg.budget)
+    run = prepare_run(
+        cfg, env, budget, JOB_NAME, select_rows=subset_rows(cfg.subset) if cfg.subset else None,
+        erm_epochs=cfg.erm_epochs, schedule=cfg.lr_schedule, eval_splits=cfg.data.eval_splits,
+    )
+    recorder = DynamicsRecorder(run.sampler.rows, run.split.num_labels) if cfg.record_dynamics else None
+    evaluator = Evaluator(run.eval_data, run.split.num_labels, cfg.micro_batch_size, run.collate, env) \
+        if run.eval_data else None
+    trainer = Trainer(
+        run.engine, run.loader, run.sampler, run.ledger, run.stopper, env, log_every=cfg.log_every,
+        evaluator=evaluator, eval_every=cfg.eval_every,
+        patience=Patience(cfg.patience_metric, cfg.patience) if evaluator else None,
+        checkpointer=Checkpointer(out / "checkpoints", env), checkpoint_every=cfg.checkpoint_every,
+        recorder=recorder, log_path=out / "log.jsonl", desc="main",
+    )
+    if cfg.resume:
+        trainer.resume()
+    elif env.is_main:
+        (out / "log.jsonl").unlink(missing_ok=True)
+    final = trainer.fit()
+    trainer.save_checkpoint()
+    if cfg.export_model:
+        export_hf_model(run.engine, run.tokenizer, out / "model", env)
+
+    state = trainer.state
+    metrics = {
+        "final": final,
+        "steps": state.step,
+        "max_steps": run.max_steps,
+        "erm_steps": run.erm_steps,
+        "budget": str(budget),
+        "stopped": "patience" if state.stopped_early else "budget",
+        "best": {"metric": cfg.patience_metric, "score": state.best_score, "step": state.best_step},
+        "train_rows": len(run.sampler.rows),
+        "train_split_size": len(run.train),
+        "subset": cfg.subset,
+        "dataset_fingerprint": run.split.fingerprint,
+        "world_size": env.world_size,
+        "zero_stage": run.ds_config.get("zero_optimization", {}).get("stage", 0),
+        "parameters_per_rank": _parameters_per_rank(run.engine),
+        "num_parameters": run.num_parameters,
+        "versions": versions(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if env.is_main:
+        if recorder is not None:
+            write_dynamics(out / "dynamics", run, cfg, env, recorder, source="main")
+        write_json(out / "metrics.json", metrics)
+        save_config(cfg, out / "config.json")
+        run.ledger.save(out / "cost.json", kind="main", model=cfg.model, num_layers=cfg.num_layers,
+                        subset=cfg.subset)
+    if dist.is_initialized():
+        dist.barrier()
+    return metrics
+
+
+def _parameters_per_rank(engine) -> list[int]:
+    """How many parameter values each rank holds: all of them below ZeRO-3, a 1/world shard with it."""
+    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in engine.module.parameters())
+    if not dist.is_initialized():
+        return [local]
+    counts = [None] * dist.get_world_size()
+    dist.all_gather_object(counts, local)
+    return counts

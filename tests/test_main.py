@@ -1,0 +1,136 @@
+"""Main runs on 2 CPU ranks under the `deepspeed` launcher: budgets, subsets, ZeRO-3, resume, nodes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ftft_ds.data.load import DataConfig, load_split
+from ftft_ds.dynamics.select import Subset
+from ftft_ds.dynamics.store import Dynamics
+from ftft_ds.train.runtime import free_port
+
+from .helpers import REPO, deepspeed_launch, quiet_env, tail
+
+TRAIN_SIZE = 240
+COMMON = ["--model", "tiny-bert", "--set", f"data.embedded_train_size={TRAIN_SIZE}",
+          "--set", "micro_batch_size=8", "--set", "lr=1e-3", "--set", "log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def split():
+    return load_split(DataConfig(embedded_train_size=TRAIN_SIZE), "train")
+
+
+@pytest.fixture(scope="module")
+def subset_file(split, tmp_path_factory):
+    """Every third training example (77 rows: an odd count, so the sampler pads)."""
+    uids = list(split.dataset["uid"])[::3][:77]
+    path = tmp_path_factory.mktemp("subset") / "subset.json"
+    Subset(uids, {"dataset_fingerprint": split.fingerprint, "num_selected": len(uids)}).save(path)
+    return path
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def test_zero2_subset_run_stops_at_budget_and_covers_the_subset(tmp_path, subset_file, split):
+    out = tmp_path / "zero2"
+    proc = deepspeed_launch("launch/main.py", [
+        *COMMON, "--ds-config", "zero2", "--subset", subset_file, "--budget", "epochs:2",
+        "--set", "record_dynamics=true", "--set", "eval_every=5", "-o", out])
+    assert proc.returncode == 0, tail(proc)
+    metrics = read_json(out / "metrics.json")
+    # 77 rows on 2 ranks: 39 per rank, 5 micro-batches of <= 8, so 5 steps per epoch.
+    assert metrics["steps"] == metrics["max_steps"] == 10
+    assert metrics["train_rows"] == 77 and metrics["world_size"] == 2 and metrics["zero_stage"] == 2
+    # The rows consumed, as the recorder saw them across both ranks: exactly the subset, each
+    # once per epoch, for both epochs.
+    dyn = Dynamics.load(out / "dynamics")
+    assert sorted(dyn.uid_strings()) == sorted(Subset.load(subset_file).uids)
+    assert dyn.logits.shape == (77, 2, 3)
+    cost = read_json(out / "cost.json")
+    assert cost["optimizer_steps"] == 10 and cost["train_examples"] == 2 * 2 * 39
+    # Evaluation ran at steps 5 and 10 on ID and OOD splits.
+    evals = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "ood/accuracy" in r]
+    assert [r["step"] for r in evals] == [5, 10]
+    events = EventAccumulator(str(out / "tensorboard" / "main")).Reload()
+    assert {"train/loss", "train/lr", "cost/flops", "cost/tokens", "cost/device_hours",
+            "dev/accuracy", "ood/mcc"} <= set(events.Tags()["scalars"])
+    assert len(events.Scalars("train/loss")) == 10
+
+
+def test_zero3_partitions_parameters_and_exports_a_consolidated_model(tmp_path):
+    out = tmp_path / "zero3"
+    proc = deepspeed_launch("launch/main.py", [*COMMON, "--ds-config", "zero3", "--budget", "steps:7", "-o", out])
+    assert proc.returncode == 0, tail(proc)
+    metrics = read_json(out / "metrics.json")
+    assert metrics["steps"] == 7 and metrics["zero_stage"] == 3
+    per_rank, total = metrics["parameters_per_rank"], metrics["num_parameters"]
+    assert len(per_rank) == 2 and all(n < 0.6 * total for n in per_rank)
+    assert total <= sum(per_rank) < total * 1.01  # shards (plus alignment padding) cover the model
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(out / "model")
+    assert sum(p.numel() for p in model.parameters()) == total
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_two_nodes_on_loopback(tmp_path):
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("localhost slots=1\n127.0.0.1 slots=1\n")
+    port = free_port()
+    out = tmp_path / "two_nodes"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile), "--no_ssh",
+             "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port),
+             str(REPO / "launch/main.py"), *map(str, COMMON), "--budget", "steps:3", "-o", str(out)],
+            cwd=REPO, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    metrics = read_json(out / "metrics.json")
+    assert metrics["world_size"] == 2 and metrics["steps"] == 3
+
+
+def losses(out):
+    return [(r["step"], r["train/loss"]) for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+            if "train/loss" in r]
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
+    args = [*COMMON, "--ds-config", "zero2", "--budget", "steps:120", "--set", "checkpoint_every=15",
+            "--set", "eval_every=60"]
+    full = tmp_path / "full"
+    proc = deepspeed_launch("launch/main.py", [*args, "-o", full])
+    assert proc.returncode == 0, tail(proc)
+
+    cut = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
+           str(free_port()), str(REPO / "launch/main.py"), *map(str, args), "-o", str(cut)]
+    victim = subprocess.Popen(cmd, cwd=REPO, env=quiet_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    latest = cut / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (latest.is_file() and latest.read_text().strip() == "step_30"):
+        time.sleep(0.02)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert latest.read_text().strip() in ("step_30", "step_45"), "the run was not cut mid-way"
+    assert not (cut / "metrics.json").exists()
+
+    proc = deepspeed_launch("launch/main.py", [*args, "-o", cut, "--resume"])
+    assert proc.returncode == 0, tail(proc)
+    assert losses(cut) == losses(full)
+    a, b = read_json(full / "metrics.json"), read_json(cut / "metrics.json")
+    assert a["final"] == b["final"] and a["steps"] == b["steps"] == 120
+    assert read_json(cut / "cost.json")["train_examples"] == read_json(full / "cost.json")["train_examples"]
