@@ -1,4 +1,4 @@
-"""`ftft reference`: the commands that train models (also reached through `launch/*.py`)."""
+"""`ftft reference` and `ftft train`: the commands that train models (also reached through `launch/*.py`)."""
 from __future__ import annotations
 
 import click
@@ -56,3 +56,44 @@ def reference(config, model, num_layers, data_source, output_dir, ds_config, ove
     if env.is_main:
         click.echo(f"dynamics: {store}")
         click.echo(f"tensorboard: {store.parent / 'tensorboard'}")
+
+
+@cli.command()
+@_common_options
+@click.option("--subset", type=click.Path(dir_okay=False), help="Subset file from `ftft select`; omit for ERM.")
+@click.option("--budget", help="steps:N, epochs:E, erm:F, flops:X or seconds:T.")
+@click.option("--resume/--no-resume", default=None, help="Continue from the latest checkpoint in OUTPUT_DIR.")
+def train(config, model, num_layers, data_source, output_dir, ds_config, overrides, local_rank,
+          subset, budget, resume):
+    """Train the main model on a subset (FTFT) or on everything (ERM) until the budget is spent.
+
+    Runs as one process, or under `deepspeed [--num_gpus N | --hostfile H] launch/main.py`.
+    """
+    from ..config import MainConfig, load_config
+    from ..main_run import run_main
+    from ..train.runtime import init_distributed
+
+    cfg = load_config(MainConfig, **_values(config, model, num_layers, data_source, output_dir,
+                                            ds_config, overrides, subset=subset, budget=budget, resume=resume))
+    env = init_distributed()
+    metrics = run_main(cfg, env)
+    if env.is_main:
+        final = ", ".join(f"{k}={v:.4f}" for k, v in metrics["final"].items() if k != "step")
+        click.echo(f"stopped by {metrics['stopped']} after {metrics['steps']} steps: {final}")
+        click.echo(f"outputs: {cfg.output_dir}")
+
+
+@cli.command()
+@click.option("-o", "--output-dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--train-size", default=2000, show_default=True, type=int, help="Training examples of the embedded task.")
+def demo(output_dir, train_size):
+    """The embedded default: FTFT's first half on the built-in task (reference, data map, subset)."""
+    from ..demo import DemoConfig, run_demo
+
+    result = run_demo(DemoConfig(output_dir=output_dir, train_size=train_size))
+    summary = result["summary"]
+    click.echo(f"\nmean confidence {summary['mean_confidence']:.3f}, mean variability "
+               f"{summary['mean_variability']:.3f} over {summary['examples']} examples")
+    click.echo(f"subset per label: {result['counts_per_label']}")
+    for key in ("dynamics", "metrics", "data_map", "subset", "tensorboard"):
+        click.echo(f"{key:>12}: {result[key]}")
