@@ -18,9 +18,11 @@ follows content too.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
@@ -441,12 +443,33 @@ def _canonical(raw, config: DataConfig, split_name: str, num_labels: int, names:
         out["label"] = labels[indices]
         return out
 
-    dataset = raw.map(
-        to_canonical, batched=True, batch_size=10_000, with_indices=True,
-        remove_columns=raw.column_names, features=features, new_fingerprint=fingerprint,
-        desc=f"canonical {split_name}",
-    )
+    with progress_bars(len(raw)):
+        dataset = raw.map(
+            to_canonical, batched=True, batch_size=10_000, with_indices=True,
+            remove_columns=raw.column_names, features=features, new_fingerprint=fingerprint,
+            desc=f"canonical {split_name}",
+        )
     return Split(split_name, dataset, fingerprint, num_labels, names)
+
+
+LARGE_SPLIT = 50_000
+"""Splits with at least this many rows show `datasets` progress bars while they are processed."""
+
+
+@contextlib.contextmanager
+def progress_bars(num_rows: int):
+    """Show `datasets` progress bars for large splits on rank 0 only; small ones would be noise."""
+    from datasets.utils import logging as datasets_logging
+
+    show = num_rows >= LARGE_SPLIT and os.environ.get("RANK", "0") == "0"
+    was_enabled = datasets_logging.is_progress_bar_enabled()
+    if not show:
+        datasets_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets_logging.enable_progress_bar()
 
 
 # -- public entry points ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import require
 from ..io import atomic_path
-from .load import Split
+from .load import Split, progress_bars
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 """Special tokens of the word-level task tokenizer, in vocabulary order (so [PAD] is id 0)."""
@@ -59,10 +59,11 @@ def tokenize_split(split: Split, tokenizer, max_length: int = 128):
         out["index"] = indices
         return out
 
-    return split.dataset.map(
-        encode, batched=True, batch_size=2000, with_indices=True,
-        remove_columns=split.dataset.column_names, features=features, desc=f"tokenize {split.name}",
-    )
+    with progress_bars(len(split.dataset)):
+        return split.dataset.map(
+            encode, batched=True, batch_size=2000, with_indices=True,
+            remove_columns=split.dataset.column_names, features=features, desc=f"tokenize {split.name}",
+        )
 
 
 class Collator:

@@ -1,0 +1,88 @@
+"""Main runs: FLOPs/time budgets and patience stop where they should; bad input fails cleanly."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ftft_ds.cli import _register, cli
+from ftft_ds.dynamics.select import Subset
+
+from .helpers import deepspeed_launch, ftft, tail
+
+COMMON = ["--model", "tiny-bert", "--set", "data.embedded_train_size=120", "--set", "micro_batch_size=8",
+          "--set", "log_every=1"]
+
+
+def log_records(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_flops_budget_stops_at_the_first_step_past_it(tmp_path):
+    out = tmp_path / "flops"
+    budget = 2.0e9
+    proc = ftft(["train", *COMMON, "--budget", f"flops:{budget}", "-o", out])
+    assert proc.returncode == 0, tail(proc)
+    flops = [r["cost/flops"] for r in log_records(out) if "train/loss" in r]
+    assert flops[-1] >= budget > flops[-2]
+    assert json.loads((out / "metrics.json").read_text())["steps"] == len(flops)
+
+
+def test_time_budget_and_patience(tmp_path):
+    timed = tmp_path / "seconds"
+    proc = ftft(["train", *COMMON, "--budget", "seconds:3", "-o", timed])
+    assert proc.returncode == 0, tail(proc)
+    walls = [r["cost/wall_seconds"] for r in log_records(timed) if "train/loss" in r]
+    assert walls[-1] >= 3 > walls[-2]
+
+    patient = tmp_path / "patience"
+    proc = ftft(["train", *COMMON, "--budget", "steps:200", "--set", "eval_every=1", "--set", "patience=2",
+                 "--set", "lr=1e-7", "-o", patient])
+    assert proc.returncode == 0, tail(proc)
+    metrics = json.loads((patient / "metrics.json").read_text())
+    assert metrics["stopped"] == "patience" and metrics["steps"] < 200
+    assert metrics["steps"] == metrics["best"]["step"] + 2
+    assert (patient / "checkpoints" / "best").is_dir()
+
+
+def test_subset_from_another_dataset_fails_on_every_rank(tmp_path):
+    subset = tmp_path / "subset.json"
+    Subset(["abc"], {"dataset_fingerprint": "0000000000000000", "num_selected": 1}).save(subset)
+    proc = deepspeed_launch("launch/main.py", [*COMMON, "--subset", subset, "-o", tmp_path / "run"], timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "selected on dataset 0000000000000000" in errors[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "steps:0"], "must be positive"),
+    (["--budget", "epochs:5000"], "at most 1000"),
+    (["--budget", "hours:1"], "KIND:VALUE"),
+    (["--ds-config", "zero7"], "zero7"),
+    (["--ds-config", "{bad}"], "not found"),
+    (["--set", "lr_schedule=cosine"], "lr_schedule"),
+    (["--set", "patience=3", "--set", "patience_metric=train/accuracy"], "patience_metric"),
+])
+def test_bad_options_give_one_line(tmp_path, args, message):
+    proc = ftft(["train", *COMMON, *args, "-o", tmp_path / "run"], timeout=120)
+    assert proc.returncode == 2, tail(proc)
+    assert proc.stderr.strip().startswith("error:") and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_impossible_batch_arithmetic_and_malformed_config(tmp_path):
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(json.dumps({"train_batch_size": 7, "train_micro_batch_size_per_gpu": 8}))
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"train_batch_size": ')
+    for path, message in ((fixed, "train_batch_size=7"), (broken, "not valid JSON")):
+        proc = ftft(["train", *COMMON, "--ds-config", path, "-o", tmp_path / "run"], timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr, tail(proc)
+
+
+def test_config_errors_need_no_process_group(tmp_path):
+    _register()
+    result = CliRunner().invoke(cli, ["train", *COMMON, "--set", "micro_batch_size=0", "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "micro_batch_size must be at least 1" in result.output
