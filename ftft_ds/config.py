@@ -210,6 +210,9 @@ class ReferenceConfig(OptimConfig):
     """Epochs over the full training split; each finished epoch adds one column of dynamics."""
     eval_pass: bool = False
     """Also record logits of a separate eval-mode pass over the training split after each epoch."""
+    evaluate: bool = True
+    """Evaluate the reference on the eval splits at the end (`metrics.json`): a reference too weak
+    on its own task is a poor guide to which examples matter."""
 
     def __post_init__(self):
         super().__post_init__()

@@ -1,7 +1,8 @@
 """The cost ledger: what a run spent, step by step, in units that add up across a whole recipe.
 
 Per optimizer step it counts non-padding tokens, analytic FLOPs (≈ 6 × parameters × tokens for a
-training step, 2 × for an evaluation forward pass), wall time and device-hours, plus loss, learning
+training step, 2 × for an evaluation forward pass; parameters without the embedding tables, as in
+Kaplan et al.'s C ≈ 6ND), wall time and device-hours, plus loss, learning
 rate, accuracy and throughput. Counters stay on the device between log points, so counting adds no
 synchronisation; at a log point the ranks sum them in one all-reduce. Rank 0 writes the events to
 TensorBoard under the stable tags below and `cost.json` at the end. Reference runs and main runs use
@@ -44,16 +45,17 @@ class CostTotals:
     optimizer_steps: int = 0
     wall_seconds: float = 0.0
     device_hours: float = 0.0
-    num_parameters: int = 0
+    flops_parameters: int = 0
+    """Parameters in the 6·N·D rule: all but embedding tables (lookups are not matrix multiplies)."""
     world_size: int = 1
 
     @property
     def train_flops(self) -> float:
-        return float(TRAIN_FLOPS_PER_PARAM_TOKEN) * self.num_parameters * self.train_tokens
+        return float(TRAIN_FLOPS_PER_PARAM_TOKEN) * self.flops_parameters * self.train_tokens
 
     @property
     def eval_flops(self) -> float:
-        return float(EVAL_FLOPS_PER_PARAM_TOKEN) * self.num_parameters * self.eval_tokens
+        return float(EVAL_FLOPS_PER_PARAM_TOKEN) * self.flops_parameters * self.eval_tokens
 
     @property
     def total_flops(self) -> float:
@@ -73,9 +75,9 @@ class CostTotals:
 class CostLedger:
     """Counts a run's cost on every rank; logs and saves it from rank 0."""
 
-    def __init__(self, num_parameters: int, world_size: int, device: torch.device, monitor=None,
+    def __init__(self, flops_parameters: int, world_size: int, device: torch.device, monitor=None,
                  totals: CostTotals | None = None):
-        self.totals = totals or CostTotals(num_parameters=num_parameters, world_size=world_size)
+        self.totals = totals or CostTotals(flops_parameters=flops_parameters, world_size=world_size)
         self.monitor = monitor
         self._device = device
         # [train tokens, train examples, eval tokens, loss sum, correct, loss count]

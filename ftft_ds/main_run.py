@@ -25,7 +25,6 @@ from .reference import write_dynamics
 from .io import versions, write_json
 from .train.budget import Budget
 from .train.checkpoint import Checkpointer, export_hf_model
-from .train.evaluate import Evaluator
 from .train.prepare import prepare_run
 from .train.runtime import DistEnv, init_distributed
 from .train.trainer import Patience, Trainer
@@ -55,8 +54,7 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
         erm_epochs=cfg.erm_epochs, schedule=cfg.lr_schedule, eval_splits=cfg.data.eval_splits,
     )
     recorder = DynamicsRecorder(run.sampler.rows, run.split.num_labels) if cfg.record_dynamics else None
-    evaluator = Evaluator(run.eval_data, run.split.num_labels, cfg.micro_batch_size, run.collate, env) \
-        if run.eval_data else None
+    evaluator = run.evaluator(env)
     trainer = Trainer(
         run.engine, run.loader, run.sampler, run.ledger, run.stopper, env, log_every=cfg.log_every,
         evaluator=evaluator, eval_every=cfg.eval_every,

@@ -121,6 +121,17 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
 
 
+def count_flops_parameters(model: torch.nn.Module) -> int:
+    """Parameters that take part in matrix multiplies: all but the embedding tables.
+
+    This is the N of the usual C ≈ 6·N·D estimate of training FLOPs; counting a 30k-token
+    embedding table would make small models look several times more expensive than they are.
+    """
+    embedding = sum(getattr(p, "ds_numel", p.numel()) for m in model.modules()
+                    if isinstance(m, torch.nn.Embedding) for p in m.parameters(recurse=False))
+    return count_parameters(model) - embedding
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -128,5 +139,5 @@ def _first_line(exc: BaseException) -> str:
 
 __all__ = [
     "MINILM", "TINY_BERT", "minilm_path", "load_tokenizer", "model_config", "build_model",
-    "count_parameters",
+    "count_parameters", "count_flops_parameters",
 ]

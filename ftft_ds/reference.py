@@ -5,6 +5,7 @@ ranks under the `deepspeed` launcher; either way it writes, under `output_dir`:
 
 - `dynamics/`: the dynamics store (N × E × C logits, labels, uids, manifest);
 - `config.json`: the resolved run config;
+- `metrics.json`: the reference's own evaluation on the eval splits (unless `evaluate` is off);
 - `cost.json`: the run's cost ledger (the same units as main runs, so a recipe's costs add up);
 - `log.jsonl` and `tensorboard/reference/`: loss, learning rate, accuracy, throughput and cost.
 """
@@ -19,6 +20,7 @@ from .config import OptimConfig, ReferenceConfig, save_config, to_dict
 from .dynamics.recorder import DynamicsRecorder
 from .dynamics.store import Dynamics
 from .train.budget import Budget
+from .io import write_json
 from .train.evaluate import predict, split_loader
 from .train.prepare import PreparedRun, prepare_run
 from .train.runtime import DistEnv, init_distributed
@@ -32,24 +34,27 @@ def run_reference(cfg: ReferenceConfig, env: DistEnv | None = None) -> Path:
     env = env or init_distributed()
     out = Path(cfg.output_dir)
     started = time.time()
-    run = prepare_run(cfg, env, budget=Budget("epochs", cfg.epochs), job_name=JOB_NAME)
+    run = prepare_run(cfg, env, budget=Budget("epochs", cfg.epochs), job_name=JOB_NAME,
+                      eval_splits=cfg.data.eval_splits if cfg.evaluate else ())
     rows = range(len(run.train))
     recorder = DynamicsRecorder(rows, run.split.num_labels)
     eval_recorder = DynamicsRecorder(rows, run.split.num_labels) if cfg.eval_pass else None
 
+    evaluator = run.evaluator(env)
     trainer = Trainer(
         run.engine, run.loader, run.sampler, run.ledger, run.stopper, env, log_every=cfg.log_every,
-        recorder=recorder, log_path=out / "log.jsonl", desc="reference",
+        evaluator=evaluator, recorder=recorder, log_path=out / "log.jsonl", desc="reference",
         on_epoch_end=None if eval_recorder is None else lambda: _eval_pass(run, eval_recorder, env),
     )
     if env.is_main:
         (out / "log.jsonl").unlink(missing_ok=True)
-    trainer.fit()
+    final = trainer.fit()
 
     store = out / "dynamics"
     if env.is_main:
         write_dynamics(store, run, cfg, env, recorder, eval_recorder, source="reference",
                        wall_seconds=time.time() - started)
+        write_json(out / "metrics.json", {"final": final, "steps": trainer.state.step})
         save_config(cfg, out / "config.json")
         run.ledger.save(out / "cost.json", kind="reference", model=cfg.model, num_layers=cfg.num_layers)
     if dist.is_initialized():

@@ -54,7 +54,10 @@ def test_two_rank_run_logs_cost_and_loss_to_tensorboard(two_rank_run):
     assert cost["optimizer_steps"] == 2 * 10
     assert cost["world_size"] == 2
     assert cost["train_examples"] == 2 * 2 * 151
-    assert cost["train_flops"] == 6 * cost["num_parameters"] * cost["train_tokens"]
+    assert cost["train_flops"] == 6 * cost["flops_parameters"] * cost["train_tokens"]
+    manifest = Dynamics.load(two_rank_run / "dynamics").manifest
+    embeddings = manifest["num_parameters"] - cost["flops_parameters"]
+    assert 30522 * 32 < embeddings < manifest["num_parameters"]  # tiny-bert: the embeddings dominate
 
 
 def test_single_process_run_is_deterministic(tmp_path):

@@ -18,8 +18,9 @@ from ..errors import FtftError
 from ..data.load import Split, load_splits
 from ..data.sampler import ShardedSampler
 from ..data.tokenize import Collator, tokenize_split
-from ..models import count_parameters, load_tokenizer
+from ..models import count_flops_parameters, count_parameters, load_tokenizer
 from .budget import Budget, Stopper, steps_per_epoch
+from .evaluate import Evaluator
 from .engine import build_model_for, initialize_engine, run_ds_config
 from .runtime import DistEnv
 
@@ -40,6 +41,12 @@ class PreparedRun:
     stopper: Stopper
     max_steps: int | None
     erm_steps: int
+
+    def evaluator(self, env: DistEnv) -> Evaluator | None:
+        """An evaluator over the tokenized eval splits (None when there are none)."""
+        if not self.eval_data:
+            return None
+        return Evaluator(self.eval_data, self.split.num_labels, self.loader.batch_size, self.collate, env)
 
 
 MAX_EPOCHS = 1000
@@ -94,7 +101,7 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     model = build_model_for(cfg, split.num_labels, ds_config)
     num_parameters = count_parameters(model)
     engine = initialize_engine(model, ds_config)
-    ledger = CostLedger(num_parameters, env.world_size, env.device, monitor=engine.monitor)
+    ledger = CostLedger(count_flops_parameters(model), env.world_size, env.device, monitor=engine.monitor)
     return PreparedRun(
         split=split, train=train, eval_data=eval_data, tokenizer=tokenizer, collate=collate, sampler=sampler, loader=loader,
         engine=engine, ds_config=ds_config, num_parameters=num_parameters, ledger=ledger,
