@@ -85,15 +85,35 @@ def train(config, model, num_layers, data_source, output_dir, ds_config, overrid
 
 @cli.command()
 @click.option("-o", "--output-dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--train-size", default=2000, show_default=True, type=int, help="Training examples of the embedded task.")
-def demo(output_dir, train_size):
-    """The embedded default: FTFT's first half on the built-in task (reference, data map, subset)."""
-    from ..demo import DemoConfig, run_demo
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Change the demo's recipe, e.g. --set methods=[erm,ftft,dm] --set seeds=[0,1].")
+def demo(output_dir, overrides):
+    """The embedded default: the whole FTFT recipe (reference, selection, ERM and FTFT main runs
+    on 2 ranks) on the built-in task, with the results table."""
+    from ..demo import demo_config
+    from ..pipeline import run_recipe
 
-    result = run_demo(DemoConfig(output_dir=output_dir, train_size=train_size))
-    summary = result["summary"]
-    click.echo(f"\nmean confidence {summary['mean_confidence']:.3f}, mean variability "
-               f"{summary['mean_variability']:.3f} over {summary['examples']} examples")
-    click.echo(f"subset per label: {result['counts_per_label']}")
-    for key in ("dynamics", "metrics", "data_map", "subset", "tensorboard"):
-        click.echo(f"{key:>12}: {result[key]}")
+    _print_report(run_recipe(demo_config(output_dir, overrides)))
+
+
+@cli.command("run")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Overrides the config's output_dir.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any recipe field, e.g. --set seeds=[0,1,2] --set main.lr=3e-5.")
+def run_cmd(config, output_dir, overrides):
+    """The whole FTFT recipe with its baselines: references, selection, main runs, results table.
+
+    Stages already done with the same config and inputs are skipped; changed or failed ones re-run.
+    """
+    from ..config import load_config
+    from ..pipeline import RecipeConfig, run_recipe
+
+    _print_report(run_recipe(load_config(RecipeConfig, config, overrides, output_dir=output_dir)))
+
+
+def _print_report(report: dict) -> None:
+    click.echo("\n" + report["markdown"])
+    for key in ("table", "json", "plot", "tensorboard"):
+        if key in report:
+            click.echo(f"{key:>12}: {report[key]}")

@@ -1,0 +1,139 @@
+"""`ftft run`: reference run(s) → selection → main runs, with the papers' baselines side by side.
+
+Every training run is a separate process: references as one process (one GPU), main runs on
+`num_ranks` ranks through the `deepspeed` launcher, each on a free port. Each stage is a folder
+with a manifest (see `stages.py`), so a re-run skips what is done and redoes what changed or failed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..config import MainConfig, OptimConfig, ReferenceConfig, from_dict, save_config, to_dict
+from ..data.load import load_split
+from ..dynamics.metrics import compute_metrics
+from ..dynamics.plot import plot_data_map
+from ..dynamics.select import select_subset
+from ..dynamics.store import Dynamics
+from .config import RecipeConfig
+from .report import collect_rows, summarize, transfer_diagnostics, write_report
+from .stages import Stage, file_digest, ftft_command, run_command
+
+__all__ = ["RecipeConfig", "run_recipe"]
+
+SUBSET_METHODS = {"dm": "main", "ftft": "small", "random": "random"}
+"""Which subset each method trains on (none: the full training split)."""
+
+
+def _reference_configs(cfg: RecipeConfig) -> dict:
+    """The reference runs the chosen methods need: FTFT's cheap one, DM's main-model one."""
+    refs = {}
+    if "ftft" in cfg.methods:
+        refs["small"] = dict(cfg.reference)
+    if "dm" in cfg.methods:
+        optim_fields = {f.name for f in dataclasses.fields(OptimConfig)}
+        refs["main"] = {k: v for k, v in cfg.main.items() if k in optim_fields}
+        refs["main"]["epochs"] = cfg.reference.get("epochs", ReferenceConfig.epochs)
+    return refs
+
+
+def _budget(cfg: RecipeConfig, method: str) -> str:
+    return cfg.erm_budget if method in ("erm", "dm") else cfg.ftft_budget
+
+
+def run_recipe(cfg: RecipeConfig, echo=click.echo) -> dict:
+    """Run (or resume) the whole recipe and write the results table; return the report's paths."""
+    out = Path(cfg.output_dir)
+    split = load_split(cfg.data, cfg.data.train_split)
+    data = {"config": to_dict(cfg.data), "fingerprint": split.fingerprint}
+
+    references = {name: from_dict(ReferenceConfig, {**fields, "data": to_dict(cfg.data),
+                                                    "output_dir": str(out / "reference" / name)})
+                  for name, fields in _reference_configs(cfg).items()}
+    mains = {(method, seed): from_dict(MainConfig, {
+        **cfg.main, "data": to_dict(cfg.data), "budget": _budget(cfg, method),
+        "output_dir": str(out / "main" / method / f"seed{seed}"),
+        "init_seed": seed, "data_seed": seed, "dropout_seed": seed})
+        for method in cfg.methods for seed in cfg.seeds}
+    total = len(references) * 2 + ("random" in cfg.methods) + len(mains)
+    progress = {"done": 0}
+
+    def execute(stage: Stage) -> None:
+        progress["done"] += 1
+        prefix = f"[{progress['done']}/{total}] {stage.name}"
+        if stage.is_done():
+            echo(f"{prefix}: done before, skipped")
+            return
+        echo(f"{prefix}: running ...")
+        _, seconds = stage.execute()
+        echo(f"{prefix}: finished in {seconds:.0f} s")
+
+    subsets = {}
+    for name, ref in references.items():
+        folder = Path(ref.output_dir)
+
+        def train_reference(folder: Path, ref=ref) -> None:
+            save_config(ref, folder / "run_config.json")
+            run_command(ftft_command("reference", folder / "run_config.json", None), folder / "log.txt",
+                        f"reference run '{folder.name}'")
+
+        execute(Stage(f"reference/{name}", folder, {"config": to_dict(ref), "data": data}, train_reference,
+                      ["dynamics/manifest.json", "cost.json", "metrics.json"]))
+        dynamics = Dynamics.load(folder / "dynamics")
+        subsets[name] = _select_stage(execute, out / "select" / name, cfg, dynamics)
+    if "random" in cfg.methods:
+        subsets["random"] = _select_stage(execute, out / "select" / "random", cfg, None, split=split, data=data)
+
+    runs = {}
+    for (method, seed), main in mains.items():
+        subset_name = SUBSET_METHODS.get(method)
+        if subset_name is not None:
+            main = dataclasses.replace(main, subset=str(subsets[subset_name]))
+        folder = Path(main.output_dir)
+        key = {"config": to_dict(main), "data": data,
+               "subset": file_digest(Path(main.subset)) if main.subset else None}
+
+        def train_main(folder: Path, main=main) -> None:
+            save_config(main, folder / "run_config.json")
+            run_command(ftft_command("train", folder / "run_config.json", cfg.num_ranks), folder / "log.txt",
+                        f"main run '{method}' seed {seed}")
+
+        execute(Stage(f"main/{method}/seed{seed}", folder, key, train_main, ["metrics.json", "cost.json"]))
+        reference = {"ftft": "small", "dm": "main"}.get(method)
+        runs[(method, seed)] = (folder, Path(references[reference].output_dir) if reference else None)
+
+    rows = collect_rows(runs, {n: Path(r.output_dir) for n, r in references.items()})
+    metric_keys = [f"{s}/accuracy" for s in cfg.data.eval_splits] + \
+        [f"{s}/macro_f1" for s in cfg.data.eval_splits if "ood" in s]
+    summary = summarize(rows, cfg.methods, metric_keys)
+    diagnostics = transfer_diagnostics(
+        {n: Path(r.output_dir) for n, r in references.items()},
+        {n: p for n, p in subsets.items()}, cfg.data.eval_splits[0] if cfg.data.eval_splits else "dev",
+        cfg.weak_reference_accuracy)
+    ood = next((f"{s}/accuracy" for s in cfg.data.eval_splits if "ood" in s), metric_keys[0] if metric_keys else "")
+    save_config(cfg, out / "recipe.json")
+    return write_report(out, rows, summary, metric_keys, diagnostics, ood)
+
+
+def _select_stage(execute, folder: Path, cfg: RecipeConfig, dynamics: Dynamics | None, split=None, data=None) -> Path:
+    """Select a subset from `dynamics` (or, for the random baseline, from the split's uids)."""
+    sel = cfg.selection
+    key = {"selection": dataclasses.asdict(sel),
+           "source": dynamics.fingerprint if dynamics is not None else data}
+
+    def select(folder: Path) -> None:
+        if dynamics is None:  # the random baseline needs only uids and labels: give it flat dynamics
+            labels = np.asarray(split.dataset["label"])
+            source = Dynamics.create(split.dataset["uid"], labels, np.zeros((len(labels), 1, split.num_labels),
+                                     dtype=np.float32), dataset_fingerprint=split.fingerprint, source="uids")
+            select_subset(source, "random", fraction=sel.fraction, stratify=sel.stratify).save(folder / "subset.json")
+            return
+        metrics = compute_metrics(dynamics)
+        plot_data_map(metrics, folder / "data_map.png")
+        select_subset(dynamics, sel.region, fraction=sel.fraction, stratify=sel.stratify).save(folder / "subset.json")
+
+    execute(Stage(f"select/{folder.name}", folder, key, select, ["subset.json"]))
+    return folder / "subset.json"

@@ -1,0 +1,102 @@
+"""Stages of a recipe: each one a folder with a manifest, skipped when already done with the same inputs.
+
+A stage's key holds everything its output depends on: its resolved config and the fingerprints of
+the files it reads. `stage.json` records the key's digest and whether the stage finished. A stage
+is skipped only when it finished with the same digest and its outputs exist; a stage that failed
+(or was interrupted) is run again from scratch, and a changed input changes the digest, so nothing
+is silently reused across changed inputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import FtftError
+from ..io import write_json
+from ..train.runtime import free_port
+
+MANIFEST = "stage.json"
+
+
+def digest(obj) -> str:
+    """A stable hash of a JSON-able object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    """A content hash of a file, or of every file below a folder (names included)."""
+    h = hashlib.blake2b(digest_size=16)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        h.update(str(file.relative_to(path.parent if path.is_file() else path)).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Stage:
+    """One step of a recipe: `run(folder)` writes `outputs` into `folder`."""
+
+    name: str
+    folder: Path
+    key: dict
+    run: Callable[[Path], None]
+    outputs: Sequence[str]
+
+    def is_done(self) -> bool:
+        manifest = self.folder / MANIFEST
+        if not manifest.is_file():
+            return False
+        try:
+            recorded = json.loads(manifest.read_text())
+        except json.JSONDecodeError:
+            return False
+        return (recorded.get("status") == "done" and recorded.get("digest") == digest(self.key)
+                and all((self.folder / output).exists() for output in self.outputs))
+
+    def execute(self) -> tuple[bool, float]:
+        """Run the stage unless it is done; return (whether it ran, seconds it took)."""
+        if self.is_done():
+            return False, 0.0
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+        write_json(self.folder / MANIFEST, {"digest": digest(self.key), "status": "running", "key": self.key})
+        started = time.time()
+        self.run(self.folder)
+        seconds = time.time() - started
+        missing = [o for o in self.outputs if not (self.folder / o).exists()]
+        if missing:
+            raise FtftError(f"stage {self.name} finished without writing {missing[0]} in {self.folder}")
+        write_json(self.folder / MANIFEST, {"digest": digest(self.key), "status": "done", "key": self.key,
+                                            "seconds": seconds})
+        return True, seconds
+
+
+def run_command(args: Sequence[str], log: Path, what: str) -> None:
+    """Run a training command, its output into `log`; a failure names the log's last line."""
+    with open(log, "w", encoding="utf-8") as handle:
+        proc = subprocess.run(list(args), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        last = (errors or lines or ["(no output)"])[-1]
+        raise FtftError(f"{what} failed (exit {proc.returncode}): {last.strip()[:300]} — see {log}")
+
+
+def ftft_command(command: str, config: Path, num_ranks: int | None) -> list[str]:
+    """`ftft COMMAND CONFIG` in one process, or on `num_ranks` ranks through the `deepspeed` launcher
+    on a free port (so that several recipes on one machine do not collide)."""
+    if num_ranks is None:
+        return [sys.executable, "-m", "ftft_ds", command, str(config)]
+    return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(num_ranks),
+            "--master_port", str(free_port()), "--no_local_rank", "--module", "ftft_ds", command, str(config)]
