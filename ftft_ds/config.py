@@ -253,6 +253,12 @@ class MainConfig(OptimConfig):
     """Write the final model in Hugging Face format to `output_dir/model`."""
     record_dynamics: bool = False
     """Also record the main model's own training dynamics on its rows (`output_dir/dynamics`)."""
+    schedule_budget: typing.Optional[str] = None
+    """A budget the LR schedule spans instead of the one `lr_schedule` picks: a sweep runs a trial
+    to a rung of its full budget, then continues it, on the full budget's schedule."""
+    divergence_margin: typing.Optional[float] = None
+    """Stop (as diverged) when, after warm-up, `patience_metric` is within this of the
+    majority-class rate (None: never)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -266,11 +272,16 @@ class MainConfig(OptimConfig):
         for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise FtftError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.schedule_budget is not None:
+            Budget.parse(self.schedule_budget)
+        if self.record_dynamics and self.resume:
+            raise FtftError("record_dynamics cannot be combined with resume: epochs before the checkpoint are not kept")
         if self.patience is not None and self.patience < 1:
             raise FtftError(f"patience must be at least 1 (or None), got {self.patience}")
         split, _, metric = self.patience_metric.partition("/")
         if metric not in ("accuracy", "macro_f1", "mcc") or (
-                self.patience is not None and split not in self.data.eval_splits):
+                (self.patience is not None or self.divergence_margin is not None)
+                and split not in self.data.eval_splits):
             raise FtftError(
                 f"patience_metric {self.patience_metric!r} must be <split>/<accuracy|macro_f1|mcc> "
                 f"with split one of the eval splits {list(self.data.eval_splits)}"

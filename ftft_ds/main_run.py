@@ -27,7 +27,7 @@ from .train.budget import Budget
 from .train.checkpoint import Checkpointer, export_hf_model
 from .train.prepare import prepare_run
 from .train.runtime import DistEnv, init_distributed
-from .train.trainer import Patience, Trainer
+from .train.trainer import Divergence, Patience, Trainer
 
 JOB_NAME = "main"
 
@@ -52,6 +52,7 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
     run = prepare_run(
         cfg, env, budget, JOB_NAME, select_rows=subset_rows(cfg.subset) if cfg.subset else None,
         erm_epochs=cfg.erm_epochs, schedule=cfg.lr_schedule, eval_splits=cfg.data.eval_splits,
+        schedule_budget=Budget.parse(cfg.schedule_budget) if cfg.schedule_budget else None,
     )
     recorder = DynamicsRecorder(run.sampler.rows, run.split.num_labels) if cfg.record_dynamics else None
     evaluator = run.evaluator(env)
@@ -59,6 +60,7 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
         run.engine, run.loader, run.sampler, run.ledger, run.stopper, env, log_every=cfg.log_every,
         evaluator=evaluator, eval_every=cfg.eval_every,
         patience=Patience(cfg.patience_metric, cfg.patience) if evaluator else None,
+        divergence=_divergence_guard(cfg, run, evaluator),
         checkpointer=Checkpointer(out / "checkpoints", env), checkpoint_every=cfg.checkpoint_every,
         recorder=recorder, log_path=out / "log.jsonl", desc="main",
     )
@@ -78,7 +80,7 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
         "max_steps": run.max_steps,
         "erm_steps": run.erm_steps,
         "budget": str(budget),
-        "stopped": "patience" if state.stopped_early else "budget",
+        "stopped": "diverged" if state.diverged else "patience" if state.stopped_early else "budget",
         "best": {"metric": cfg.patience_metric, "score": state.best_score, "step": state.best_step},
         "train_rows": len(run.sampler.rows),
         "train_split_size": len(run.train),
@@ -101,6 +103,14 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
     if dist.is_initialized():
         dist.barrier()
     return metrics
+
+
+def _divergence_guard(cfg: MainConfig, run, evaluator) -> Divergence | None:
+    if cfg.divergence_margin is None or evaluator is None:
+        return None
+    split = cfg.patience_metric.split("/")[0]
+    return Divergence(cfg.patience_metric, evaluator.majority_rate(split) + cfg.divergence_margin,
+                      after_step=run.warmup_steps)
 
 
 def _parameters_per_rank(engine) -> list[int]:

@@ -31,7 +31,7 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported here so that each family of commands stays in its own module.
-    from . import dynamics_cmds, run_cmds  # noqa: F401
+    from . import dynamics_cmds, run_cmds, sweep_cmds  # noqa: F401
 
 
 def main(args=None) -> None:

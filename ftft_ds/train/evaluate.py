@@ -76,6 +76,10 @@ class Evaluator:
         self.loaders = {name: split_loader(data, micro_batch_size, collate, env) for name, data in splits.items()}
         self.labels = {name: np.asarray(data["labels"]) for name, data in splits.items()}
 
+    def majority_rate(self, name: str) -> float:
+        """Accuracy of always predicting split `name`'s most frequent label."""
+        return float(np.bincount(self.labels[name], minlength=self.num_labels).max() / len(self.labels[name]))
+
     def evaluate(self, engine, ledger=None) -> dict:
         """`{"<split>/<metric>": value}` for every split (a collective: every rank must call)."""
         results = {}

@@ -41,6 +41,7 @@ class PreparedRun:
     stopper: Stopper
     max_steps: int | None
     erm_steps: int
+    warmup_steps: int
 
     def evaluator(self, env: DistEnv) -> Evaluator | None:
         """An evaluator over the tokenized eval splits (None when there are none)."""
@@ -68,12 +69,14 @@ def seed_dropout(seed: int, env: DistEnv) -> None:
 
 def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
                 select_rows: Callable[[Split], Sequence[int]] | None = None, erm_epochs: float = 1.0,
-                schedule: str = "compressed", eval_splits: Sequence[str] = ()) -> PreparedRun:
+                schedule: str = "compressed", eval_splits: Sequence[str] = (),
+                schedule_budget: Budget | None = None) -> PreparedRun:
     """Set a run up.
 
     `select_rows(train_split)` returns the training rows (None: all of them); `schedule` is
     `compressed` (the LR schedule spans the budget) or `truncated` (it spans the ERM budget and is
-    cut where the run stops); `eval_splits` are tokenized for evaluation.
+    cut where the run stops), unless `schedule_budget` names the budget it spans; `eval_splits`
+    are tokenized for evaluation.
     """
     seed_dropout(cfg.dropout_seed, env)
     splits = load_splits(cfg.data, [cfg.data.train_split, *eval_splits])
@@ -95,6 +98,8 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     max_steps = budget.max_steps(per_epoch, erm_steps)
     check_budget(budget, max_steps, per_epoch, len(rows))
     schedule_steps = max_steps if (schedule == "compressed" and max_steps is not None) else erm_steps
+    if schedule_budget is not None and schedule_budget.max_steps(per_epoch, erm_steps) is not None:
+        schedule_steps = schedule_budget.max_steps(per_epoch, erm_steps)
 
     ds_config = run_ds_config(cfg, env, split.num_labels, schedule_steps,
                               Path(cfg.output_dir) / "tensorboard", job_name)
@@ -106,4 +111,5 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
         split=split, train=train, eval_data=eval_data, tokenizer=tokenizer, collate=collate, sampler=sampler, loader=loader,
         engine=engine, ds_config=ds_config, num_parameters=num_parameters, ledger=ledger,
         stopper=Stopper(budget, max_steps), max_steps=max_steps, erm_steps=erm_steps,
+        warmup_steps=ds_config.get("scheduler", {}).get("params", {}).get("warmup_num_steps", 0),
     )

@@ -35,6 +35,7 @@ class TrainState:
     best_step: int | None = None
     evals_since_best: int = 0
     stopped_early: bool = False
+    diverged: bool = False
 
 
 @dataclass
@@ -46,11 +47,25 @@ class Patience:
     greater_is_better: bool = True
 
 
+@dataclass
+class Divergence:
+    """Stop a run stuck at majority-class level: `metric` <= `threshold` at an evaluation after `after_step`.
+
+    Fine-tuning on small data sometimes never leaves the majority class (Dodge et al. 2020); such a
+    trial is wasted compute, and a sweep is better off stopping it.
+    """
+
+    metric: str
+    threshold: float
+    after_step: int
+
+
 class Trainer:
     """Runs one DeepSpeed engine over a sharded sampler until its stopper says so."""
 
     def __init__(self, engine, loader, sampler, ledger: CostLedger, stopper: Stopper, env: DistEnv, *,
                  log_every: int = 10, evaluator=None, eval_every: int = 0, patience: Patience | None = None,
+                 divergence: Divergence | None = None,
                  checkpointer: Checkpointer | None = None, checkpoint_every: int = 0, recorder=None,
                  on_epoch_end: Callable[[], None] | None = None, log_path: Path | None = None,
                  desc: str = "train"):
@@ -64,6 +79,7 @@ class Trainer:
         self.evaluator = evaluator
         self.eval_every = eval_every
         self.patience = patience
+        self.divergence = divergence
         self.checkpointer = checkpointer
         self.checkpoint_every = checkpoint_every
         self.recorder = recorder
@@ -145,6 +161,10 @@ class Trainer:
         self.last_eval = {"step": state.step, **results}
         self.ledger.write(results, state.step)
         self._log({"step": state.step, **results})
+        guard = self.divergence
+        if guard is not None and state.step >= guard.after_step and results.get(guard.metric, 1.0) <= guard.threshold:
+            state.diverged = True
+            return True
         if self.patience is None:
             return False
         score = results.get(self.patience.metric)

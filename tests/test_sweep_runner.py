@@ -1,0 +1,99 @@
+"""`ftft sweep`: exact steps per trial, survivors continue from their checkpoint, resume after a kill."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+import yaml
+
+from ftft_ds.data.sampler import ShardedSampler
+from ftft_ds.models import build_model
+
+from .helpers import REPO, ftft, quiet_env, tail
+
+SWEEP = {
+    "data": {"embedded_train_size": 160},
+    "main": {"model": "tiny-bert", "micro_batch_size": 8, "lr": 1.0e-3, "budget": "steps:40", "log_every": 1},
+    "policy": "ssc:t=6,f=0.25,p=2",
+    "wi_seeds": [1, 2, 3],
+    "do_seeds": [10, 20],
+    "evals_per_epoch": 2,
+    "divergence_margin": None,  # tiny random models stay at majority level; keep them all
+}
+
+
+def losses(folder):
+    return {r["step"]: r["train/loss"] for r in map(json.loads, (folder / "log.jsonl").read_text().splitlines())
+            if "train/loss" in r}
+
+
+def test_sweep_runs_exact_steps_continues_survivors_and_resumes(tmp_path):
+    out = tmp_path / "sweep"
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({**SWEEP, "output_dir": str(out)}))
+
+    # Kill the whole sweep (orchestrator and trial processes) once three trials have finished rung 1.
+    victim = subprocess.Popen([sys.executable, "-m", "ftft_ds", "sweep", str(config)], cwd=REPO, env=quiet_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    done = [out / "trials" / f"trial{i:03d}" / "metrics.json" for i in range(3)]
+    deadline = time.time() + 400
+    while time.time() < deadline and not all(p.is_file() for p in done):
+        time.sleep(0.1)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert all(p.is_file() for p in done) and not (out / "trials" / "trial005" / "metrics.json").exists()
+
+    proc = ftft(["sweep", config])
+    assert proc.returncode == 0, tail(proc)
+    assert "6 trials alive, 3 to run" in proc.stdout or "6 trials alive, 2 to run" in proc.stdout
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["rung_steps"] == [10, 40]
+    steps = {row["trial"]: row["steps"] for row in summary["trials"]}
+    survivors = [t for t, s in steps.items() if s == 40]
+    assert sorted(steps.values()) == [10, 10, 10, 10, 40, 40] and len(survivors) == 2
+    assert summary["budget_full_runs"] == summary["policy_budget_full_runs"] == 6 * 0.25 + 2 * 0.75
+
+    # A survivor's second segment resumed from the checkpoint at the cut: its losses equal those of
+    # the same trial trained 40 steps in one go.
+    folder = out / "trials" / f"trial{survivors[0]:03d}"
+    assert json.loads((folder / "run_config.json").read_text())["resume"] is True
+    assert sorted(losses(folder)) == list(range(1, 41))
+    straight = json.loads((folder / "run_config.json").read_text())
+    straight.update(output_dir=str(tmp_path / "straight"), resume=False, budget="steps:40")
+    (tmp_path / "straight.json").write_text(json.dumps(straight))
+    proc = ftft(["train", tmp_path / "straight.json"])
+    assert proc.returncode == 0, tail(proc)
+    assert losses(tmp_path / "straight") == losses(folder)
+
+    report = ftft(["report", out])
+    assert report.returncode == 0, tail(report)
+    assert (out / "report.json").is_file() and "E[max]" in (out / "report.md").read_text()
+
+
+def test_weight_init_and_data_order_seeds_are_independent():
+    torch.manual_seed(123)
+    a = build_model("tiny-bert", 3, init_seed=7)
+    torch.manual_seed(456)  # other global state (e.g. another data-order or dropout seed)
+    b = build_model("tiny-bert", 3, init_seed=7)
+    c = build_model("tiny-bert", 3, init_seed=8)
+    assert torch.equal(a.classifier.weight, b.classifier.weight)
+    assert not torch.equal(a.classifier.weight, c.classifier.weight)
+
+    torch.manual_seed(1)
+    first = list(ShardedSampler(range(50), 1, 0, seed=10))
+    torch.manual_seed(2)
+    assert list(ShardedSampler(range(50), 1, 0, seed=10)) == first
+    assert list(ShardedSampler(range(50), 1, 0, seed=11)) != first
+
+
+def test_divergence_guard_stops_trials_stuck_at_majority(tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({**SWEEP, "output_dir": str(tmp_path / "out"), "policy": "none:t=2",
+                                      "wi_seeds": [1], "do_seeds": [1, 2], "divergence_margin": 0.05}))
+    proc = ftft(["sweep", config])
+    assert proc.returncode == 0, tail(proc)
+    rows = json.loads((tmp_path / "out" / "sweep.json").read_text())["trials"]
+    assert all(r["status"] == "diverged" and r["steps"] < 40 for r in rows)
