@@ -152,10 +152,11 @@ def test_import_missing_epoch_and_uids(tmp_path: Path):
 
 def test_import_option_mistakes(tmp_path: Path, store: Path):
     out = tmp_path / "dyn2"
-    assert_user_error(run("dynamics", "import", "--from", "ftft", tmp_path / "x.pt", "-o", out), "--from ftft needs --labels")
+    assert_user_error(run("dynamics", "import", "--from", "ftft", tmp_path / "x.pt", "-o", out),
+                      "--from ftft needs exactly one of --labels FILE or --data DATASET")
     assert_user_error(
         run("dynamics", "import", "--from", "cartography", tmp_path, "--labels", tmp_path / "l.json", "-o", out),
-        "--labels is only for --from ftft",
+        "--labels/--data are only for --from ftft",
     )
     assert run("dynamics", "export", "--to", "ftft", store, "-o", tmp_path / "d.pt").exit_code == 0
     (tmp_path / "l.json").write_text('{"q0": 1}')
@@ -164,3 +165,26 @@ def test_import_option_mistakes(tmp_path: Path, store: Path):
         "59 of the 60 uids", "have no label",
     )
     assert not out.exists()
+
+
+def test_import_ftft_with_labels_from_a_dataset(tmp_path: Path):
+    """`--data` takes labels from the dataset and ties the store to its fingerprint."""
+    import numpy as np
+    import torch
+
+    from ftft_ds.data.load import DataConfig, load_split
+    from ftft_ds.dynamics.store import Dynamics
+
+    split = load_split(DataConfig(embedded_train_size=60), "train")
+    logits = {uid: torch.randn(2, 3) for uid in split.dataset["uid"]}
+    torch.save(logits, tmp_path / "uid_to_logits.pt")
+    out = tmp_path / "dyn"
+    result = run("dynamics", "import", "--from", "ftft", tmp_path / "uid_to_logits.pt", "--data", "embedded",
+                 "--set", "embedded_train_size=60", "-o", out)
+    assert result.exit_code == 0, result.output
+    dyn = Dynamics.load(out)
+    assert dyn.dataset_fingerprint == split.fingerprint
+    labels = split.labels_by_uid()
+    assert [labels[u] for u in dyn.uid_strings()] == list(dyn.labels)
+    first = dyn.uid_strings()[0]
+    np.testing.assert_array_equal(dyn.logits[0], logits[first].numpy())
