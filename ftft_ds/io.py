@@ -74,6 +74,29 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise FtftError(f"{what} {p} is not valid JSON ({exc})") from None
 
 
+def iter_jsonl(path: str | os.PathLike, what: str | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON-lines file.
+
+    A line that is not a JSON object, or a file that is not UTF-8, is a one-line `FtftError`
+    naming `what` (default: the path) and the line.
+    """
+    name = what or str(path)
+    with open(path, "r", encoding="utf-8") as handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise FtftError(f"{name} line {number} is not valid JSON ({exc.msg})") from None
+                if not isinstance(record, dict):
+                    raise FtftError(f"{name} line {number} is not a JSON object")
+                yield number, record
+        except UnicodeDecodeError as exc:
+            raise FtftError(f"{name} is not UTF-8 text ({exc.reason})") from None
+
+
 def versions() -> dict[str, str]:
     """Versions of the libraries that shape results, for manifests."""
     import importlib.metadata as md

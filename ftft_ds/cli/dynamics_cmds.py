@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import FtftError, require
+from ..errors import require
 from . import cli
 
 _OUT_FILE = click.Path(dir_okay=False, writable=True, path_type=Path)

@@ -23,7 +23,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import FtftError, require
-from ..io import atomic_path
+from ..io import atomic_path, iter_jsonl
 from .store import Dynamics
 
 _EPOCH_FILE = re.compile(r"^dynamics_epoch_(\d+)\.jsonl?$")
@@ -60,30 +60,20 @@ def _read_epoch(path: Path, epoch: int) -> tuple[list[str], np.ndarray, np.ndarr
     golds: list = []
     logits: list = []
     numbers: list[int] = []
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise FtftError(f"{path} line {number} is not valid JSON ({exc.msg})") from None
-                require(
-                    isinstance(record, dict) and {"guid", key, "gold"} <= record.keys(),
-                    f"{path} line {number} lacks one of the keys 'guid', {key!r}, 'gold'",
-                )
-                guid = record["guid"]
-                require(
-                    isinstance(guid, (str, int)) and not isinstance(guid, bool),
-                    f"{path} line {number}: guid {guid!r} is neither a string nor an integer",
-                )
-                uids.append(str(guid))
-                golds.append(record["gold"])
-                logits.append(record[key])
-                numbers.append(number)
-    except UnicodeDecodeError as exc:
-        raise FtftError(f"{path} is not UTF-8 text ({exc.reason})") from None
+    for number, record in iter_jsonl(path):
+        require(
+            {"guid", key, "gold"} <= record.keys(),
+            f"{path} line {number} lacks one of the keys 'guid', {key!r}, 'gold'",
+        )
+        guid = record["guid"]
+        require(
+            isinstance(guid, (str, int)) and not isinstance(guid, bool),
+            f"{path} line {number}: guid {guid!r} is neither a string nor an integer",
+        )
+        uids.append(str(guid))
+        golds.append(record["gold"])
+        logits.append(record[key])
+        numbers.append(number)
     require(bool(uids), f"{path} holds no examples")
     try:
         values = np.array(logits, dtype=np.float64)
@@ -211,23 +201,16 @@ def read_labels_by_uid(path: str | os.PathLike) -> dict[str, int]:
     """
     path = Path(path)
     require(path.is_file(), f"labels file not found: {path}")
-    text = path.read_text(encoding="utf-8")
     try:
-        whole = json.loads(text)
-    except json.JSONDecodeError:
+        whole = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         whole = None
     if isinstance(whole, dict):
         pairs = list(whole.items())
     else:
         pairs = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FtftError(f"labels file {path} line {number} is not valid JSON ({exc.msg})") from None
-            uid = record.get("uid", record.get("guid")) if isinstance(record, dict) else None
+        for number, record in iter_jsonl(path, what=f"labels file {path}"):
+            uid = record.get("uid", record.get("guid"))
             require(
                 uid is not None and "label" in record,
                 f"labels file {path} line {number} needs a 'uid' (or 'guid') and a 'label'",

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FtftError, require
-from ..io import atomic_path, read_json, versions, write_json
+from ..io import atomic_path, iter_jsonl, read_json, versions, write_json
 from .store import Dynamics, chunk_bounds, chunk_rows, decode_uids, encode_uids, first_duplicate, show_uid, utc_timestamp
 
 VARIABILITY_MODES = ("population", "ci")
@@ -355,23 +355,12 @@ def _record_batches(path: Path):
     """(line numbers, parsed objects) in batches of about a million non-blank lines."""
     numbers: list[int] = []
     records: list[dict] = []
-    with open(path, "r", encoding="utf-8") as f:
-        try:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise FtftError(f"{path} line {number} is not valid JSON ({exc.msg})") from None
-                require(isinstance(record, dict), f"{path} line {number} is not a JSON object")
-                numbers.append(number)
-                records.append(record)
-                if len(records) == _BATCH_LINES:
-                    yield numbers, records
-                    numbers, records = [], []
-        except UnicodeDecodeError as exc:
-            raise FtftError(f"{path} is not UTF-8 text ({exc.reason})") from None
+    for number, record in iter_jsonl(path):
+        numbers.append(number)
+        records.append(record)
+        if len(records) == _BATCH_LINES:
+            yield numbers, records
+            numbers, records = [], []
     if records:
         yield numbers, records
 

@@ -65,7 +65,7 @@ def write_sweep_report(sweep_dir: str | Path, compare: str | None = None, bootst
     report = {"policy": sweep["policy"], "metric": metric, "trials": len(rows), "finished": len(finished),
               "diverged": sum(r["diverged"] for r in rows), "budget_full_runs": sweep["budget_full_runs"],
               "winner": sweep["winner"], "figures": {}}
-    lines = [f"# Sweep report\n", f"policy `{sweep['policy']}`: {len(rows)} trials, {len(finished)} trained to the end, "
+    lines = ["# Sweep report\n", f"policy `{sweep['policy']}`: {len(rows)} trials, {len(finished)} trained to the end, "
              f"{report['diverged']} diverged; compute {sweep['budget_full_runs']:.2f} full runs "
              f"(policy budget {sweep['policy_budget_full_runs']:.2f}).\n"]
     if finished:
