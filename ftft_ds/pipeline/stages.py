@@ -83,14 +83,33 @@ class Stage:
 
 
 def run_command(args: Sequence[str], log: Path, what: str) -> None:
-    """Run a training command, its output into `log`; a failure names the log's last line."""
+    """Run a training command, its output into `log`, echoing its progress bar on a terminal;
+    a failure names the log's last error line."""
     with open(log, "w", encoding="utf-8") as handle:
-        proc = subprocess.run(list(args), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(list(args), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        while proc.poll() is None:
+            time.sleep(0.5)
+            _show_progress(log)
+    if sys.stdout.isatty():
+        sys.stdout.write("\r\033[K")
     if proc.returncode != 0:
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("error:")]
         last = (errors or lines or ["(no output)"])[-1]
         raise FtftError(f"{what} failed (exit {proc.returncode}): {last.strip()[:300]} — see {log}")
+
+
+def _show_progress(log: Path) -> None:
+    """Echo the newest progress-bar state in `log` on one terminal line (nothing when not a terminal)."""
+    if not sys.stdout.isatty():
+        return
+    with open(log, "rb") as handle:
+        handle.seek(max(0, log.stat().st_size - 2048))
+        tail = handle.read().decode(errors="replace")
+    bars = [part for part in tail.replace("\n", "\r").split("\r") if "it/s" in part or "s/it" in part]
+    if bars:
+        sys.stdout.write("\r\033[K    " + bars[-1].strip()[:110])
+        sys.stdout.flush()
 
 
 def ftft_command(command: str, config: Path, num_ranks: int | None) -> list[str]:
