@@ -12,9 +12,9 @@ from .pipeline import RecipeConfig
 
 DEMO = {
     "output_dir": "runs/demo",
-    "data": {"source": "embedded", "embedded_train_size": 2000},
+    "data": {"source": "embedded", "embedded_train_size": 1200},
     "main": {"model": "minilm", "ds_config": "zero2", "micro_batch_size": 16, "lr": 1.0e-4,
-             "max_length": 48, "erm_epochs": 3, "log_every": 5},
+             "max_length": 48, "erm_epochs": 2, "log_every": 5},
     "reference": {"model": "minilm", "num_layers": 2, "epochs": 2, "micro_batch_size": 32, "lr": 2.0e-4,
                   "max_length": 48, "log_every": 5},
     "selection": {"region": "ambiguous", "fraction": 0.33},
