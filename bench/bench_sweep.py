@@ -35,7 +35,8 @@ def main() -> None:
     args = parser.parse_args()
 
     trials = args.wi * args.do
-    cfg = load_config(SweepConfig, None, (), **{
+    # Every trial is kept (no divergence guard), so that the replay sees the weak ones too.
+    cfg = load_config(SweepConfig, None, ["divergence_margin=null"], **{
         "output_dir": args.output_dir,
         "data": {"embedded_train_size": args.train_size},
         "main": {"model": args.model, "num_layers": args.num_layers, "micro_batch_size": 16, "lr": 2.0e-4,
@@ -44,7 +45,6 @@ def main() -> None:
         "wi_seeds": list(range(1, args.wi + 1)),
         "do_seeds": list(range(101, 101 + args.do)),
         "evals_per_epoch": 10,
-        "divergence_margin": None,  # keep every trial, so that the replay sees the diverged ones too
     })
     started = time.time()
     run_sweep(cfg)
