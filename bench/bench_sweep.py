@@ -38,7 +38,8 @@ def main() -> None:
     # Every trial is kept (no divergence guard), so that the replay sees the weak ones too.
     cfg = load_config(SweepConfig, None, ["divergence_margin=null"], **{
         "output_dir": args.output_dir,
-        "data": {"embedded_train_size": args.train_size},
+        # Trials evaluate often, so only on the validation split they are ranked by.
+        "data": {"embedded_train_size": args.train_size, "eval_splits": ["dev"]},
         "main": {"model": args.model, "num_layers": args.num_layers, "micro_batch_size": 16, "lr": 2.0e-4,
                  "max_length": 48, "budget": "erm:1", "erm_epochs": 2, "log_every": 10},
         "policy": f"none:t={trials}",
