@@ -281,7 +281,9 @@ def _grid(rows: list[Mapping], score: str) -> tuple[np.ndarray, np.ndarray, np.n
     counts = np.bincount(cell, minlength=wi_levels.size * do_levels.size)
     if counts.max() > 1:
         i, j = divmod(int(np.argmax(counts > 1)), do_levels.size)
-        raise FtftError(f"the sweep has {counts.max()} trials with wi_seed={wi_levels[i]}, do_seed={do_levels[j]}; expected one")
+        raise FtftError(
+            f"the sweep has {counts.max()} trials with wi_seed={wi_levels[i]}, do_seed={do_levels[j]}; expected one"
+        )
     if counts.min() == 0:
         i, j = divmod(int(np.argmin(counts)), do_levels.size)
         raise FtftError(
