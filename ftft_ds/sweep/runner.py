@@ -59,8 +59,9 @@ class SweepConfig:
     """Evaluations per epoch over the training rows (Dodge et al. evaluate often)."""
     metric: str = "dev/accuracy"
     """The validation score trials are ranked by (best so far)."""
-    divergence_margin: typing.Optional[float] = 0.02
-    """Stop trials within this of majority-class accuracy after warm-up (None: never)."""
+    divergence_margin: typing.Optional[float] = None
+    """Stop trials within this of majority-class accuracy after warm-up (None: never). Off by
+    default: small models can sit at majority level well past warm-up and then learn."""
     num_ranks: int = 1
     """Ranks per trial (through the `deepspeed` launcher)."""
     parallel: int = 1
