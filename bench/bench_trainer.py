@@ -35,7 +35,8 @@ figure. The table shows the median over `--repeats` measurements, tokens/s (non-
 the window's examples, the same for the three variants), the ratios of medians and, per target
 (ftft/bare >= 0.97, ftft/hf >= 1.0), also the median of the per-repeat ratios, whose two terms ran
 one after the other. On CUDA the DeepSpeed config's bf16 "auto" turns bf16 on and the table adds
-model FLOPs utilisation, MFU = 6 x parameters x tokens/s / (ranks x peak FLOP/s).
+model FLOPs utilisation, MFU = 6 x N x tokens/s / (ranks x peak FLOP/s), with N the parameters
+outside the embedding tables, as the cost ledger counts them.
 
 On CPU, unless they are set already, every process gets OMP_NUM_THREADS=1 and fixed glibc malloc
 thresholds. With two threads per process on a shared 2-core machine, step times swing by up to 5x
@@ -205,27 +206,36 @@ def build_model(cfg, env, num_labels: int, ds_config: dict):
     return build_model_for(cfg, num_labels, ds_config)
 
 
-def run_ftft(cfg, env, clock: StepClock, workdir: Path) -> int:
+def parameter_counts(model) -> dict:
+    """All parameters, and those the cost ledger counts FLOPs for (all but the embedding tables)."""
+    from ftft_ds.models import count_flops_parameters, count_parameters
+
+    return {"parameters": count_parameters(model), "flops_parameters": count_flops_parameters(model)}
+
+
+def run_ftft(cfg, env, clock: StepClock, workdir: Path) -> dict:
     """`run_main`, marked once the trainer has handled an optimizer step."""
     from ftft_ds.main_run import run_main
     from ftft_ds.train.trainer import Trainer
 
     after_step = Trainer._after_step
+    trained = {}
 
     def marked_after_step(self, progress):
         stop = after_step(self, progress)
         clock.tick(self.state.step)
+        trained["model"] = self.engine.module
         return stop
 
     Trainer._after_step = marked_after_step
-    return run_main(cfg, env)["num_parameters"]
+    run_main(cfg, env)
+    return parameter_counts(trained["model"])
 
 
-def run_bare(cfg, env, clock: StepClock, workdir: Path) -> int:
+def run_bare(cfg, env, clock: StepClock, workdir: Path) -> dict:
     """The minimal DeepSpeed loop over the same sampler, collator and config."""
     from torch.utils.data import DataLoader
 
-    from ftft_ds.models import count_parameters
     from ftft_ds.train.engine import initialize_engine, to_device
 
     num_labels, train, collate, sampler = training_data(cfg, env)
@@ -241,7 +251,7 @@ def run_bare(cfg, env, clock: StepClock, workdir: Path) -> int:
         clock.tick(engine.global_steps)
         if engine.global_steps == clock.total:
             break
-    return count_parameters(model)
+    return parameter_counts(model)
 
 
 def hf_row_order(sampler, batch: int) -> list:
@@ -257,11 +267,9 @@ def hf_row_order(sampler, batch: int) -> list:
     return order[:usable].view(-1, batch, sampler.world_size).transpose(1, 2).reshape(-1).tolist()
 
 
-def run_hf(cfg, env, clock: StepClock, workdir: Path) -> int:
+def run_hf(cfg, env, clock: StepClock, workdir: Path) -> dict:
     """`transformers.Trainer` on the same batches with the same DeepSpeed config."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
-
-    from ftft_ds.models import count_parameters
 
     num_labels, train, collate, sampler = training_data(cfg, env)
     ds_config = plain_ds_config(cfg, env, num_labels, clock.total, workdir)
@@ -288,7 +296,7 @@ def run_hf(cfg, env, clock: StepClock, workdir: Path) -> int:
 
     rows = train.select(hf_row_order(sampler, cfg.micro_batch_size))
     Trainer(model=model, args=args, train_dataset=rows, data_collator=collate_inputs, callbacks=[Marks()]).train()
-    return count_parameters(model)
+    return parameter_counts(model)
 
 
 RUNNERS = {"ftft": run_ftft, "bare": run_bare, "hf": run_hf}
@@ -301,11 +309,11 @@ def measure_here(args) -> None:
     env = init_distributed()
     workdir = Path(args.workdir)
     clock = StepClock(args.warmup, args.steps, args.log_every, env.device)
-    num_parameters = RUNNERS[args.variant](main_config(args, workdir / "run"), env, clock, workdir)
+    counts = RUNNERS[args.variant](main_config(args, workdir / "run"), env, clock, workdir)
     blocks = clock.block_seconds()
     if env.is_main:
         examples_per_block = args.log_every * args.batch * env.world_size
-        result = {"variant": args.variant, "num_parameters": num_parameters, "block_seconds": blocks,
+        result = {"variant": args.variant, **counts, "block_seconds": blocks,
                   **{f"examples_per_{kind}_s": examples_per_block / statistics.median(seconds)
                      for kind, seconds in blocks.items()}}
         (workdir / "result.json").write_text(json.dumps(result))
@@ -384,14 +392,14 @@ def print_table(args, results: dict, kind: str, unit: str, tokens_per_example: f
     """Medians over repeats of one clock's throughput, their ratios and the targets."""
     throughput = {v: [r[f"examples_per_{kind}_s"] for r in rs] for v, rs in results.items()}
     medians = {v: statistics.median(xs) for v, xs in throughput.items()}
-    num_parameters = next(iter(results.values()))[0]["num_parameters"]
+    flops_parameters = next(iter(results.values()))[0]["flops_parameters"]
     header = f"{'variant':<8} {'examples/' + unit:>14} {'tokens/' + unit:>12}" + (f" {'MFU':>7}" if mfu else "")
     print(header + f" {'vs bare':>8} {'vs hf':>8}   examples/{unit} of each repeat")
     for variant, median in medians.items():
         tokens = median * tokens_per_example
         row = f"{variant:<8} {median:14.2f} {tokens:12.0f}"
         if mfu:
-            row += f" {100 * 6 * num_parameters * tokens / (args.ranks * args.peak_tflops * 1e12):6.2f}%"
+            row += f" {100 * 6 * flops_parameters * tokens / (args.ranks * args.peak_tflops * 1e12):6.2f}%"
         for other in ("bare", "hf"):
             row += f" {median / medians[other]:8.3f}" if other in medians else f" {'-':>8}"
         print(row + "   " + " ".join(f"{x:.2f}" for x in throughput[variant]))
@@ -405,8 +413,9 @@ def print_table(args, results: dict, kind: str, unit: str, tokens_per_example: f
 
 def report(args, results: dict, tokens_per_example: float, device: str, seconds: float) -> None:
     cuda = torch.cuda.is_available()
-    num_parameters = next(iter(results.values()))[0]["num_parameters"]
-    print(f"\n{args.model} ({num_parameters / 1e6:.1f}M parameters), {args.ds_config}, {args.ranks} rank(s), "
+    counts = next(iter(results.values()))[0]
+    print(f"\n{args.model} ({counts['parameters'] / 1e6:.3g}M parameters, {counts['flops_parameters'] / 1e6:.3g}M "
+          f"outside embeddings), {args.ds_config}, {args.ranks} rank(s), "
           f"{device}, {precision(args)}; micro-batch {args.batch}, max length {args.max_length}, "
           f"{tokens_per_example:.1f} tokens/example; {args.steps} timed steps in blocks of {args.log_every} after "
           f"{args.warmup} warm-up; {args.repeats} interleaved repeats; {seconds:.0f} s in all")
