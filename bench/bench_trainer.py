@@ -44,8 +44,8 @@ whenever another process wants a core; one thread per rank slows down in proport
 its process CPU time, reported in a second table, is a clock that other load hardly moves. Left
 to itself, glibc returns large freed blocks to the system and moves its threshold for doing so as
 a process allocates, so per-step page faults, hence step time, depend on each process's allocation
-history: the ftft and bare tiny-bert runs differed by 8% for that reason alone and agreed within
-noise with the thresholds fixed.
+history: tiny-bert's ftft runs came out 8% faster than its bare runs for that reason alone; with
+the thresholds fixed they are 2-4% slower, as the ftft loop's extra work per step predicts.
 
     python bench/bench_trainer.py                          # minilm, ZeRO-2, 1 rank: ~5 min on 2 cores
     python bench/bench_trainer.py --ranks 2
