@@ -79,44 +79,46 @@ class CostLedger:
                  totals: CostTotals | None = None):
         self.totals = totals or CostTotals(flops_parameters=flops_parameters, world_size=world_size)
         self.monitor = monitor
-        self._device = device
-        # [train tokens, train examples, eval tokens, loss sum, correct, loss count]
-        self._pending = torch.zeros(6, dtype=torch.float64, device=device)
+        # Device-side sums since the last flush: [train tokens, eval tokens, loss sum, correct].
+        self._pending = torch.zeros(4, dtype=torch.float64, device=device)
+        self._examples = 0  # training examples since the last flush, counted on the host
         self._last_time = time.perf_counter()
-        # [train tokens, train examples, loss sum, correct, loss count, seconds] since the last write
-        self._window = np.zeros(6, dtype=np.float64)
+        # [train tokens, train examples, loss sum, correct, seconds] since the last write
+        self._window = np.zeros(5, dtype=np.float64)
 
     def count_train(self, attention_mask: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor,
                     labels: torch.Tensor) -> None:
-        """Count one training micro-batch (no synchronisation)."""
-        correct = (logits.detach().argmax(-1) == labels).sum()
-        update = torch.stack([
-            attention_mask.sum().double(), torch.tensor(float(labels.numel()), dtype=torch.float64,
-                                                         device=self._device),
-            torch.zeros((), dtype=torch.float64, device=self._device),
-            loss.detach().double() * labels.numel(), correct.double(),
-            torch.tensor(float(labels.numel()), dtype=torch.float64, device=self._device),
-        ])
-        self._pending += update
+        """Count one training micro-batch: device values stay on the device, so nothing waits."""
+        examples = labels.numel()
+        self._examples += examples
+        self._pending[0] += attention_mask.sum()
+        self._pending[2] += loss.detach().double() * examples
+        self._pending[3] += (logits.detach().argmax(-1) == labels).sum()
 
     def count_eval(self, attention_mask: torch.Tensor) -> None:
         """Count one evaluation micro-batch's tokens (no synchronisation)."""
-        self._pending[2] += attention_mask.sum().double()
+        self._pending[1] += attention_mask.sum()
 
     def flush(self, step: int, lr: float | None = None, write: bool = True) -> dict:
         """Sum pending counts over ranks and add them to the totals (a collective: all ranks call).
 
-        With `write`, rank 0 also logs the scalars of the window since the last write (loss,
-        accuracy, throughput) and the cumulative cost to TensorBoard.
+        One all-reduce carries the counts and each rank's elapsed time, whose mean is the wall
+        time added, so the totals are identical on every rank and budget decisions taken from them
+        need no further collective. With `write`, rank 0 also logs the scalars of the window since
+        the last write (loss, accuracy, throughput) and the cumulative cost to TensorBoard.
         """
-        pending = self._pending.clone()
+        now = time.perf_counter()
+        host = torch.tensor([self._examples, now - self._last_time], dtype=torch.float64)
+        pending = torch.cat([self._pending, host.to(self._pending.device)])
+        world = 1
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(pending)
+            world = dist.get_world_size()
         self._pending.zero_()
-        now = time.perf_counter()
-        elapsed = now - self._last_time
+        self._examples = 0
         self._last_time = now
-        tokens, examples, eval_tokens, loss_sum, correct, loss_count = pending.tolist()
+        tokens, eval_tokens, loss_sum, correct, examples, elapsed = pending.tolist()
+        elapsed /= world
         t = self.totals
         t.train_tokens += int(tokens)
         t.train_examples += int(examples)
@@ -124,18 +126,18 @@ class CostLedger:
         t.optimizer_steps = step
         t.wall_seconds += elapsed
         t.device_hours += elapsed * t.world_size / 3600.0
-        self._window += (tokens, examples, loss_sum, correct, loss_count, elapsed)
+        self._window += (tokens, examples, loss_sum, correct, elapsed)
         record = {
             TAG_TOKENS: t.train_tokens + t.eval_tokens, TAG_FLOPS: t.total_flops,
             TAG_WALL_S: t.wall_seconds, TAG_DEVICE_HOURS: t.device_hours,
         }
         if not write:
             return record
-        tokens, examples, loss_sum, correct, loss_count, elapsed = self._window.tolist()
+        tokens, examples, loss_sum, correct, elapsed = self._window.tolist()
         self._window[:] = 0
-        if loss_count:
+        if examples:
             record.update({
-                TAG_LOSS: loss_sum / loss_count, TAG_ACCURACY: correct / loss_count,
+                TAG_LOSS: loss_sum / examples, TAG_ACCURACY: correct / examples,
                 TAG_EXAMPLES_PER_S: examples / max(elapsed, 1e-9),
                 TAG_TOKENS_PER_S: tokens / max(elapsed, 1e-9),
             })

@@ -11,7 +11,8 @@ A budget is written `KIND:VALUE`:
 - `seconds:T`   stop once the run's wall-clock time reaches T.
 
 The first three are known up front as a number of optimizer steps; the last two are checked after
-every step with one collective so that every rank stops at the same step.
+every step against the cost ledger's totals, which its per-step flush makes identical on every
+rank, so every rank stops at the same step.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 
 from ..cost import CostTotals
 from ..errors import FtftError
-from .runtime import any_rank
 
 KINDS = ("steps", "epochs", "erm", "flops", "seconds")
 
@@ -81,5 +81,5 @@ class Stopper:
         if self.max_steps is not None:
             return step >= self.max_steps
         spent = totals.total_flops if self.budget.kind == "flops" else totals.wall_seconds
-        return any_rank(spent >= self.budget.value)
+        return spent >= self.budget.value
 

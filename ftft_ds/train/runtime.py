@@ -79,15 +79,6 @@ def _release_shared_memory_name() -> None:
         pass
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank if `flag` is true on any rank (a collective: every rank must call)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
-
-
 def _collective_device() -> torch.device:
     """Where tensors for collectives must live: the GPU under NCCL, the CPU under gloo."""
     if dist.get_backend() == "nccl":
