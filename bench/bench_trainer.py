@@ -11,8 +11,7 @@ Three ways to train the same model on the same data with the same DeepSpeed conf
 - `hf`: `transformers.Trainer` with `TrainingArguments(deepspeed=<config dict>)`, logging, saving
   and evaluation off.
 
-All three use the model of `build_model_for`, the DeepSpeed config of `run_ds_config` (for `bare`
-and `hf` without its `tensorboard` section, which only turns DeepSpeed's event writer on), the
+All three use the model of `build_model_for`, the DeepSpeed config of `run_ds_config`, the
 tokenized training split, the micro-batch size and, batch for batch, the same examples: `bare`
 iterates the `ShardedSampler` that `ftft` builds, and `hf` gets the rows in the order that its
 sequential sampler, whose batches Accelerate deals round-robin to the ranks, turns into exactly
@@ -188,13 +187,12 @@ def training_data(cfg, env):
     return split.num_labels, train, Collator(tokenizer), sampler
 
 
-def plain_ds_config(cfg, env, num_labels: int, steps: int, workdir: Path) -> dict:
-    """`run_ds_config`'s config for a run of `steps` steps, without DeepSpeed's TensorBoard monitor."""
+def plain_ds_config(cfg, env, num_labels: int, steps: int) -> dict:
+    """`run_ds_config`'s config for a run of `steps` steps (it has no monitor section: ftft's cost
+    ledger owns the monitor)."""
     from ftft_ds.train.engine import run_ds_config
 
-    config = run_ds_config(cfg, env, num_labels, steps, workdir / "tensorboard", "bench")
-    del config["tensorboard"]
-    return config
+    return run_ds_config(cfg, env, num_labels, steps)
 
 
 def build_model(cfg, env, num_labels: int, ds_config: dict):
@@ -240,7 +238,7 @@ def run_bare(cfg, env, clock: StepClock, workdir: Path) -> dict:
 
     num_labels, train, collate, sampler = training_data(cfg, env)
     loader = DataLoader(train, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=collate)
-    ds_config = plain_ds_config(cfg, env, num_labels, clock.total, workdir)
+    ds_config = plain_ds_config(cfg, env, num_labels, clock.total)
     model = build_model(cfg, env, num_labels, ds_config)
     engine = initialize_engine(model, ds_config)
     for batch in loader:
@@ -272,7 +270,7 @@ def run_hf(cfg, env, clock: StepClock, workdir: Path) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     num_labels, train, collate, sampler = training_data(cfg, env)
-    ds_config = plain_ds_config(cfg, env, num_labels, clock.total, workdir)
+    ds_config = plain_ds_config(cfg, env, num_labels, clock.total)
     args = TrainingArguments(
         output_dir=str(workdir / "hf"), deepspeed=ds_config, max_steps=clock.total,
         per_device_train_batch_size=cfg.micro_batch_size, gradient_accumulation_steps=cfg.grad_accum,

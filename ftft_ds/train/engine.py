@@ -13,9 +13,11 @@ from .ds_config import TrainArgs, resolve_ds_config, zero_stage
 from .runtime import DistEnv
 
 
-def run_ds_config(cfg: OptimConfig, env: DistEnv, num_labels: int, schedule_steps: int,
-                  tensorboard_dir: Path, job_name: str) -> dict:
-    """The run's DeepSpeed config with `"auto"` filled in and TensorBoard through DeepSpeed's monitor.
+MONITOR_SECTIONS = ("tensorboard", "wandb", "csv_monitor", "comet")
+
+
+def run_ds_config(cfg: OptimConfig, env: DistEnv, num_labels: int, schedule_steps: int) -> dict:
+    """The run's DeepSpeed config with `"auto"` filled in.
 
     The learning-rate schedule (linear warm-up, linear decay) spans `schedule_steps` steps.
     """
@@ -26,9 +28,22 @@ def run_ds_config(cfg: OptimConfig, env: DistEnv, num_labels: int, schedule_step
         warmup_steps=math.floor(cfg.warmup_ratio * schedule_steps), total_steps=schedule_steps,
         hidden_size=hidden,
     )
-    ds_config = resolve_ds_config(cfg.ds_config, args)
-    ds_config["tensorboard"] = {"enabled": True, "output_path": str(tensorboard_dir), "job_name": job_name}
-    return ds_config
+    return resolve_ds_config(cfg.ds_config, args)
+
+
+def take_monitor(ds_config: dict, tensorboard_dir: Path, job_name: str):
+    """Move the config's monitor sections into a DeepSpeed monitor of our own (TensorBoard on by default).
+
+    Left in the engine's config, the monitor would write (and flush) the learning rate inside
+    every `engine.step()`; owned by the cost ledger it writes only at log points, and any
+    wandb/csv/comet sections a user configured keep working.
+    """
+    from deepspeed.monitor.config import get_monitor_config
+    from deepspeed.monitor.monitor import MonitorMaster
+
+    sections = {name: ds_config.pop(name) for name in MONITOR_SECTIONS if name in ds_config}
+    sections.setdefault("tensorboard", {"enabled": True, "output_path": str(tensorboard_dir), "job_name": job_name})
+    return MonitorMaster(get_monitor_config(sections))
 
 
 def build_model_for(cfg: OptimConfig, num_labels: int, ds_config: dict) -> torch.nn.Module:

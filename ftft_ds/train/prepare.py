@@ -21,7 +21,7 @@ from ..data.tokenize import Collator, tokenize_split
 from ..models import count_flops_parameters, count_parameters, load_tokenizer
 from .budget import Budget, Stopper, steps_per_epoch
 from .evaluate import Evaluator
-from .engine import build_model_for, initialize_engine, run_ds_config
+from .engine import build_model_for, initialize_engine, run_ds_config, take_monitor
 from .runtime import DistEnv
 
 
@@ -88,9 +88,10 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     collate = Collator(tokenizer)
     rows = range(len(train)) if rows is None else rows
     sampler = ShardedSampler(rows, env.world_size, env.rank, seed=cfg.data_seed)
-    # The loader gets its own generator so that it never draws from the dropout stream.
+    # The loader gets its own generator so that it never draws from the dropout stream; pinned
+    # batches let `to_device`'s non-blocking copies overlap with compute on GPUs.
     loader = DataLoader(train, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=collate,
-                        generator=torch.Generator())
+                        generator=torch.Generator(), pin_memory=env.device.type == "cuda")
 
     per_epoch = steps_per_epoch(len(rows), env.world_size, cfg.micro_batch_size, cfg.grad_accum)
     full_per_epoch = steps_per_epoch(len(train), env.world_size, cfg.micro_batch_size, cfg.grad_accum)
@@ -101,12 +102,12 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     if schedule_budget is not None and schedule_budget.max_steps(per_epoch, erm_steps) is not None:
         schedule_steps = schedule_budget.max_steps(per_epoch, erm_steps)
 
-    ds_config = run_ds_config(cfg, env, split.num_labels, schedule_steps,
-                              Path(cfg.output_dir) / "tensorboard", job_name)
+    ds_config = run_ds_config(cfg, env, split.num_labels, schedule_steps)
+    monitor = take_monitor(ds_config, Path(cfg.output_dir) / "tensorboard", job_name)
     model = build_model_for(cfg, split.num_labels, ds_config)
     num_parameters = count_parameters(model)
     engine = initialize_engine(model, ds_config)
-    ledger = CostLedger(count_flops_parameters(model), env.world_size, env.device, monitor=engine.monitor)
+    ledger = CostLedger(count_flops_parameters(model), env.world_size, env.device, monitor=monitor)
     return PreparedRun(
         split=split, train=train, eval_data=eval_data, tokenizer=tokenizer, collate=collate, sampler=sampler, loader=loader,
         engine=engine, ds_config=ds_config, num_parameters=num_parameters, ledger=ledger,
