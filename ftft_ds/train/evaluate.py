@@ -54,9 +54,9 @@ def predict(engine, loader: DataLoader, env: DistEnv, ledger=None) -> tuple[np.n
     engine.eval()
     indices, logits = [], []
     for batch in loader:
-        batch = to_device(batch, env.device)
-        indices.append(batch.pop("index"))
+        indices.append(batch.pop("index"))  # row numbers stay on the host
         batch.pop("labels")
+        batch = to_device(batch, env.device)
         logits.append(engine(**batch).logits.float())
         if ledger is not None:
             ledger.count_eval(batch["attention_mask"])

@@ -18,6 +18,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from ..cost import CostLedger, CostTotals
+from ..errors import FtftError
 from .budget import Stopper
 from .checkpoint import BEST_TAG, Checkpointer
 from .engine import current_lr, to_device
@@ -125,8 +126,8 @@ class Trainer:
         return self.last_eval
 
     def _train_micro_batch(self, batch: dict) -> bool:
+        indices = batch.pop("index")  # row numbers stay on the host: only the recorder reads them
         batch = to_device(batch, self.env.device)
-        indices = batch.pop("index")
         output = self.engine(**batch)
         if self.recorder is not None:
             self.recorder.record(indices, output.logits)
@@ -199,8 +200,6 @@ class Trainer:
         """Continue from the latest checkpoint: same sampler position, optimizer, schedule, ledger."""
         client = self.checkpointer.load(self.engine)
         if client.get("data_seed") != self.sampler.seed:
-            from ..errors import FtftError
-
             raise FtftError(
                 f"the checkpoint used data_seed {client.get('data_seed')}, this run uses {self.sampler.seed}")
         self.state = TrainState(**client["trainer"])
