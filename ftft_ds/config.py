@@ -122,6 +122,13 @@ def _is_tuple(hint: Any) -> bool:
     )
 
 
+def reject_reserved(fields: dict, reserved: set, where: str, owner: str) -> None:
+    """Refuse run options that an orchestrator (`owner`) sets itself for every run it starts."""
+    clash = sorted(reserved & set(fields))
+    if clash:
+        raise FtftError(f"{where}.{clash[0]} is set by the {owner} itself; remove it from {where}")
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides=(), **values) -> T:
     """Build `cls` from an optional file, then `values`, then `key=value` overrides (last wins)."""
     data = read_mapping(path) if path else {}

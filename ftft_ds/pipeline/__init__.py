@@ -105,7 +105,7 @@ def run_recipe(cfg: RecipeConfig, echo=click.echo) -> dict:
         reference = {"ftft": "small", "dm": "main"}.get(method)
         runs[(method, seed)] = (folder, Path(references[reference].output_dir) if reference else None)
 
-    rows = collect_rows(runs, {n: Path(r.output_dir) for n, r in references.items()})
+    rows = collect_rows(runs)
     metric_keys = [f"{s}/accuracy" for s in cfg.data.eval_splits] + \
         [f"{s}/macro_f1" for s in cfg.data.eval_splits if "ood" in s]
     summary = summarize(rows, cfg.methods, metric_keys)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from ..config import from_dict
+from ..config import from_dict, reject_reserved
 from ..data.load import DataConfig
 from ..errors import FtftError
 from ..train.budget import Budget
@@ -86,6 +86,4 @@ class RecipeConfig:
         for name, fields in (("main", self.main), ("reference", self.reference)):
             if not isinstance(fields, dict):
                 raise FtftError(f"{name} must be a mapping of run options, got {fields!r}")
-            clash = sorted({"data", "output_dir", "subset", "budget", "resume"} & set(fields))
-            if clash:
-                raise FtftError(f"{name}.{clash[0]} is set by the recipe itself; remove it from {name}")
+            reject_reserved(fields, {"data", "output_dir", "subset", "budget", "resume"}, name, "recipe")

@@ -5,7 +5,6 @@ its main run plus the reference run it needed (FTFT's cheap reference, DM's main
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +14,19 @@ from matplotlib.figure import Figure
 from ..dynamics.metrics import compute_metrics
 from ..dynamics.select import Subset
 from ..dynamics.store import Dynamics
-from ..io import atomic_path, write_json
+from ..io import atomic_path, read_json, write_json
 
 
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
-def collect_rows(runs: dict, references: dict) -> list[dict]:
+def collect_rows(runs: dict) -> list[dict]:
     """One row per main run: its metrics and its cost including the reference it used.
 
     `runs` maps (method, seed) to (main run folder, reference folder or None).
     """
     rows = []
     for (method, seed), (folder, reference) in runs.items():
-        metrics = _read(folder / "metrics.json")
-        cost = _read(folder / "cost.json")
-        ref_cost = _read(reference / "cost.json") if reference is not None else None
+        metrics = read_json(folder / "metrics.json")
+        cost = read_json(folder / "cost.json")
+        ref_cost = read_json(reference / "cost.json") if reference is not None else None
         rows.append({
             "method": method, "seed": seed, **{k: v for k, v in metrics["final"].items() if k != "step"},
             "steps": metrics["steps"], "train_rows": metrics["train_rows"],
@@ -111,7 +106,7 @@ def transfer_diagnostics(references: dict, subsets: dict, first_eval: str, weak_
 
     out = {"reference_accuracy": {}, "weak_references": [], "subset_overlap": {}, "variability_spearman": {}}
     for name, folder in references.items():
-        accuracy = _read(folder / "metrics.json")["final"].get(f"{first_eval}/accuracy")
+        accuracy = read_json(folder / "metrics.json")["final"].get(f"{first_eval}/accuracy")
         out["reference_accuracy"][name] = accuracy
         if accuracy is not None and accuracy < weak_below:
             out["weak_references"].append(name)

@@ -24,10 +24,11 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..config import MainConfig, from_dict, save_config, to_dict
+from ..config import MainConfig, from_dict, reject_reserved, save_config, to_dict
 from ..data.load import DataConfig, load_split
+from ..dynamics.select import Subset
 from ..errors import FtftError
-from ..io import write_json
+from ..io import iter_jsonl, write_json
 from ..pipeline.stages import ftft_command
 from ..train.budget import Budget, steps_per_epoch
 from .policy import parse
@@ -83,10 +84,8 @@ class SweepConfig:
         for name in ("num_ranks", "parallel"):
             if getattr(self, name) < 1:
                 raise FtftError(f"{name} must be at least 1, got {getattr(self, name)}")
-        clash = sorted({"data", "output_dir", "subset", "resume", "init_seed", "data_seed", "dropout_seed"}
-                       & set(self.main))
-        if clash:
-            raise FtftError(f"main.{clash[0]} is set by the sweep itself; remove it from main")
+        reject_reserved(self.main, {"data", "output_dir", "subset", "resume", "init_seed", "data_seed",
+                                    "dropout_seed"}, "main", "sweep")
 
     def trials(self) -> list[tuple[int, int]]:
         """The (WI, DO) seed pairs, in trial order."""
@@ -99,7 +98,7 @@ class SweepConfig:
 def _full_steps(cfg: SweepConfig, base: MainConfig) -> tuple[int, float]:
     """Optimizer steps of a full trial, and steps per epoch over its training rows."""
     split = load_split(cfg.data, cfg.data.train_split)
-    rows = len(json.loads(Path(cfg.subset).read_text())["uids"]) if cfg.subset else len(split)
+    rows = len(Subset.load(cfg.subset).uids) if cfg.subset else len(split)
     world = cfg.num_ranks
     per_epoch = steps_per_epoch(rows, world, base.micro_batch_size, base.grad_accum)
     erm = max(1, round(steps_per_epoch(len(split), world, base.micro_batch_size, base.grad_accum) * base.erm_epochs))
@@ -114,8 +113,7 @@ def _best_so_far(log: Path, metric: str, full_steps: int) -> dict:
     best, out = -math.inf, {}
     if not log.is_file():
         return out
-    for line in log.read_text().splitlines():
-        record = json.loads(line)
+    for _, record in iter_jsonl(log):
         if metric in record:
             best = max(best, record[metric])
             out[round(record["step"] / full_steps, 6)] = best
@@ -159,7 +157,8 @@ class SweepRunner:
     def run(self) -> dict:
         alive = list(range(len(self.trials)))
         for rung, steps in enumerate(self.rung_steps):
-            todo = [i for i in alive if self.status(i)["steps"] < steps and not self.status(i)["diverged"]]
+            states = {i: self.status(i) for i in alive}
+            todo = [i for i in alive if states[i]["steps"] < steps and not states[i]["diverged"]]
             self.echo(f"rung {rung + 1}/{len(self.rung_steps)} ({steps}/{self.full_steps} steps): "
                       f"{len(alive)} trials alive, {len(todo)} to run")
             self._run_segments(todo, steps)
