@@ -1,7 +1,9 @@
 """Sweep analyses on synthetic sweeps with planted seed effects and known early/final relations."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from ftft_ds.sweep.analysis import (
     seed_variance_attribution,
 )
 from ftft_ds.sweep.policy import NoStopping, StartStopContinue
+from ftft_ds.sweep.report import write_sweep_report
 
 
 def grid_table(wi_effect: float, do_effect: float, size: int = 8, noise: float = 0.005, seed: int = 0):
@@ -143,3 +146,22 @@ def test_heatmap_writes_a_png(tmp_path):
     with pytest.raises(FtftError, match="no trial"):
         heatmap(grid_table(0.03, 0.0, size=3)[:-1], tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_report_lists_early_final_correlations_at_the_compared_rungs(tmp_path):
+    finals = [0.5, 0.6, 0.9, 0.7]
+    halfway = [0.1, 0.4, 0.3, 0.2]  # Spearman with finals: 0.4 (hand-computed above)
+    trials = [{"trial": i, "wi_seed": 1 + i // 2, "do_seed": 1 + i % 2, "final": f, "steps": 8, "diverged": False,
+               "early": {"0.25": 0.05, "0.5": h, "1.0": f}} for i, (f, h) in enumerate(zip(finals, halfway))]
+    (tmp_path / "sweep.json").write_text(json.dumps({
+        "policy": "none:t=4", "metric": "dev/accuracy", "trials": trials, "budget_full_runs": 4.0,
+        "policy_budget_full_runs": 4.0, "winner": 2}))
+    report = write_sweep_report(tmp_path, compare="ssc:t=4,f=0.5,p=2", bootstrap=10)
+    assert report["early_final_spearman"] == {0.5: pytest.approx(0.4)}
+    # The curve covers every recorded fraction; all trials tied at 0.25 leave it undefined there.
+    assert report["early_final_spearman_curve"] == {0.25: None, 0.5: pytest.approx(0.4)}
+    assert Path(report["figures"]["early_final"]).read_bytes().startswith(b"\x89PNG")
+    assert "Spearman(best dev/accuracy by 0.5 of training, final) = 0.400" in report["markdown"]
+    # Without an early-stopping policy in play the correlation is listed at standard fractions.
+    plain = write_sweep_report(tmp_path, bootstrap=10)
+    assert plain["early_final_spearman"] == {0.1: None, 0.25: None, 0.5: pytest.approx(0.4)}

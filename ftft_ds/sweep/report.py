@@ -7,8 +7,8 @@ Reads `sweep.json` and writes `report.md`, `report.json` and figures into the sw
   trained to the end; and against compute (full runs);
 - for a complete WI x DO grid trained to the end: the heatmap and the share of the variance each
   seed kind explains, with permutation-test p-values;
-- the rank correlation between early (at each policy rung) and final scores, which is what
-  justifies stopping at a fraction f;
+- the rank correlation between early (best so far at each evaluation, listed at each policy rung)
+  and final scores, which is what justifies stopping at a fraction f, as a curve over training;
 - when every trial was trained to the end (`none` policy): the early-stopping policy `compare`
   replayed on the recorded trials against training fewer trials to the end at the same compute.
 """
@@ -28,6 +28,8 @@ from .estimators import expected_max_curve, expected_max_vs_budget
 from .policy import parse
 
 METHODS = ("with_replacement", "unbiased")
+# Where early/final correlations are listed when no policy in play stops trials early.
+DEFAULT_EARLY_FRACTIONS = (0.1, 0.25, 0.5)
 
 
 def _curves_figure(curves: dict, xlabel: str, metric: str) -> Figure:
@@ -43,6 +45,36 @@ def _curves_figure(curves: dict, xlabel: str, metric: str) -> Figure:
     axes.set_ylabel(f"expected best {metric}")
     axes.grid(alpha=0.3)
     axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def _spearman_by_fraction(finished: list[dict], fractions) -> dict[float, float | None]:
+    """Rank correlation of each trial's best score by each fraction of training with its final score.
+
+    None where it is undefined (every trial tied, e.g. all still at majority level) or where a
+    trial has no evaluation by then.
+    """
+    final = [r["final"] for r in finished]
+    out = {}
+    for fraction in fractions:
+        early = [max([v for f, v in r["early"].items() if float(f) <= fraction + 1e-9] or [np.nan]) for r in finished]
+        value = np.nan if np.any(np.isnan(early)) else early_final_rank_correlation(early, final)
+        out[float(fraction)] = None if np.isnan(value) else value
+    return out
+
+
+def _spearman_figure(curve: dict, metric: str) -> Figure:
+    figure = Figure(figsize=(6, 4.2), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    x = list(curve)
+    axes.plot(x, [np.nan if v is None else v for v in curve.values()], marker="o")
+    axes.axhline(0.0, color="grey", linewidth=0.8)
+    axes.set_ylim(-1.05, 1.05)
+    axes.set_xlabel("fraction of training")
+    axes.set_ylabel(f"Spearman(best {metric} so far, final)")
+    axes.grid(alpha=0.3)
     figure.tight_layout()
     return figure
 
@@ -94,13 +126,14 @@ def write_sweep_report(sweep_dir: str | Path, compare: str | None = None, bootst
             report["seed_attribution"] = str(exc)
     fractions = sorted({float(f) for r in finished for f in r["early"]} - {1.0})
     if len(finished) >= 3 and fractions:
-        correlations = {}
-        for rung in parse(sweep["policy"]).rungs()[:-1] or fractions[:1]:
-            early = [max([v for f, v in r["early"].items() if float(f) <= rung + 1e-9] or [np.nan]) for r in finished]
-            if not np.any(np.isnan(early)):
-                correlations[rung] = early_final_rank_correlation(early, [r["final"] for r in finished])
+        rungs = {rung for spec in (sweep["policy"], compare) if spec for rung in parse(spec).rungs()[:-1]}
+        correlations = _spearman_by_fraction(finished, sorted(rungs) or DEFAULT_EARLY_FRACTIONS)
+        curve = _spearman_by_fraction(finished, fractions)
         report["early_final_spearman"] = correlations
-        lines += [f"Spearman(early at {f:g}, final) = {c:.3f}" for f, c in correlations.items()] + [""]
+        report["early_final_spearman_curve"] = curve
+        report["figures"]["early_final"] = str(_save(_spearman_figure(curve, metric), folder / "early_final_spearman.png"))
+        lines += [f"Spearman(best {metric} by {f:g} of training, final) = "
+                  + ("undefined (all tied)" if c is None else f"{c:.3f}") for f, c in correlations.items()] + [""]
     if compare and len(finished) == len(rows):
         comparison = compare_policy_vs_full(finished, compare)
         report["policy_vs_full"] = comparison.__dict__
