@@ -310,6 +310,14 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse.ravel()]
 
 
+def best_so_far(early: Mapping, fraction: float) -> float:
+    """A trial's best score recorded at or before `fraction` of training, from its {fraction: score}
+    curve (keys may be strings, as JSON writes them); NaN if it has none that is a number yet."""
+    seen = [float(v) for f, v in early.items() if float(f) <= fraction + FRACTION_TOLERANCE]
+    finite = [v for v in seen if not math.isnan(v)]
+    return max(finite) if finite else math.nan
+
+
 def _early_at(rows: list[Mapping], rung: float, policy: Policy) -> np.ndarray:
     """Each trial's best score so far at `rung`: its one early score, or the best recorded by then.
 
@@ -322,13 +330,12 @@ def _early_at(rows: list[Mapping], rung: float, policy: Policy) -> np.ndarray:
             raise FtftError(f"sweep table row {i} has no 'early' score, which policy {policy} needs at {rung:g}")
         try:
             if isinstance(early, Mapping):
-                seen = [float(v) for f, v in early.items() if float(f) <= rung + FRACTION_TOLERANCE]
-                if not seen:
+                if not any(float(f) <= rung + FRACTION_TOLERANCE for f in early):
                     raise FtftError(
                         f"sweep table row {i} records no early score at or before fraction {rung:g}, "
                         f"which policy {policy} needs; it has {', '.join(map(str, early))}"
                     )
-                out[i] = np.nan if all(map(math.isnan, seen)) else max(v for v in seen if not math.isnan(v))
+                out[i] = best_so_far(early, rung)
             else:
                 out[i] = float(early)
         except (TypeError, ValueError):

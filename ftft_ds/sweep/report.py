@@ -23,7 +23,13 @@ from matplotlib.figure import Figure
 
 from ..errors import FtftError
 from ..io import atomic_path, write_json
-from .analysis import compare_policy_vs_full, early_final_rank_correlation, heatmap, seed_variance_attribution
+from .analysis import (
+    best_so_far,
+    compare_policy_vs_full,
+    early_final_rank_correlation,
+    heatmap,
+    seed_variance_attribution,
+)
 from .estimators import expected_max_curve, expected_max_vs_budget
 from .policy import parse
 
@@ -58,7 +64,7 @@ def _spearman_by_fraction(finished: list[dict], fractions) -> dict[float, float 
     final = [r["final"] for r in finished]
     out = {}
     for fraction in fractions:
-        early = [max([v for f, v in r["early"].items() if float(f) <= fraction + 1e-9] or [np.nan]) for r in finished]
+        early = [best_so_far(r["early"], fraction) for r in finished]
         value = np.nan if np.any(np.isnan(early)) else early_final_rank_correlation(early, final)
         out[float(fraction)] = None if np.isnan(value) else value
     return out
@@ -118,7 +124,7 @@ def write_sweep_report(sweep_dir: str | Path, compare: str | None = None, bootst
     if len(finished) == len(rows) and len(rows) >= 4:
         try:
             attribution = seed_variance_attribution(finished)
-            report["seed_attribution"] = attribution.__dict__
+            report["seed_attribution"] = attribution.to_dict()
             report["figures"]["heatmap"] = str(heatmap(finished, folder / "wi_do_heatmap.png"))
             lines.append(f"WI explains {attribution.wi_share:.1%} of the variance (p = {attribution.wi_p:.3f}), "
                          f"DO {attribution.do_share:.1%} (p = {attribution.do_p:.3f}).\n")
@@ -136,7 +142,7 @@ def write_sweep_report(sweep_dir: str | Path, compare: str | None = None, bootst
                   + ("undefined (all tied)" if c is None else f"{c:.3f}") for f, c in correlations.items()] + [""]
     if compare and len(finished) == len(rows):
         comparison = compare_policy_vs_full(finished, compare)
-        report["policy_vs_full"] = comparison.__dict__
+        report["policy_vs_full"] = comparison.to_dict()
         lines.append(f"Policy `{comparison.policy}` ({comparison.budget:.2f} full runs): expected best "
                      f"{comparison.policy_mean:.4f} ± {comparison.policy_std:.4f}; training {comparison.full_trials} "
                      f"trials to the end: {comparison.full_mean:.4f} ± {comparison.full_std:.4f}.\n")
