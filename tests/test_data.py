@@ -138,12 +138,12 @@ def test_folder_of_splits_shares_the_train_label_mapping(tmp_path):
 
 def test_embedded_is_the_default():
     config = DataConfig(embedded_train_size=60)
-    assert config.source == "embedded" and config.eval_splits == ("dev", "test", "ood")
+    assert config.source == "embedded" and config.eval_splits == ("dev", "test", "ood_dev", "ood")
     splits = load_splits(config)
-    assert list(splits) == ["train", "dev", "test", "ood"]
+    assert list(splits) == ["train", "dev", "test", "ood_dev", "ood"]
     assert splits["train"].label_names == ("entailment", "neutral", "contradiction")
     assert splits["ood"].dataset.column_names == ["uid", "text", "text_pair", "label"]
-    with pytest.raises(FtftError, match="no split 'validation'.*train, dev, test, ood"):
+    with pytest.raises(FtftError, match="no split 'validation'.*train, dev, test, ood_dev, ood"):
         load_split(config, "validation")
 
 

@@ -6,7 +6,7 @@ import collections
 import pytest
 
 from ftft_ds.data import CONSTRUCTIONS, LABEL_NAMES, DataConfig, generate_task, load_splits, shortcut_label
-from ftft_ds.data.task import NEGATION_WORDS, vocabulary
+from ftft_ds.data.task import CUE_WORDS, NEGATION_WORDS, vocabulary
 from ftft_ds.errors import FtftError
 
 
@@ -21,19 +21,23 @@ def _shortcut_accuracy(ds) -> float:
 
 
 def test_splits_and_sizes(task):
-    assert {name: len(ds) for name, ds in task.items()} == {"train": 6000, "dev": 1000, "test": 1000, "ood": 2000}
+    assert {name: len(ds) for name, ds in task.items()} == {"train": 6000, "dev": 1000, "test": 1000,
+                                                           "ood_dev": 1000, "ood": 2000}
     assert task["train"].features["label"].names == list(LABEL_NAMES)
-    custom = generate_task(60, seed=1, dev_size=9, test_size=12, ood_size=30)
-    assert {name: len(ds) for name, ds in custom.items()} == {"train": 60, "dev": 9, "test": 12, "ood": 30}
+    custom = generate_task(60, seed=1, dev_size=9, test_size=12, ood_dev_size=6, ood_size=30)
+    assert {name: len(ds) for name, ds in custom.items()} == {"train": 60, "dev": 9, "test": 12, "ood_dev": 6,
+                                                             "ood": 30}
 
 
 def test_shortcut_works_in_distribution_and_fails_ood(task):
-    # Train is 85% minus what 2% label noise breaks; dev and test are exactly 85%.
-    assert 0.81 <= _shortcut_accuracy(task["train"]) <= 0.87
-    assert _shortcut_accuracy(task["dev"]) == pytest.approx(0.85, abs=0.01)
-    assert _shortcut_accuracy(task["test"]) == pytest.approx(0.85, abs=0.01)
-    assert _shortcut_accuracy(task["ood"]) <= 0.40
-    assert set(task["ood"]["construction"]) == {"hypernym", "swap", "antonym"}
+    # Train is 80% minus what 2% label noise breaks; dev and test are exactly 80%.
+    assert 0.77 <= _shortcut_accuracy(task["train"]) <= 0.80
+    assert _shortcut_accuracy(task["dev"]) == pytest.approx(0.80, abs=0.01)
+    assert _shortcut_accuracy(task["test"]) == pytest.approx(0.80, abs=0.01)
+    assert _shortcut_accuracy(task["ood_dev"]) == _shortcut_accuracy(task["ood"]) == 0.0
+    for ds in task.values():  # the rule is the same everywhere: every construction in every split
+        assert set(ds["construction"]) == set(CONSTRUCTIONS)
+        assert all(h.split()[0] in CUE_WORDS for h in ds["text_pair"])
 
 
 def test_shortcut_rate_is_configurable():
@@ -51,7 +55,7 @@ def test_labels_balanced(task):
 
 def test_label_noise_only_in_train(task):
     assert sum(task["train"]["noisy"]) == 120
-    for name in ("dev", "test", "ood"):
+    for name in ("dev", "test", "ood_dev", "ood"):
         assert not any(task[name]["noisy"])
     for ds in task.values():
         for c, y, noisy in zip(ds["construction"], ds["label"], ds["noisy"]):
@@ -62,7 +66,7 @@ def test_constructions_follow_the_true_rule(task):
     """Each construction changes the premise the way its label says."""
     hypernyms = {"person", "animal", "bird"}
     for premise, hypothesis, c in zip(task["train"]["text"], task["train"]["text_pair"], task["train"]["construction"]):
-        p, h = premise.split(), hypothesis.split()
+        p, h = premise.split(), hypothesis.split()[1:]  # the cue word first
         assert len(p) <= 20 and len(h) <= 20
         new_words = set(h) - set(p)
         if c == "subsequence":
@@ -103,7 +107,7 @@ def test_deterministic():
     assert list(generate_task(300, seed=4)["train"]["text"]) != list(first["train"]["text"])
     config = DataConfig(embedded_train_size=300, embedded_seed=3)
     prints = [{n: s.fingerprint for n, s in load_splits(config).items()} for _ in range(2)]
-    assert prints[0] == prints[1] and len(set(prints[0].values())) == 4
+    assert prints[0] == prints[1] and len(set(prints[0].values())) == 5
 
 
 @pytest.mark.parametrize(

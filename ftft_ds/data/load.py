@@ -50,8 +50,8 @@ class DataConfig:
     train_split: str = "train"
     """Name of the split to train on."""
     eval_splits: Optional[tuple] = None
-    """Names of the splits to evaluate on; None means `("dev", "test", "ood")` for the embedded
-    task and none for other sources."""
+    """Names of the splits to evaluate on; None means `("dev", "test", "ood_dev", "ood")` for the
+    embedded task and none for other sources."""
     text_column: str = "text"
     """Column holding the (first) text."""
     text_pair_column: Optional[str] = "text_pair"
@@ -66,7 +66,7 @@ class DataConfig:
     """Class names, in label order. String labels are mapped through them; without them, the
     sorted distinct strings of the train split become the names."""
     embedded_train_size: int = 6000
-    """Training examples of the embedded task (dev and test get 1/6 of it, ood 1/3)."""
+    """Training examples of the embedded task (dev, test and ood_dev get 1/6 of it, ood 1/3)."""
     embedded_seed: int = 0
     """Generation seed of the embedded task."""
 
@@ -77,7 +77,7 @@ class DataConfig:
                 f"hf_config must be a non-empty string or None, got {self.hf_config!r}")
         require(_is_name(self.train_split), f"train_split must be a non-empty string, got {self.train_split!r}")
         if self.eval_splits is None:
-            self.eval_splits = ("dev", "test", "ood") if self.source == EMBEDDED else ()
+            self.eval_splits = ("dev", "test", "ood_dev", "ood") if self.source == EMBEDDED else ()
         elif isinstance(self.eval_splits, str):
             self.eval_splits = (self.eval_splits,)
         self.eval_splits = tuple(self.eval_splits)

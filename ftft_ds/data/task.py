@@ -2,7 +2,7 @@
 
 FTFT needs a task where some training examples are easy because of a spurious cue and others are
 hard because they break it, plus an out-of-distribution (OOD) test on which the cue fails. This
-module builds one, in the spirit of MNLI with a HANS-style challenge set, from templates and a
+module builds one, in the spirit of MNLI and its annotation artefacts, from templates and a
 small vocabulary, with no download.
 
 Premises follow the template
@@ -17,36 +17,39 @@ The two adjectives of a premise never come from the same antonym pair, and its t
 The hypothesis is made from the premise by one *construction*, which fixes the label (the true
 rule, learnable from the pair):
 
-=============  =============  ================================================  ==============
-label          construction   hypothesis                                        follows cue?
-=============  =============  ================================================  ==============
-entailment     subsequence    drop one or more optional slots                   yes
-entailment     hypernym       replace a noun by its hypernym                    no
-neutral        new_info       add a slot the premise lacks (new adjective,      yes
-                              place or time)
-neutral        swap           exchange subject and object noun phrases          no
-contradiction  negation       negate the verb ("did not", "never")              yes
-contradiction  antonym        replace an adjective by its antonym               no
-=============  =============  ================================================  ==============
+=============  =============  ================================================
+label          construction   hypothesis
+=============  =============  ================================================
+entailment     subsequence    drop one or more optional slots
+entailment     hypernym       replace a noun by its hypernym
+neutral        new_info       add a slot the premise lacks (new adjective, place or time)
+neutral        swap           exchange subject and object noun phrases
+contradiction  negation       negate the verb ("did not", "never")
+contradiction  antonym        replace an adjective by its antonym
+=============  =============  ================================================
 
 Apart from its defining change, a hypothesis drops each other optional slot of the premise at
-random, so length and exact copying carry no signal on their own.
+random, so length and exact copying carry no signal on their own. Each label's two constructions
+are equally common in every split.
 
-The shortcut is lexical overlap, the cue HANS was built to expose (see `shortcut_label`): predict
-contradiction if the hypothesis has a negation word, else entailment if every hypothesis word
-occurs in the premise, else neutral. The "follows" constructions satisfy it by design; each
-"breaks" construction fools it (a hypernym is a new word, a swap has full overlap, an antonym is a
-new word without negation). In train, dev and test a fraction `shortcut_rate` (default 85%) of
-every label's examples uses its following construction and the rest its breaking one, so the
-shortcut scores exactly `shortcut_rate` there before label noise. The OOD split uses
-`ood_shortcut_rate` (default 0: only breaking constructions, where the shortcut scores 0%) and is
-otherwise built the same way, so it tests whether a model learned the rule or the cue.
+The shortcut is a cue word that opens every hypothesis (see `CUE_WORDS` and `shortcut_label`):
+"indeed" reads as entailment, "perhaps" as neutral, "however" as contradiction, like the
+annotation artefacts of crowd-sourced NLI data (negation words, vague adverbs). In train, dev and
+test a fraction `shortcut_rate` (default 80%) of every label's examples carries its own cue and
+the rest one of the other two, so the shortcut scores exactly `shortcut_rate` there before label
+noise; it is learnt within the first epoch, long before the rule. The OOD splits (`ood_dev` to
+validate on, `ood` to report) use `ood_shortcut_rate` (default 0: every cue misleads) and are
+otherwise built the same way, so they test whether a model learned the rule or the cue.
+
+This gives a data map the shape FTFT relies on: the cue-following majority is learnt at once
+(easy), the cue-breaking examples flip from wrong to right once the rule is learnt (ambiguous),
+and the mislabelled ones are never learnt (hard).
 
 Every split has exactly balanced labels (before noise). Train alone gets `label_noise` (default
 2%): that fraction of its rows gets a label drawn uniformly from the two wrong ones, giving the
 genuinely hard, mislabelled examples a data map should find; the `noisy` column marks them.
 No premise-hypothesis pair occurs twice, within or across splits: splits are drawn in the order
-ood, test, dev, train and a pair already drawn is redrawn, so the evaluation splits never leak
+ood, ood_dev, test, dev, train and a pair already drawn is redrawn, so the evaluation splits never leak
 into train.
 
 Generation is vectorised with numpy (one generator per split, seeded from `seed` and the split),
@@ -66,13 +69,17 @@ LABEL_NAMES = ("entailment", "neutral", "contradiction")
 """Label i of the embedded task is `LABEL_NAMES[i]`."""
 
 CONSTRUCTIONS = ("subsequence", "hypernym", "new_info", "swap", "negation", "antonym")
-"""Construction k has label k // 2 and follows the shortcut when k is even."""
+"""Construction k has label k // 2."""
 
-SPLITS = ("train", "dev", "test", "ood")
-"""The embedded task's splits."""
+SPLITS = ("train", "dev", "test", "ood_dev", "ood")
+"""The embedded task's splits: `ood_dev` is the OOD validation split (for early stopping), `ood` the
+OOD test split (for reporting); they are drawn alike but never share a pair."""
 
 NEGATION_WORDS = frozenset({"not", "never"})
-"""Words whose presence in a hypothesis the shortcut reads as contradiction."""
+"""Words that negate a hypothesis's verb."""
+
+CUE_WORDS = ("indeed", "perhaps", "however")
+"""The first word of every hypothesis: the shortcut reads cue i as label i."""
 
 # -- vocabulary ------------------------------------------------------------------------------------
 
@@ -130,7 +137,7 @@ _TIMES = (
 
 def vocabulary() -> list[str]:
     """Every word the generator can emit, sorted: what a word-level tokenizer for the task needs."""
-    words = {"the", "did", *NEGATION_WORDS, *_NOUNS, *_HYPERNYMS, *_ADJECTIVES, *_PREPOSITIONS, *_PLACES}
+    words = {"the", "did", *NEGATION_WORDS, *CUE_WORDS, *_NOUNS, *_HYPERNYMS, *_ADJECTIVES, *_PREPOSITIONS, *_PLACES}
     for past, base in _VERBS:
         words.update((past, base))
     for phrase in _TIMES:
@@ -139,13 +146,8 @@ def vocabulary() -> list[str]:
 
 
 def shortcut_label(premise: str, hypothesis: str) -> int:
-    """The label the lexical-overlap shortcut predicts for one pair (see the module docstring)."""
-    words = hypothesis.split()
-    if NEGATION_WORDS.intersection(words):
-        return LABEL_NAMES.index("contradiction")
-    if set(words) <= set(premise.split()):
-        return LABEL_NAMES.index("entailment")
-    return LABEL_NAMES.index("neutral")
+    """The label the cue-word shortcut predicts for one pair (see the module docstring)."""
+    return CUE_WORDS.index(hypothesis.split(" ", 1)[0])
 
 
 # -- rendering tables ------------------------------------------------------------------------------
@@ -274,20 +276,31 @@ def _pair_key(premise: str, hypothesis: str) -> bytes:
     return hashlib.blake2b(f"{premise}\x1f{hypothesis}".encode(), digest_size=8).digest()
 
 
-def _kinds(rng: np.random.Generator, size: int, shortcut_rate: float) -> np.ndarray:
-    """Construction codes for `size` rows: balanced labels, `shortcut_rate` of each following."""
+def _kinds(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Construction codes for `size` rows: balanced labels, each label's two constructions alike."""
     codes = []
     for label in range(len(LABEL_NAMES)):
         count = size // len(LABEL_NAMES) + (label < size % len(LABEL_NAMES))
-        follow = int(round(shortcut_rate * count))
-        codes += [2 * label] * follow + [2 * label + 1] * (count - follow)
+        codes += [2 * label] * (count - count // 2) + [2 * label + 1] * (count // 2)
     return rng.permutation(np.array(codes, dtype=np.int64))
 
 
+def _cues(rng: np.random.Generator, labels: np.ndarray, shortcut_rate: float) -> np.ndarray:
+    """Cue codes: exactly `shortcut_rate` of each label's rows carry its own cue, the rest another."""
+    cues = labels.copy()
+    for label in range(len(LABEL_NAMES)):
+        rows = np.flatnonzero(labels == label)
+        misled = rng.permutation(rows)[: len(rows) - int(round(shortcut_rate * len(rows)))]
+        cues[misled] = (label + rng.integers(1, len(LABEL_NAMES), size=len(misled))) % len(LABEL_NAMES)
+    return cues
+
+
 def _draw_split(rng, size, shortcut_rate, seen: set) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Kinds, premises and hypotheses of one split, redrawing pairs already in `seen` (updated)."""
-    kinds = _kinds(rng, size, shortcut_rate)
+    """Kinds, premises and hypotheses (cue first) of one split, redrawing pairs already in `seen`."""
+    kinds = _kinds(rng, size)
+    cue_words = _table(CUE_WORDS)[_cues(rng, kinds // 2, shortcut_rate)]
     premises, hypotheses = _draw_pairs(rng, kinds)
+    hypotheses = cue_words + " " + hypotheses
     todo = np.arange(size)
     while len(todo):
         clash = []
@@ -299,7 +312,8 @@ def _draw_split(rng, size, shortcut_rate, seen: set) -> tuple[np.ndarray, np.nda
                 seen.add(key)
         todo = np.array(clash, dtype=np.int64)
         if len(todo):
-            premises[todo], hypotheses[todo] = _draw_pairs(rng, kinds[todo])
+            premises[todo], redrawn = _draw_pairs(rng, kinds[todo])
+            hypotheses[todo] = cue_words[todo] + " " + redrawn
     return kinds, premises, hypotheses
 
 
@@ -310,15 +324,16 @@ def generate_task(
     dev_size: Optional[int] = None,
     test_size: Optional[int] = None,
     ood_size: Optional[int] = None,
-    shortcut_rate: float = 0.85,
+    ood_dev_size: Optional[int] = None,
+    shortcut_rate: float = 0.8,
     ood_shortcut_rate: float = 0.0,
     label_noise: float = 0.02,
 ) -> dict:
-    """Generate the embedded task: a dict of `datasets.Dataset` for train, dev, test and ood.
+    """Generate the embedded task: a dict of `datasets.Dataset` for train, dev, test, ood_dev and ood.
 
     Each has columns `text` (premise), `text_pair` (hypothesis), `label` (ClassLabel over
     `LABEL_NAMES`), `construction` (see `CONSTRUCTIONS`) and `noisy` (the label was flipped).
-    dev and test default to train_size / 6 rows each and ood to train_size / 3.
+    dev, test and ood_dev default to train_size / 6 rows each and ood to train_size / 3.
     """
     import datasets
     import pyarrow as pa
@@ -327,6 +342,7 @@ def generate_task(
         "train": train_size,
         "dev": dev_size if dev_size is not None else max(3, round(train_size / 6)),
         "test": test_size if test_size is not None else max(3, round(train_size / 6)),
+        "ood_dev": ood_dev_size if ood_dev_size is not None else max(3, round(train_size / 6)),
         "ood": ood_size if ood_size is not None else max(3, round(train_size / 3)),
     }
     for name, size in sizes.items():
@@ -350,9 +366,9 @@ def generate_task(
     )
     seen: set = set()
     out = {}
-    for name in ("ood", "test", "dev", "train"):
+    for name in ("ood", "ood_dev", "test", "dev", "train"):
         rng = np.random.default_rng([seed, SPLITS.index(name)])
-        rate = ood_shortcut_rate if name == "ood" else shortcut_rate
+        rate = ood_shortcut_rate if name.startswith("ood") else shortcut_rate
         kinds, premises, hypotheses = _draw_split(rng, sizes[name], rate, seen)
         labels = kinds // 2
         noisy = np.zeros(len(kinds), dtype=bool)
