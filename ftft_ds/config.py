@@ -248,8 +248,13 @@ class MainConfig(OptimConfig):
     code does); `compressed`: the schedule is squeezed into the run's own budget."""
     eval_every: int = 0
     """Evaluate every K optimizer steps (0: only at the end)."""
+    evals_per_schedule: int = 0
+    """Evaluate this many times, evenly spaced, over the steps the LR schedule spans (the ERM budget
+    under `truncated`), instead of every `eval_every` steps: runs on different subsets then
+    evaluate at the same points of one schedule, as the FTFT protocol does (12)."""
     patience: typing.Optional[int] = None
-    """Stop after this many evaluations without improvement of `patience_metric` (None: never)."""
+    """Stop after this many evaluations without improvement of `patience_metric` (None: never).
+    With patience the run reports, and exports, its best checkpoint, not its last step."""
     patience_metric: str = "dev/accuracy"
     """Metric that patience and the best checkpoint follow, `<split>/<accuracy|macro_f1|mcc>`."""
     checkpoint_every: int = 0
@@ -276,9 +281,12 @@ class MainConfig(OptimConfig):
             raise FtftError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
         if not self.erm_epochs > 0:
             raise FtftError(f"erm_epochs must be positive, got {self.erm_epochs}")
-        for name in ("eval_every", "checkpoint_every"):
+        for name in ("eval_every", "evals_per_schedule", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise FtftError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.eval_every and self.evals_per_schedule:
+            raise FtftError(f"set eval_every ({self.eval_every}) or evals_per_schedule "
+                            f"({self.evals_per_schedule}), not both")
         if self.schedule_budget is not None:
             Budget.parse(self.schedule_budget)
         if self.record_dynamics and self.resume:

@@ -5,10 +5,11 @@ The dataset is never copied: the sampler walks the subset's rows. The run stops 
 budget on every rank, evaluates on the ID and OOD splits, checkpoints, resumes, and writes under
 `output_dir`:
 
-- `metrics.json`: final and best evaluation, steps, budget, why it stopped, parameters per rank;
+- `metrics.json`: the selected evaluation (the best checkpoint's with patience, else the last
+  step's), the final and best ones, steps, budget, why it stopped, parameters per rank;
 - `cost.json`: the cost ledger; `log.jsonl` + `tensorboard/main/`: the curves;
 - `checkpoints/`: resumable DeepSpeed checkpoints (`best` kept when patience is on);
-- `model/`: the final model in Hugging Face format (consolidated from ZeRO-3 shards);
+- `model/`: the selected model in Hugging Face format (consolidated from ZeRO-3 shards);
 - `config.json`: the resolved config.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .dynamics.select import Subset
 from .reference import write_dynamics
 from .io import versions, write_json
 from .train.budget import Budget
-from .train.checkpoint import Checkpointer, export_hf_model
+from .train.checkpoint import BEST_TAG, Checkpointer, export_hf_model
 from .train.prepare import prepare_run
 from .train.runtime import DistEnv, init_distributed
 from .train.trainer import Divergence, Patience, Trainer
@@ -56,12 +57,13 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
     )
     recorder = DynamicsRecorder(run.sampler.rows, run.split.num_labels) if cfg.record_dynamics else None
     evaluator = run.evaluator(env)
+    checkpointer = Checkpointer(out / "checkpoints", env)
     trainer = Trainer(
         run.engine, run.loader, run.sampler, run.ledger, run.stopper, env, log_every=cfg.log_every,
-        evaluator=evaluator, eval_every=cfg.eval_every,
+        evaluator=evaluator, eval_every=eval_interval(cfg, run.schedule_steps),
         patience=Patience(cfg.patience_metric, cfg.patience) if evaluator else None,
         divergence=_divergence_guard(cfg, run, evaluator),
-        checkpointer=Checkpointer(out / "checkpoints", env), checkpoint_every=cfg.checkpoint_every,
+        checkpointer=checkpointer, checkpoint_every=cfg.checkpoint_every,
         recorder=recorder, log_path=out / "log.jsonl", desc="main",
     )
     if cfg.resume:
@@ -70,12 +72,19 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
         (out / "log.jsonl").unlink(missing_ok=True)
     final = trainer.fit()
     trainer.save_checkpoint()
+    state = trainer.state
+    selects_best = cfg.patience is not None and state.best_eval is not None
     if cfg.export_model:
+        if selects_best and state.best_step != state.step:
+            checkpointer.load_weights(run.engine, BEST_TAG)
         export_hf_model(run.engine, run.tokenizer, out / "model", env)
 
-    state = trainer.state
     metrics = {
         "final": final,
+        # What the run reports: with patience, the best checkpoint (the model one keeps and exports,
+        # chosen on the validation metric); without, the last step.
+        "selected": state.best_eval if selects_best else final,
+        "selected_step": state.best_step if selects_best else state.step,
         "steps": state.step,
         "max_steps": run.max_steps,
         "erm_steps": run.erm_steps,
@@ -103,6 +112,13 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
     if dist.is_initialized():
         dist.barrier()
     return metrics
+
+
+def eval_interval(cfg: MainConfig, schedule_steps: int) -> int:
+    """Steps between evaluations: `eval_every`, or the schedule's span over `evals_per_schedule`."""
+    if cfg.evals_per_schedule:
+        return max(1, round(schedule_steps / cfg.evals_per_schedule))
+    return cfg.eval_every
 
 
 def _divergence_guard(cfg: MainConfig, run, evaluator) -> Divergence | None:

@@ -34,14 +34,32 @@ def test_time_budget_and_patience(tmp_path):
     walls = [r["cost/wall_seconds"] for r in log_records(timed) if "train/loss" in r]
     assert walls[-1] >= 3 > walls[-2]
 
+
+
+def test_patience_reports_the_best_checkpoint_and_costs_up_to_the_stop(tmp_path):
+    """The FTFT protocol's stopping rule: evaluations spread over the ERM schedule, patience on a
+    validation metric, the best checkpoint reported, the cost counted up to where the run stopped."""
     patient = tmp_path / "patience"
-    proc = ftft(["train", *COMMON, "--budget", "steps:200", "--set", "eval_every=1", "--set", "patience=2",
-                 "--set", "lr=1e-7", "-o", patient])
+    # 120 rows / batch 8 = 15 steps an epoch; erm_epochs=3 -> a 45-step schedule, evaluated every 3 steps.
+    proc = ftft(["train", *COMMON, "--budget", "steps:200", "--set", "erm_epochs=3", "--set", "evals_per_schedule=15",
+                 "--set", "patience=2", "--set", "patience_metric=ood_dev/accuracy", "--set", "lr=1e-7",
+                 "-o", patient])
     assert proc.returncode == 0, tail(proc)
     metrics = json.loads((patient / "metrics.json").read_text())
+    records = log_records(patient)
+    evals = {r["step"]: r for r in records if "ood_dev/accuracy" in r}
+    assert sorted(evals) == list(range(3, metrics["steps"] + 1, 3))
     assert metrics["stopped"] == "patience" and metrics["steps"] < 200
-    assert metrics["steps"] == metrics["best"]["step"] + 2
-    assert (patient / "checkpoints" / "best").is_dir()
+    assert metrics["steps"] == metrics["best"]["step"] + 2 * 3 == metrics["selected_step"] + 6
+    best = evals[metrics["selected_step"]]
+    assert metrics["selected"] == best
+    assert metrics["best"]["score"] == best["ood_dev/accuracy"] == max(r["ood_dev/accuracy"] for r in evals.values())
+    cost = json.loads((patient / "cost.json").read_text())
+    # Counted up to the stop, not over the 200-step cap: 8 examples a step (15 full batches an epoch).
+    assert len([r for r in records if "train/loss" in r]) == metrics["steps"] == cost["optimizer_steps"]
+    assert cost["train_examples"] == 8 * metrics["steps"]
+    assert cost["train_flops"] == pytest.approx(6 * cost["flops_parameters"] * cost["train_tokens"])
+    assert (patient / "checkpoints" / "best").is_dir() and (patient / "model" / "config.json").is_file()
 
 
 def test_subset_from_another_dataset_fails_on_every_rank(tmp_path):

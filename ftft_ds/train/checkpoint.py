@@ -74,6 +74,13 @@ class Checkpointer:
             _set_rng_state(torch.load(rng_path, weights_only=False))
         return client_state
 
+    def load_weights(self, engine, tag: str) -> None:
+        """Restore only the model weights saved under `tag` (e.g. the best checkpoint, to export it)."""
+        path, _ = engine.load_checkpoint(str(self.directory), tag=tag, load_module_only=True,
+                                         load_optimizer_states=False, load_lr_scheduler_states=False)
+        if path is None:
+            raise FtftError(f"could not load the checkpoint '{tag}' in {self.directory}")
+
     def _prune(self, keep: set) -> None:
         """Delete step checkpoints older than the last `keep_last` (rank 0, after everyone saved)."""
         if dist.is_initialized():

@@ -41,6 +41,7 @@ class PreparedRun:
     stopper: Stopper
     max_steps: int | None
     erm_steps: int
+    schedule_steps: int
     warmup_steps: int
 
     def evaluator(self, env: DistEnv) -> Evaluator | None:
@@ -111,6 +112,6 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     return PreparedRun(
         split=split, train=train, eval_data=eval_data, tokenizer=tokenizer, collate=collate, sampler=sampler, loader=loader,
         engine=engine, ds_config=ds_config, num_parameters=num_parameters, ledger=ledger,
-        stopper=Stopper(budget, max_steps), max_steps=max_steps, erm_steps=erm_steps,
+        stopper=Stopper(budget, max_steps), max_steps=max_steps, erm_steps=erm_steps, schedule_steps=schedule_steps,
         warmup_steps=ds_config.get("scheduler", {}).get("params", {}).get("warmup_num_steps", 0),
     )
