@@ -5,7 +5,8 @@ ranks under the `deepspeed` launcher; either way it writes, under `output_dir`:
 
 - `dynamics/`: the dynamics store (N × E × C logits, labels, uids, manifest);
 - `config.json`: the resolved run config;
-- `metrics.json`: the reference's own evaluation on the eval splits (unless `evaluate` is off);
+- `metrics.json`: the reference's own evaluation on the eval splits (unless `evaluate` is off),
+  with each split's majority-class rate to judge it against;
 - `cost.json`: the run's cost ledger (the same units as main runs, so a recipe's costs add up);
 - `log.jsonl` and `tensorboard/reference/`: loss, learning rate, accuracy, throughput and cost.
 """
@@ -54,7 +55,8 @@ def run_reference(cfg: ReferenceConfig, env: DistEnv | None = None) -> Path:
     if env.is_main:
         write_dynamics(store, run, cfg, env, recorder, eval_recorder, source="reference",
                        wall_seconds=time.time() - started)
-        write_json(out / "metrics.json", {"final": final, "steps": trainer.state.step})
+        majority = {name: evaluator.majority_rate(name) for name in run.eval_data} if evaluator else {}
+        write_json(out / "metrics.json", {"final": final, "majority_rate": majority, "steps": trainer.state.step})
         save_config(cfg, out / "config.json")
         run.ledger.save(out / "cost.json", kind="reference", model=cfg.model, num_layers=cfg.num_layers)
     if dist.is_initialized():

@@ -1,0 +1,96 @@
+"""The reference-quality gate: verdicts on a sound and a weak reference, and `reference_gate: refuse`."""
+import json
+
+import numpy as np
+import yaml
+
+from ftft_ds.dynamics.gate import assess_reference, learnt_late_mask
+from ftft_ds.dynamics.metrics import compute_metrics
+from ftft_ds.dynamics.select import select_subset
+from ftft_ds.dynamics.store import Dynamics
+from ftft_ds.pipeline.config import GateConfig
+
+from .helpers import ftft, tail
+
+
+def _dynamics(gold_probs: np.ndarray, labels: np.ndarray) -> Dynamics:
+    """Two-class dynamics whose gold-label probability follows `gold_probs` (N x E)."""
+    gold_logit = np.log(gold_probs) - np.log1p(-gold_probs)
+    logits = np.zeros((*gold_probs.shape, 2), np.float32)
+    rows = np.arange(len(labels))
+    logits[rows, :, labels] = gold_logit
+    return Dynamics.create([f"u{i}" for i in rows], labels, logits)
+
+
+def _verdict(dynamics, dev_accuracy=0.9, majority=0.5):
+    subset = select_subset(dynamics, "ambiguous", fraction=0.33)
+    return assess_reference("small", dynamics, subset.uids, dev_accuracy, majority, GateConfig())
+
+
+def test_sound_reference_passes_every_check():
+    rng = np.random.default_rng(0)
+    n = 300
+    labels = np.arange(n) % 2
+    easy = np.full((n, 5), 0.97)  # learnt at once and kept
+    flipping = np.array([0.3, 0.8, 0.35, 0.85, 0.7])  # ambiguous: right, wrong, right again
+    gold = easy.copy()
+    gold[: n // 3] = flipping + rng.uniform(-0.05, 0.05, size=(n // 3, 5))
+    verdict = _verdict(_dynamics(gold, labels))
+    assert verdict.sound, verdict.summary()
+    assert [c.name for c in verdict.checks] == ["accuracy_lift", "epochs", "train_accuracy", "label_skew",
+                                               "learnt_late"]
+    assert verdict.summary().startswith("reference 'small': sound (")
+
+
+def test_weak_reference_is_named_with_every_reason():
+    n = 300
+    labels = (np.arange(n) % 3 == 0).astype(np.int64)  # one third positive
+    # Two epochs of slow, steady learning: the positives climb fastest, so the "ambiguous" third is
+    # all positives, every one of them only learnt late.
+    gold = np.where(labels[:, None] == 1, [[0.3, 0.75]], [[0.4, 0.45]])
+    dynamics = _dynamics(gold, labels)
+    verdict = _verdict(dynamics, dev_accuracy=0.6, majority=0.55)
+    failed = {c.name for c in verdict.failures}
+    assert failed == {"accuracy_lift", "epochs", "train_accuracy", "label_skew", "learnt_late"}
+    line = verdict.summary()
+    assert line.startswith("reference 'small': WEAK, dev accuracy 0.600") and "2 epoch(s)" in line
+    assert learnt_late_mask(dynamics)[labels == 1].all() and not learnt_late_mask(dynamics)[labels == 0].any()
+
+
+def test_probe_agreement_is_checked_when_the_main_models_dynamics_exist():
+    rng = np.random.default_rng(1)
+    n = 200
+    labels = np.arange(n) % 2
+    gold = rng.uniform(0.05, 0.95, size=(n, 4))
+    reference = _dynamics(gold, labels)
+    same = assess_reference("small", reference, [], 0.9, 0.5, GateConfig(), probe=compute_metrics(reference),
+                            reference_metrics=compute_metrics(reference))
+    assert same.checks[-1].name == "probe_spearman" and same.checks[-1].value == 1.0 and same.checks[-1].passed
+    unrelated = _dynamics(rng.uniform(0.05, 0.95, size=(n, 4)), labels)
+    other = assess_reference("small", reference, [], 0.9, 0.5, GateConfig(), probe=compute_metrics(unrelated),
+                             reference_metrics=compute_metrics(reference))
+    assert not other.checks[-1].passed
+
+
+RECIPE = {
+    "data": {"embedded_train_size": 120},
+    "main": {"model": "tiny-bert", "micro_batch_size": 8, "lr": 1.0e-3, "erm_epochs": 2},
+    "reference": {"model": "tiny-bert", "num_layers": 1, "epochs": 1, "micro_batch_size": 8},
+    "methods": ["erm", "ftft"],
+    "num_ranks": 1,
+}
+
+
+def test_refuse_stops_a_weak_reference_before_any_main_run(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    out = tmp_path / "out"
+    config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(out), "reference_gate": "refuse"}))
+    proc = ftft(["run", config])
+    assert proc.returncode == 2, tail(proc)
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: reference 'small': WEAK, ")
+    assert "1 epoch(s) of dynamics (needs 3)" in errors[0] and "no main run was launched" in errors[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (out / "main").exists()
+    gate = json.loads((out / "gate.json").read_text())
+    assert gate["verdicts"][0]["sound"] is False
