@@ -1,8 +1,11 @@
 """`ftft run`: the recipe's table, its cost accounting, and skipping or re-running stages."""
 import json
 
+import numpy as np
 import pytest
 import yaml
+
+from ftft_ds.pipeline.report import compare, comparison_line, markdown_table, summarize
 
 from .helpers import ftft, tail
 
@@ -48,7 +51,38 @@ def test_table_structure_and_costs_add_up(recipe):
     assert "| erm | 2 |" in table and "| ftft | 2 |" in table and "ood/accuracy" in table
     assert "| erm | 2 |" in proc.stdout
     assert (out / "cost_vs_ood.png").is_file() and (out / "select" / "small" / "data_map.png").is_file()
-    assert "reference_accuracy" in results["diagnostics"]
+    assert results["gate"]["verdicts"][0]["reference"] == "small" and "## Reference gate" in table
+    assert "ftft vs erm: ood/accuracy" in table and "ftft vs erm: ood/accuracy" in proc.stdout
+    assert "projected training cost" in proc.stdout
+    comparison = results["comparisons"][0]
+    assert comparison["seeds"] == [0, 1] and len(comparison["ci95"]) == 2
+    assert [m["method"] for m in results["forecast"]["methods"]] == ["erm", "ftft"]
+
+
+def _rows(method, values, cost):
+    return [{"method": method, "seed": seed, "ood/accuracy": value, "relative_cost": cost, "wall_seconds": 1.0,
+             "steps": 10} for seed, value in enumerate(values)]
+
+
+def test_table_with_one_seed_shows_no_spread():
+    rows = _rows("erm", [0.40], 100.0) + _rows("ftft", [0.45], 40.0)
+    table = markdown_table(summarize(rows, ["erm", "ftft"], ["ood/accuracy"]), ["ood/accuracy"])
+    assert "±" not in table and "| ftft | 1 | 45.0 | 40.0 | 10 | 1 |" in table
+    line = comparison_line(compare(rows, "ftft", "ood/accuracy"))
+    assert line == ("ftft vs erm: ood/accuracy 45.0 vs 40.0 (+5.0 points with one seed: run more seeds before "
+                    "trusting a difference) at 40% of erm's cost: ftft matches or beats erm at no more than half its cost.")
+
+
+def test_table_with_several_seeds_shows_spread_and_a_paired_interval():
+    rows = _rows("erm", [0.40, 0.42, 0.44], 100.0) + _rows("ftft", [0.41, 0.45, 0.44], 60.0)
+    table = markdown_table(summarize(rows, ["erm", "ftft"], ["ood/accuracy"]), ["ood/accuracy"])
+    assert "| erm | 3 | 42.0 ± 2.0 |" in table
+    comparison = compare(rows, "ftft", "ood/accuracy")
+    assert comparison["differences"] == pytest.approx([0.01, 0.03, 0.0])
+    half = 4.302653 * np.std([0.01, 0.03, 0.0], ddof=1) / np.sqrt(3)  # t(0.975, 2 df)
+    assert comparison["ci95"] == pytest.approx([0.01333 - half, 0.01333 + half], abs=1e-4)
+    assert comparison_line(comparison).endswith("at 60% of erm's cost: ftft matches or beats erm, but at more "
+                                                "than half its cost.")
 
 
 def test_rerun_skips_and_changed_input_reruns(recipe):

@@ -78,8 +78,9 @@ def train(config, model, num_layers, data_source, output_dir, ds_config, overrid
     env = init_distributed()
     metrics = run_main(cfg, env)
     if env.is_main:
-        final = ", ".join(f"{k}={v:.4f}" for k, v in metrics["final"].items() if k != "step")
-        click.echo(f"stopped by {metrics['stopped']} after {metrics['steps']} steps: {final}")
+        selected = ", ".join(f"{k}={v:.4f}" for k, v in metrics["selected"].items() if k != "step")
+        click.echo(f"stopped by {metrics['stopped']} after {metrics['steps']} steps; "
+                   f"at step {metrics['selected_step']}: {selected}")
         click.echo(f"outputs: {cfg.output_dir}")
 
 
@@ -101,18 +102,22 @@ def demo(output_dir, overrides):
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Overrides the config's output_dir.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any recipe field, e.g. --set seeds=[0,1,2] --set main.lr=3e-5.")
-def run_cmd(config, output_dir, overrides):
+@click.option("--dry-run", is_flag=True, help="Print the projected cost of every method and stop.")
+def run_cmd(config, output_dir, overrides, dry_run):
     """The whole FTFT recipe with its baselines: references, selection, main runs, results table.
 
-    Stages already done with the same config and inputs are skipped; changed or failed ones re-run.
+    Prints each method's projected cost first. Stages already done with the same config and inputs
+    are skipped; changed or failed ones re-run.
     """
     from ..config import load_config
     from ..pipeline import RecipeConfig, run_recipe
 
-    _print_report(run_recipe(load_config(RecipeConfig, config, overrides, output_dir=output_dir)))
+    _print_report(run_recipe(load_config(RecipeConfig, config, overrides, output_dir=output_dir), dry_run=dry_run))
 
 
 def _print_report(report: dict) -> None:
+    if "markdown" not in report:  # a dry run: the forecast was the output
+        return
     click.echo("\n" + report["markdown"])
     for key in ("table", "json", "plot", "tensorboard"):
         if key in report:

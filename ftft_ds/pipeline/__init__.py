@@ -18,8 +18,12 @@ from ..dynamics.metrics import compute_metrics
 from ..dynamics.plot import plot_data_map
 from ..dynamics.select import select_subset
 from ..dynamics.store import Dynamics
-from .config import RecipeConfig
-from .report import collect_rows, summarize, transfer_diagnostics, write_report
+from ..errors import FtftError
+from ..io import write_json
+from .config import EARLY_STOPPING_METHODS, RecipeConfig
+from .forecast import forecast
+from .gate import gate_references
+from .report import collect_rows, summarize, write_report
 from .stages import Stage, file_digest, ftft_command, run_command
 
 __all__ = ["RecipeConfig", "run_recipe"]
@@ -28,7 +32,7 @@ SUBSET_METHODS = {"dm": "main", "ftft": "small", "random": "random"}
 """Which subset each method trains on (none: the full training split)."""
 
 
-def _reference_configs(cfg: RecipeConfig) -> dict:
+def reference_configs(cfg: RecipeConfig) -> dict:
     """The reference runs the chosen methods need: FTFT's cheap one, DM's main-model one."""
     refs = {}
     if "ftft" in cfg.methods:
@@ -40,24 +44,38 @@ def _reference_configs(cfg: RecipeConfig) -> dict:
     return refs
 
 
-def _budget(cfg: RecipeConfig, method: str) -> str:
-    return cfg.erm_budget if method in ("erm", "dm") else cfg.ftft_budget
+def main_config(cfg: RecipeConfig, method: str, seed: int) -> MainConfig:
+    """One main run of the recipe: early-stopping methods stop by patience under the `ftft_budget`
+    cap, `erm` and `dm` train their whole `erm_budget`; every run evaluates at the same points."""
+    stops_early = method in EARLY_STOPPING_METHODS
+    stopping = {"patience": cfg.early_stopping.patience, "patience_metric": cfg.stopping_metric(),
+                "evals_per_schedule": cfg.early_stopping.evals} if stops_early else {}
+    return from_dict(MainConfig, {
+        **cfg.main, **stopping, "data": to_dict(cfg.data),
+        "budget": cfg.ftft_budget if stops_early else cfg.erm_budget,
+        "output_dir": str(Path(cfg.output_dir) / "main" / method / f"seed{seed}"),
+        "init_seed": seed, "data_seed": seed, "dropout_seed": seed})
 
 
-def run_recipe(cfg: RecipeConfig, echo=click.echo) -> dict:
-    """Run (or resume) the whole recipe and write the results table; return the report's paths."""
+def run_recipe(cfg: RecipeConfig, echo=click.echo, dry_run: bool = False) -> dict:
+    """Run (or resume) the whole recipe and write the results table; return the report's paths.
+
+    The cost forecast is printed first; `dry_run` stops there.
+    """
     out = Path(cfg.output_dir)
     split = load_split(cfg.data, cfg.data.train_split)
     data = {"config": to_dict(cfg.data), "fingerprint": split.fingerprint}
+    projected = forecast(cfg, split)
+    echo("projected training cost, FLOPs relative to ERM = 100:\n" + projected.table())
+    for warning in projected.warnings:
+        echo(f"warning: {warning}")
+    if dry_run:
+        return {"forecast": projected}
 
     references = {name: from_dict(ReferenceConfig, {**fields, "data": to_dict(cfg.data),
                                                     "output_dir": str(out / "reference" / name)})
-                  for name, fields in _reference_configs(cfg).items()}
-    mains = {(method, seed): from_dict(MainConfig, {
-        **cfg.main, "data": to_dict(cfg.data), "budget": _budget(cfg, method),
-        "output_dir": str(out / "main" / method / f"seed{seed}"),
-        "init_seed": seed, "data_seed": seed, "dropout_seed": seed})
-        for method in cfg.methods for seed in cfg.seeds}
+                  for name, fields in reference_configs(cfg).items()}
+    mains = {(method, seed): main_config(cfg, method, seed) for method in cfg.methods for seed in cfg.seeds}
     total = len(references) * 2 + ("random" in cfg.methods) + len(mains)
     progress = {"done": 0}
 
@@ -87,6 +105,14 @@ def run_recipe(cfg: RecipeConfig, echo=click.echo) -> dict:
     if "random" in cfg.methods:
         subsets["random"] = _select_stage(execute, out / "select" / "random", cfg, None, split=split, data=data)
 
+    gate = gate_references(cfg, {n: Path(r.output_dir) for n, r in references.items()}, subsets)
+    for verdict in gate["verdicts"]:
+        echo(("" if verdict["sound"] else "warning: ") + verdict["summary"])
+    weak = [v for v in gate["verdicts"] if not v["sound"]]
+    if weak and cfg.reference_gate == "refuse":
+        write_json(out / "gate.json", gate)
+        raise FtftError(f"{weak[0]['summary']}; no main run was launched (reference_gate: refuse)")
+
     runs = {}
     for (method, seed), main in mains.items():
         subset_name = SUBSET_METHODS.get(method)
@@ -109,13 +135,10 @@ def run_recipe(cfg: RecipeConfig, echo=click.echo) -> dict:
     metric_keys = [f"{s}/accuracy" for s in cfg.data.eval_splits] + \
         [f"{s}/macro_f1" for s in cfg.data.eval_splits if "ood" in s]
     summary = summarize(rows, cfg.methods, metric_keys)
-    diagnostics = transfer_diagnostics(
-        {n: Path(r.output_dir) for n, r in references.items()},
-        {n: p for n, p in subsets.items()}, cfg.data.eval_splits[0] if cfg.data.eval_splits else "dev",
-        cfg.weak_reference_accuracy)
-    ood = next((f"{s}/accuracy" for s in cfg.data.eval_splits if "ood" in s), metric_keys[0] if metric_keys else "")
+    ood_split = cfg.reported_ood_split()
+    headline = f"{ood_split}/accuracy" if ood_split else (metric_keys[0] if metric_keys else "")
     save_config(cfg, out / "recipe.json")
-    return write_report(out, rows, summary, metric_keys, diagnostics, ood)
+    return write_report(out, rows, summary, metric_keys, gate, headline, projected)
 
 
 def _select_stage(execute, folder: Path, cfg: RecipeConfig, dynamics: Dynamics | None, split=None, data=None) -> Path:

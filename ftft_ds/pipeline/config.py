@@ -11,6 +11,10 @@ from ..train.budget import Budget
 
 METHODS = ("erm", "erm_es", "dm", "random", "ftft")
 REGIONS = ("ambiguous", "hard", "easy", "random", "both-ends")
+EARLY_STOPPING_METHODS = ("erm_es", "random", "ftft")
+"""Methods whose main runs stop by patience under the `ftft_budget` cap; `erm` and `dm` train
+their whole `erm_budget` and report their last step."""
+GATE_MODES = ("warn", "refuse", "off")
 
 
 @dataclasses.dataclass
@@ -32,16 +36,60 @@ class SelectionConfig:
 
 
 @dataclasses.dataclass
+class EarlyStoppingConfig:
+    """The FTFT protocol's "aggressive early stopping": evaluate `evals` times over the ERM
+    schedule, stop after `patience` evaluations without improvement of `metric`, report the best."""
+
+    metric: typing.Optional[str] = None
+    """`<split>/<accuracy|macro_f1|mcc>` to stop on; None picks the OOD validation split's accuracy
+    (a split named like `ood_dev` / `ood_validation`) when the task has one, else the ID dev split's.
+    Never a split you report as a test."""
+    patience: int = 2
+    """Evaluations without improvement before a run stops."""
+    evals: int = 12
+    """Evaluations spread over the ERM budget's schedule (every run evaluates at the same points)."""
+
+    def __post_init__(self):
+        for name in ("patience", "evals"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise FtftError(f"early_stopping.{name} must be an integer of at least 1, got {value!r}")
+
+
+@dataclasses.dataclass
+class GateConfig:
+    """When a reference's dynamics are judged too weak to choose training data (see `dynamics.gate`)."""
+
+    min_accuracy_lift: float = 0.5
+    """Least share of the gap from the majority-class rate to 100% the reference must close on its
+    ID dev split: (accuracy - majority) / (1 - majority)."""
+    min_train_accuracy: float = 0.8
+    """Least training-pass accuracy at the reference's last epoch (has it learnt the training set?)."""
+    max_label_skew: float = 0.25
+    """Largest total-variation distance between the subset's label mix and the training split's."""
+    max_learnt_late: float = 0.8
+    """Largest share of the subset whose gold-label probability only rose epoch after epoch: such
+    examples were learnt late, not found ambiguous."""
+    min_epochs: int = 3
+    """Fewest epochs of dynamics: with two, variability only says how fast an example was learnt."""
+    min_probe_spearman: float = 0.2
+    """Least rank correlation of variability with the main model's own dynamics, when `dm` ran."""
+
+
+@dataclasses.dataclass
 class RecipeConfig:
     """`ftft run`: reference run(s) → selection → main runs, with the papers' baselines side by side.
 
     Methods:
     - `erm`: the main model on the full training split, full ERM budget;
-    - `erm_es`: the same, stopped at FTFT's budget (plain training with the same early stopping);
+    - `erm_es`: the same with FTFT's early stopping (separates the subset's effect from stopping's);
     - `dm`: dataset cartography as first published: the main model itself is the reference, and
       the main model trains on its own ambiguous subset for the full ERM budget;
-    - `random`: a random subset of the same size, FTFT's budget;
-    - `ftft`: the cheap reference's subset, FTFT's (aggressive) budget.
+    - `random`: a random subset of the same size, FTFT's early stopping;
+    - `ftft`: the cheap reference's subset, FTFT's early stopping.
+
+    Every main run evaluates `early_stopping.evals` times over the ERM schedule; the early-stopping
+    methods stop by patience (capped by `ftft_budget`) and report their best checkpoint.
     """
 
     output_dir: str = "runs/recipe"
@@ -60,18 +108,30 @@ class RecipeConfig:
     """Seeds of the main runs; each sets the weight-init, data-order and dropout seeds of a run."""
     erm_budget: str = "erm:1"
     """Budget of `erm` and `dm`."""
-    ftft_budget: str = "erm:0.5"
-    """Budget of `ftft`, `erm_es` and `random` (FTFT's aggressive early stopping)."""
+    ftft_budget: str = "erm:1"
+    """Cap of `ftft`, `erm_es` and `random`, which stop earlier by patience (`early_stopping`);
+    a fixed budget such as `erm:0.25` with `early_stopping.patience` large stops them there."""
+    early_stopping: typing.Any = dataclasses.field(default_factory=EarlyStoppingConfig)
+    """The early-stopping rule (an `EarlyStoppingConfig`)."""
+    reference_gate: str = "warn"
+    """What a reference judged too weak does: `warn` (say why, go on), `refuse` (stop before any
+    main run is launched, exit 2) or `off` (do not judge)."""
+    gate: typing.Any = dataclasses.field(default_factory=GateConfig)
+    """The gate's thresholds (a `GateConfig`)."""
     num_ranks: int = 2
     """Ranks (GPUs; CPU processes without GPUs) per main run, through the `deepspeed` launcher."""
-    weak_reference_accuracy: float = 0.6
-    """Warn when a reference's own accuracy on the first eval split is below this."""
 
     def __post_init__(self):
         if isinstance(self.data, dict):
             self.data = from_dict(DataConfig, self.data, where="data.")
         if isinstance(self.selection, dict):
             self.selection = from_dict(SelectionConfig, self.selection, where="selection.")
+        if isinstance(self.early_stopping, dict):
+            self.early_stopping = from_dict(EarlyStoppingConfig, self.early_stopping, where="early_stopping.")
+        if isinstance(self.gate, dict):
+            self.gate = from_dict(GateConfig, self.gate, where="gate.")
+        if self.reference_gate not in GATE_MODES:
+            raise FtftError(f"reference_gate must be one of {', '.join(GATE_MODES)}, got {self.reference_gate!r}")
         self.methods = tuple(self.methods)
         self.seeds = tuple(int(s) for s in self.seeds)
         unknown = [m for m in self.methods if m not in METHODS]
@@ -87,3 +147,40 @@ class RecipeConfig:
             if not isinstance(fields, dict):
                 raise FtftError(f"{name} must be a mapping of run options, got {fields!r}")
             reject_reserved(fields, {"data", "output_dir", "subset", "budget", "resume"}, name, "recipe")
+        reject_reserved(self.main, {"patience", "patience_metric", "eval_every", "evals_per_schedule"},
+                        "main", "recipe (see early_stopping)")
+        if any(m in EARLY_STOPPING_METHODS for m in self.methods):
+            self.stopping_metric()  # refuse a task without a validation split now, not after training
+
+    def stopping_metric(self) -> str:
+        """The metric early stopping follows: the configured one, else an OOD validation split's
+        accuracy, else the ID dev split's (see `EarlyStoppingConfig.metric`)."""
+        if self.early_stopping.metric is not None:
+            split = self.early_stopping.metric.partition("/")[0]
+            if split not in self.data.eval_splits:
+                raise FtftError(f"early_stopping.metric {self.early_stopping.metric!r} must name one of the "
+                                f"eval splits {list(self.data.eval_splits)}")
+            return self.early_stopping.metric
+        split = validation_split(self.data.eval_splits)
+        if split is None:
+            raise FtftError(f"early stopping needs a validation split among data.eval_splits "
+                            f"{list(self.data.eval_splits)} (a name with dev or val in it), "
+                            "or set early_stopping.metric")
+        return f"{split}/accuracy"
+
+    def reported_ood_split(self) -> typing.Optional[str]:
+        """The OOD split the results lead with: the first split named ood that stopping does not use."""
+        used = self.stopping_metric().partition("/")[0] if any(
+            m in EARLY_STOPPING_METHODS for m in self.methods) else None
+        return next((s for s in self.data.eval_splits if "ood" in s.lower() and s != used), None)
+
+
+def _is_validation(name: str) -> bool:
+    name = name.lower()
+    return "dev" in name or "val" in name
+
+
+def validation_split(eval_splits) -> typing.Optional[str]:
+    """An OOD validation split (a name with ood and dev/val in it), else an ID one, else None."""
+    return next((s for s in eval_splits if _is_validation(s) and "ood" in s.lower()),
+                next((s for s in eval_splits if _is_validation(s)), None))

@@ -1,24 +1,26 @@
 """The results of a recipe: the table, its plots, and the transfer diagnostics.
 
 Costs are training FLOPs from the runs' cost ledgers, relative to ERM = 100: a method's cost is
-its main run plus the reference run it needed (FTFT's cheap reference, DM's main-model reference).
+its main run up to where it stopped plus the reference run it needed (FTFT's cheap reference, DM's
+main-model reference). Metrics are each run's selected evaluation: the best checkpoint's for
+early-stopping runs, the last step's otherwise.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..dynamics.metrics import compute_metrics
-from ..dynamics.select import Subset
-from ..dynamics.store import Dynamics
 from ..io import atomic_path, read_json, write_json
+from .gate import gate_markdown
 
 
 def collect_rows(runs: dict) -> list[dict]:
-    """One row per main run: its metrics and its cost including the reference it used.
+    """One row per main run: its selected metrics (the best checkpoint's for early-stopping runs)
+    and its cost up to where it stopped, including the reference it used.
 
     `runs` maps (method, seed) to (main run folder, reference folder or None).
     """
@@ -28,8 +30,9 @@ def collect_rows(runs: dict) -> list[dict]:
         cost = read_json(folder / "cost.json")
         ref_cost = read_json(reference / "cost.json") if reference is not None else None
         rows.append({
-            "method": method, "seed": seed, **{k: v for k, v in metrics["final"].items() if k != "step"},
-            "steps": metrics["steps"], "train_rows": metrics["train_rows"],
+            "method": method, "seed": seed, **{k: v for k, v in metrics["selected"].items() if k != "step"},
+            "steps": metrics["steps"], "selected_step": metrics["selected_step"], "stopped": metrics["stopped"],
+            "train_rows": metrics["train_rows"],
             "main_flops": cost["train_flops"], "reference_flops": ref_cost["train_flops"] if ref_cost else 0.0,
             "wall_seconds": cost["wall_seconds"] + (ref_cost["wall_seconds"] if ref_cost else 0.0),
         })
@@ -42,31 +45,90 @@ def collect_rows(runs: dict) -> list[dict]:
 
 
 def summarize(rows: list[dict], methods, metric_keys) -> list[dict]:
-    """Mean and std over seeds per method, in `methods` order."""
+    """Mean and sample std over seeds per method, in `methods` order (std None with one seed)."""
     summary = []
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         entry = {"method": method, "seeds": len(mine)}
         for key in [*metric_keys, "relative_cost", "wall_seconds", "steps"]:
             values = np.array([r[key] for r in mine if r.get(key) is not None], dtype=float)
-            entry[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else 0.0} \
+            entry[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else None} \
                 if values.size else None
         summary.append(entry)
     return summary
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The p-quantile (p > 0.5) of Student's t with `df` degrees of freedom: the CDF, integrated
+    with Simpson's rule, inverted by bisection (precise to ~1e-6, all a CI needs)."""
+    def cdf(x: float) -> float:
+        grid = np.linspace(0.0, x, 2001)
+        log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+        pdf = np.exp(log_norm - (df + 1) / 2 * np.log1p(grid ** 2 / df))
+        weights = np.ones(grid.size)
+        weights[1:-1:2], weights[2:-1:2] = 4, 2
+        return 0.5 + float(weights @ pdf) * (x / 2000) / 3
+
+    low, high = 0.0, 1000.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) < p else (low, middle)
+    return (low + high) / 2
+
+
+def compare(rows: list[dict], method: str, metric: str, baseline: str = "erm") -> dict | None:
+    """`method` against `baseline` on `metric`, paired by seed: per-seed differences, their mean
+    and a 95% t-interval (from 2 seeds on), and the mean relative cost."""
+    by_seed = {r["seed"]: r for r in rows if r["method"] == baseline and r.get(metric) is not None}
+    pairs = [(r["seed"], r[metric], by_seed[r["seed"]][metric]) for r in rows
+             if r["method"] == method and r["seed"] in by_seed and r.get(metric) is not None]
+    if not pairs:
+        return None
+    differences = np.array([m - b for _, m, b in pairs])
+    out = {"method": method, "baseline": baseline, "metric": metric, "seeds": [s for s, _, _ in pairs],
+           "differences": differences.tolist(), "mean_difference": float(differences.mean()),
+           "method_mean": float(np.mean([m for _, m, _ in pairs])),
+           "baseline_mean": float(np.mean([b for _, _, b in pairs])), "ci95": None,
+           "relative_cost": float(np.mean([r["relative_cost"] for r in rows if r["method"] == method
+                                           and r.get("relative_cost") is not None] or [np.nan]))}
+    if len(pairs) > 1:
+        half = t_quantile(0.975, len(pairs) - 1) * differences.std(ddof=1) / math.sqrt(len(pairs))
+        out["ci95"] = [float(differences.mean() - half), float(differences.mean() + half)]
+    return out
+
+
+def comparison_line(c: dict) -> str:
+    """One line a newcomer understands: the method against ERM on the headline metric, and its cost."""
+    seeds = len(c["seeds"])
+    spread = (f", 95% CI [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] over {seeds} seeds"
+              if c["ci95"] else " with one seed: run more seeds before trusting a difference")
+    cost = c["relative_cost"]
+    if c["mean_difference"] >= 0 and cost <= 50:
+        verdict = f"{c['method']} matches or beats {c['baseline']} at no more than half its cost"
+    elif c["mean_difference"] >= 0:
+        verdict = f"{c['method']} matches or beats {c['baseline']}, but at more than half its cost"
+    else:
+        verdict = f"{c['method']} falls short of {c['baseline']}"
+    return (f"{c['method']} vs {c['baseline']}: {c['metric']} {100 * c['method_mean']:.1f} vs "
+            f"{100 * c['baseline_mean']:.1f} ({100 * c['mean_difference']:+.1f} points{spread}) "
+            f"at {cost:.0f}% of {c['baseline']}'s cost: {verdict}.")
 
 
 def markdown_table(summary: list[dict], metric_keys) -> str:
     def cell(value, scale=100.0, digits=1):
         if value is None:
             return "–"
+        if value["std"] is None:
+            return f"{value['mean'] * scale:.{digits}f}"
         return f"{value['mean'] * scale:.{digits}f} ± {value['std'] * scale:.{digits}f}"
 
-    header = ["method", "seeds", *metric_keys, "cost (ERM=100)", "wall s"]
+    header = ["method", "seeds", *metric_keys, "cost (ERM=100)", "steps", "wall s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in summary:
         lines.append("| " + " | ".join([
             entry["method"], str(entry["seeds"]), *(cell(entry[k]) for k in metric_keys),
-            cell(entry["relative_cost"], scale=1.0), cell(entry["wall_seconds"], scale=1.0, digits=0),
+            cell(entry["relative_cost"], scale=1.0), cell(entry["steps"], scale=1.0, digits=0),
+            cell(entry["wall_seconds"], scale=1.0, digits=0),
         ]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -80,7 +142,7 @@ def plot_cost_vs_metric(summary: list[dict], metric: str, path: Path) -> Path:
         if entry["relative_cost"] is None or entry[metric] is None:
             continue
         axes.errorbar(entry["relative_cost"]["mean"], 100 * entry[metric]["mean"],
-                      xerr=entry["relative_cost"]["std"], yerr=100 * entry[metric]["std"],
+                      xerr=entry["relative_cost"]["std"] or 0.0, yerr=100 * (entry[metric]["std"] or 0.0),
                       fmt="o", capsize=3, label=entry["method"])
         axes.annotate(entry["method"], (entry["relative_cost"]["mean"], 100 * entry[metric]["mean"]),
                       textcoords="offset points", xytext=(6, 4))
@@ -94,51 +156,24 @@ def plot_cost_vs_metric(summary: list[dict], metric: str, path: Path) -> Path:
     return path
 
 
-def transfer_diagnostics(references: dict, subsets: dict, first_eval: str, weak_below: float) -> dict:
-    """How much a reference can be trusted to pick the main model's training examples.
+def write_report(out: Path, rows: list[dict], summary: list[dict], metric_keys, gate: dict,
+                 ood_metric: str, projected) -> dict:
+    """results.json, results.md, the cost plot and TensorBoard hparams; return the file paths.
 
-    - each reference's own accuracy on `first_eval` (a weak reference is flagged);
-    - overlap (Jaccard) of the subsets chosen by different references;
-    - rank correlation of variability between the cheap reference and the main model's own
-      dynamics (DM's reference), over all training examples, when both were recorded.
+    The markdown holds the table, one comparison line per method against ERM on `ood_metric`
+    (the verdict for FTFT last), and the reference gate.
     """
-    from ..sweep.analysis import early_final_rank_correlation as spearman
-
-    out = {"reference_accuracy": {}, "weak_references": [], "subset_overlap": {}, "variability_spearman": {}}
-    for name, folder in references.items():
-        accuracy = read_json(folder / "metrics.json")["final"].get(f"{first_eval}/accuracy")
-        out["reference_accuracy"][name] = accuracy
-        if accuracy is not None and accuracy < weak_below:
-            out["weak_references"].append(name)
-    names = sorted(subsets)
-    uid_sets = {name: set(Subset.load(subsets[name]).uids) for name in names}
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            union = uid_sets[a] | uid_sets[b]
-            out["subset_overlap"][f"{a}~{b}"] = len(uid_sets[a] & uid_sets[b]) / len(union) if union else 1.0
-    if "small" in references and "main" in references:
-        small = compute_metrics(Dynamics.load(references["small"] / "dynamics"))
-        main = compute_metrics(Dynamics.load(references["main"] / "dynamics"))
-        order = {uid: i for i, uid in enumerate(main.uids)}
-        common = [(i, order[uid]) for i, uid in enumerate(small.uids) if uid in order]
-        left, right = (np.array(side) for side in zip(*common))
-        out["variability_spearman"]["small~main"] = float(
-            spearman(np.asarray(small.variability)[left], np.asarray(main.variability)[right]))
-    return out
-
-
-def write_report(out: Path, rows: list[dict], summary: list[dict], metric_keys, diagnostics: dict,
-                 ood_metric: str) -> dict:
-    """results.json, results.md, the cost plot and TensorBoard hparams; return the file paths."""
-    table = markdown_table(summary, metric_keys)
-    notes = []
-    for name in diagnostics["weak_references"]:
-        notes.append(f"warning: reference '{name}' reaches only {diagnostics['reference_accuracy'][name]:.1%} "
-                     "on its own task; a weak reference is a poor guide (the FTFT paper saw very small ones fail)")
-    markdown = table + "".join(f"\n{note}\n" for note in notes)
+    methods = [entry["method"] for entry in summary]
+    comparisons = [c for c in (compare(rows, m, ood_metric) for m in methods if m != "erm" and "erm" in methods)
+                   if c is not None]
+    comparisons.sort(key=lambda c: c["method"] == "ftft")
+    markdown = (markdown_table(summary, metric_keys) + "\n"
+                + "".join(f"{comparison_line(c)}\n" for c in comparisons)
+                + "\n" + gate_markdown(gate))
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(markdown, encoding="utf-8")
-    write_json(out / "results.json", {"rows": rows, "summary": summary, "diagnostics": diagnostics})
+    write_json(out / "results.json", {"rows": rows, "summary": summary, "comparisons": comparisons,
+                                      "gate": gate, "forecast": projected.to_json()})
     files = {"table": out / "results.md", "json": out / "results.json"}
     if ood_metric in metric_keys:
         files["plot"] = plot_cost_vs_metric(summary, ood_metric, out / "cost_vs_ood.png")
