@@ -5,8 +5,9 @@ The dataset is never copied: the sampler walks the subset's rows. The run stops 
 budget on every rank, evaluates on the ID and OOD splits, checkpoints, resumes, and writes under
 `output_dir`:
 
-- `metrics.json`: the selected evaluation (the best checkpoint's with patience, else the last
-  step's), the final and best ones, steps, budget, why it stopped, parameters per rank;
+- `metrics.json`: the selected evaluation on every eval split (with patience, the best
+  checkpoint's; else the last step's), the final one (with patience, of the followed split
+  only), steps, budget, why it stopped, parameters per rank;
 - `cost.json`: the cost ledger; `log.jsonl` + `tensorboard/main/`: the curves;
 - `checkpoints/`: resumable DeepSpeed checkpoints (`best` kept when patience is on);
 - `model/`: the selected model in Hugging Face format (consolidated from ZeRO-3 shards);
@@ -57,12 +58,16 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
     )
     recorder = DynamicsRecorder(run.sampler.rows, run.split.num_labels) if cfg.record_dynamics else None
     evaluator = run.evaluator(env)
+    # With patience only the followed split is evaluated while training; the kept checkpoint is
+    # evaluated on every split at the end.
+    selects_best = evaluator is not None and cfg.patience is not None
+    watched = evaluator.only([cfg.patience_metric.split("/")[0]]) if selects_best else evaluator
     checkpointer = Checkpointer(out / "checkpoints", env)
     trainer = Trainer(
         run.engine, run.loader, run.sampler, run.ledger, run.stopper, env, log_every=cfg.log_every,
-        evaluator=evaluator, eval_every=eval_interval(cfg, run.schedule_steps),
+        evaluator=watched, eval_every=eval_interval(cfg, run.schedule_steps),
         patience=Patience(cfg.patience_metric, cfg.patience) if evaluator else None,
-        divergence=_divergence_guard(cfg, run, evaluator),
+        divergence=_divergence_guard(cfg, run, watched),
         checkpointer=checkpointer, checkpoint_every=cfg.checkpoint_every,
         recorder=recorder, log_path=out / "log.jsonl", desc="main",
     )
@@ -73,18 +78,22 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
     final = trainer.fit()
     trainer.save_checkpoint()
     state = trainer.state
-    selects_best = cfg.patience is not None and state.best_eval is not None
-    if cfg.export_model:
-        if selects_best and state.best_step != state.step:
+    selected, selected_step = final, state.step
+    if selects_best:
+        if state.best_step is not None and state.best_step != state.step:
             checkpointer.load_weights(run.engine, BEST_TAG)
+            selected_step = state.best_step
+        selected = {"step": selected_step, **evaluator.evaluate(run.engine, run.ledger)}
+        run.ledger.flush(state.step, write=False)
+    if cfg.export_model:
         export_hf_model(run.engine, run.tokenizer, out / "model", env)
 
     metrics = {
         "final": final,
         # What the run reports: with patience, the best checkpoint (the model one keeps and exports,
         # chosen on the validation metric); without, the last step.
-        "selected": state.best_eval if selects_best else final,
-        "selected_step": state.best_step if selects_best else state.step,
+        "selected": selected,
+        "selected_step": selected_step,
         "steps": state.step,
         "max_steps": run.max_steps,
         "erm_steps": run.erm_steps,

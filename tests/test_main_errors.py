@@ -51,9 +51,13 @@ def test_patience_reports_the_best_checkpoint_and_costs_up_to_the_stop(tmp_path)
     assert sorted(evals) == list(range(3, metrics["steps"] + 1, 3))
     assert metrics["stopped"] == "patience" and metrics["steps"] < 200
     assert metrics["steps"] == metrics["best"]["step"] + 2 * 3 == metrics["selected_step"] + 6
+    assert set(evals[3]) == {"step", "ood_dev/accuracy", "ood_dev/macro_f1", "ood_dev/mcc"}  # only what patience follows
     best = evals[metrics["selected_step"]]
-    assert metrics["selected"] == best
     assert metrics["best"]["score"] == best["ood_dev/accuracy"] == max(r["ood_dev/accuracy"] for r in evals.values())
+    # The kept checkpoint, evaluated on every split: its validation score is the one patience saw.
+    selected = metrics["selected"]
+    assert selected["step"] == metrics["selected_step"] and selected["ood_dev/accuracy"] == best["ood_dev/accuracy"]
+    assert {f"{s}/accuracy" for s in ("dev", "test", "ood_dev", "ood")} <= set(selected)
     cost = json.loads((patient / "cost.json").read_text())
     # Counted up to the stop, not over the 200-step cap: 8 examples a step (15 full batches an epoch).
     assert len([r for r in records if "train/loss" in r]) == metrics["steps"] == cost["optimizer_steps"]

@@ -6,6 +6,8 @@ gathered back by row index. Rows the sampler padded in twice are counted once.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -75,6 +77,14 @@ class Evaluator:
         self.env = env
         self.loaders = {name: split_loader(data, micro_batch_size, collate, env) for name, data in splits.items()}
         self.labels = {name: np.asarray(data["labels"]) for name, data in splits.items()}
+
+    def only(self, names) -> "Evaluator":
+        """The same evaluator over some of its splits: a run stopped by patience watches only the
+        validation split during training and evaluates every split once, on its best checkpoint."""
+        other = copy.copy(self)
+        other.loaders = {name: self.loaders[name] for name in names}
+        other.labels = {name: self.labels[name] for name in names}
+        return other
 
     def majority_rate(self, name: str) -> float:
         """Accuracy of always predicting split `name`'s most frequent label."""

@@ -34,7 +34,6 @@ class TrainState:
     batches_in_epoch: int = 0
     best_score: float | None = None
     best_step: int | None = None
-    best_eval: dict | None = None  # every metric at the best step: what a patience-selected run reports
     evals_since_best: int = 0
     stopped_early: bool = False
     diverged: bool = False
@@ -176,7 +175,6 @@ class Trainer:
             score > state.best_score if self.patience.greater_is_better else score < state.best_score)
         if better:
             state.best_score, state.best_step, state.evals_since_best = score, state.step, 0
-            state.best_eval = dict(self.last_eval)
             if self.checkpointer is not None:
                 self.checkpointer.save(self.engine, BEST_TAG, self.client_state(), latest=False)
             return False
