@@ -8,7 +8,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["ftft_ds", "ftft_ds.*"]),
+    # The DeepSpeed configs live in ds_configs/ at the top of the repository and ship inside the
+    # package as ftft_ds/ds_configs, so that an installed wheel finds them from any folder.
+    packages=[*find_packages(include=["ftft_ds", "ftft_ds.*"]), "ftft_ds.ds_configs"],
+    package_dir={"ftft_ds.ds_configs": "ds_configs"},
+    package_data={"ftft_ds.ds_configs": ["*.json"]},
     include_package_data=True,
     install_requires=[
         # A range, not a pin: an installed CUDA torch satisfies it and is kept.

@@ -15,7 +15,9 @@ import torch
 
 from ..errors import FtftError
 
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "ds_configs"
+_PACKAGE = Path(__file__).resolve().parents[1]
+BUNDLED_DIR = _PACKAGE / "ds_configs" if (_PACKAGE / "ds_configs").is_dir() else _PACKAGE.parent / "ds_configs"
+"""The bundled configs: inside the installed package (a wheel), else the source tree's ds_configs/."""
 
 
 @dataclass(frozen=True)
