@@ -188,3 +188,23 @@ def test_import_ftft_with_labels_from_a_dataset(tmp_path: Path):
     assert [labels[u] for u in dyn.uid_strings()] == list(dyn.labels)
     first = dyn.uid_strings()[0]
     np.testing.assert_array_equal(dyn.logits[0], logits[first].numpy())
+
+
+@pytest.mark.parametrize("region, key, descending", [("ambiguous", "variability", True), ("hard", "confidence", False)])
+def test_cartography_released_five_key_metrics_select_by_cartographys_rule(tmp_path: Path, region, key, descending):
+    """allenai/cartography's released td_metrics.jsonl carry guid, index, confidence, variability and
+    correctness only; cartography keeps the head of the rows sorted by the metric."""
+    rng = np.random.default_rng(7)
+    n = 500
+    rows = [{"guid": int(g), "index": i, "confidence": float(c), "variability": float(v), "correctness": int(k)}
+            for i, (g, c, v, k) in enumerate(zip(rng.permutation(10 * n)[:n], rng.random(n), rng.random(n) * 0.5,
+                                                 rng.integers(0, 6, n)))]
+    path = tmp_path / "td_metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    count = int(0.33 * n) + 1  # cartography's `head(n=int(fraction * N) + 1)`
+    result = run("select", path, "--region", region, "--count", count, "-o", tmp_path / "subset.json")
+    assert result.exit_code == 0, result.output
+    ranked = sorted(rows, key=lambda r: -r[key] if descending else r[key])
+    assert set(Subset.load(tmp_path / "subset.json").uids) == {str(r["guid"]) for r in ranked[:count]}
+    metrics = read_metrics_jsonl(path)
+    assert metrics.forgetfulness is None and metrics.threshold_closeness is None

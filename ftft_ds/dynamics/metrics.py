@@ -52,7 +52,9 @@ class Metrics:
     """Per-example data-map metrics, aligned with `uids` (bytes, as in the store).
 
     `labels`, `correctness_fraction`, `aum` and `num_epochs` are None when the metrics were read
-    from cartography's td_metrics.jsonl, which does not carry them. `provenance` records what the
+    from cartography's td_metrics.jsonl, which does not carry them; `forgetfulness` and
+    `threshold_closeness` too when it is the 5-key file cartography released (guid, index,
+    confidence, variability, correctness). `provenance` records what the
     metrics were computed from: source_fingerprint, dataset_fingerprint, burn_out, variability.
     """
 
@@ -60,8 +62,8 @@ class Metrics:
     confidence: np.ndarray
     variability: np.ndarray
     correctness: np.ndarray
-    forgetfulness: np.ndarray
-    threshold_closeness: np.ndarray
+    forgetfulness: np.ndarray | None = None
+    threshold_closeness: np.ndarray | None = None
     labels: np.ndarray | None = None
     correctness_fraction: np.ndarray | None = None
     aum: np.ndarray | None = None
@@ -79,8 +81,9 @@ class Metrics:
             "epochs": self.num_epochs,
             "mean_confidence": float(self.confidence.mean(dtype=np.float64)),
             "mean_variability": float(self.variability.mean(dtype=np.float64)),
-            "never_learnt": int((self.forgetfulness == NEVER_LEARNT).sum()),
         }
+        if self.forgetfulness is not None:
+            out["never_learnt"] = int((self.forgetfulness == NEVER_LEARNT).sum())
         if self.correctness_fraction is not None:
             out["mean_correctness"] = float(self.correctness_fraction.mean(dtype=np.float64))
         if self.aum is not None:
@@ -300,8 +303,9 @@ def write_metrics_jsonl(metrics: Metrics, path: str | os.PathLike) -> Path:
 def read_metrics_jsonl(path: str | os.PathLike) -> Metrics:
     """Read metrics written by `write_metrics_jsonl` or cartography's td_metrics.jsonl.
 
-    Cartography's guids may be integers; they become strings. Every line must carry the keys the
-    first one has. Lines are parsed in batches into arrays so that memory stays proportional to
+    Cartography's guids may be integers; they become strings. guid, confidence, variability and
+    correctness are required (cartography's released files hold just these and `index`), the
+    other metrics are read when the first line has them, and then every line must carry them. Lines are parsed in batches into arrays so that memory stays proportional to
     the arrays, not to millions of Python objects.
     """
     path = Path(path)
@@ -312,7 +316,7 @@ def read_metrics_jsonl(path: str | os.PathLike) -> Metrics:
     keys: tuple[str, ...] = ()
     for numbers, records in _record_batches(path):
         if not keys:
-            keys = (*_REQUIRED_KEYS, *(k for k in EXTRA_KEYS if k in records[0]))
+            keys = (*_REQUIRED_KEYS, *(k for k in (*_OPTIONAL_KEYS, *EXTRA_KEYS) if k in records[0]))
         batches.append(_columns(path, keys, numbers, records))
     require(bool(batches), f"metrics file {path} holds no examples")
     arrays = {key: np.concatenate([b[key] for b in batches]) for key in keys}
@@ -330,8 +334,8 @@ def read_metrics_jsonl(path: str | os.PathLike) -> Metrics:
         confidence=arrays["confidence"].astype(np.float32),
         variability=arrays["variability"].astype(np.float32),
         correctness=arrays["correctness"].astype(np.int32),
-        forgetfulness=arrays["forgetfulness"].astype(np.int32),
-        threshold_closeness=arrays["threshold_closeness"].astype(np.float32),
+        forgetfulness=optional("forgetfulness", np.int32),
+        threshold_closeness=optional("threshold_closeness", np.float32),
         labels=optional("label", np.int64),
         correctness_fraction=optional("correctness_fraction", np.float32),
         aum=optional("aum", np.float32),
@@ -346,7 +350,8 @@ def read_metrics_jsonl(path: str | os.PathLike) -> Metrics:
     )
 
 
-_REQUIRED_KEYS = tuple(k for k in CARTOGRAPHY_KEYS if k != "index")
+_OPTIONAL_KEYS = ("threshold_closeness", "forgetfulness")
+_REQUIRED_KEYS = tuple(k for k in CARTOGRAPHY_KEYS if k != "index" and k not in _OPTIONAL_KEYS)
 _INTEGER_KEYS = ("correctness", "forgetfulness", "label")
 _BATCH_LINES = 1 << 20
 
