@@ -46,7 +46,7 @@ def test_weak_reference_is_named_with_every_reason():
     n = 300
     labels = (np.arange(n) % 3 == 0).astype(np.int64)  # one third positive
     # Two epochs of slow, steady learning: the positives climb fastest, so the "ambiguous" third is
-    # all positives, every one of them only learnt late.
+    # all positives, every one of them right only at the last epoch.
     gold = np.where(labels[:, None] == 1, [[0.3, 0.75]], [[0.4, 0.45]])
     dynamics = _dynamics(gold, labels)
     verdict = _verdict(dynamics, dev_accuracy=0.6, majority=0.55)

@@ -67,9 +67,9 @@ class GateConfig:
     """Least training-pass accuracy at the reference's last epoch (has it learnt the training set?)."""
     max_label_skew: float = 0.25
     """Largest total-variation distance between the subset's label mix and the training split's."""
-    max_learnt_late: float = 0.8
-    """Largest share of the subset whose gold-label probability only rose epoch after epoch: such
-    examples were learnt late, not found ambiguous."""
+    max_learnt_late: float = 0.5
+    """Largest share of the subset the reference got right only at its last epoch: such examples
+    were learnt late, not found ambiguous."""
     min_epochs: int = 3
     """Fewest epochs of dynamics: with two, variability only says how fast an example was learnt."""
     min_probe_spearman: float = 0.2
