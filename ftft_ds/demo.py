@@ -1,7 +1,8 @@
 """`ftft demo`: the whole FTFT recipe on the embedded task, sized for 2 CPU cores and a few minutes.
 
 The FTFT protocol as `ftft run` applies it: a cheap reference (the pretrained MiniLM cut to its
-first layer, trained for as many epochs as ERM) records training dynamics; the 33% most ambiguous
+first layer, trained for as many epochs as ERM, in batches of 8 so that it takes enough steps to
+learn the rule) records training dynamics; the 33% most ambiguous
 examples are selected; the full pretrained MiniLM then trains under ZeRO-2 on 2 ranks, once on
 everything for the ERM budget (ERM), and once on the subset under the same learning-rate schedule,
 evaluated 12 times over it and stopped by patience on the OOD validation split (FTFT). The table
@@ -14,11 +15,11 @@ from .pipeline import RecipeConfig
 
 DEMO = {
     "output_dir": "runs/demo",
-    "data": {"source": "embedded", "embedded_train_size": 1200, "eval_splits": ["dev", "ood_dev", "ood"]},
+    "data": {"source": "embedded", "embedded_train_size": 3000, "eval_splits": ["dev", "ood_dev", "ood"]},
     "main": {"model": "minilm", "ds_config": "zero2", "micro_batch_size": 16, "lr": 2.0e-4,
-             "max_length": 40, "erm_epochs": 6, "log_every": 5, "export_model": False},
-    "reference": {"model": "minilm", "num_layers": 1, "epochs": 6, "micro_batch_size": 32, "lr": 2.0e-4,
-                  "max_length": 40, "log_every": 5},
+             "max_length": 40, "erm_epochs": 3, "log_every": 10, "export_model": False},
+    "reference": {"model": "minilm", "num_layers": 1, "epochs": 3, "micro_batch_size": 8, "lr": 2.0e-4,
+                  "max_length": 40, "log_every": 10},
     "selection": {"region": "ambiguous", "fraction": 0.33},
     "methods": ["erm", "ftft"],
     "seeds": [0],
