@@ -56,7 +56,23 @@ def test_table_structure_and_costs_add_up(recipe):
     assert "projected training cost" in proc.stdout
     comparison = results["comparisons"][0]
     assert comparison["seeds"] == [0, 1] and len(comparison["ci95"]) == 2
-    assert [m["method"] for m in results["forecast"]["methods"]] == ["erm", "ftft"]
+    # The forecast made before training used the cost ledger's own count: it matches what was spent.
+    forecast = results["forecast"]
+    assert forecast["erm_flops"] == pytest.approx(sum(erm_flops) / 2, rel=1e-6)
+    assert forecast["methods"][1]["relative_reference"] == pytest.approx(100 * reference_flops / forecast["erm_flops"])
+
+
+def test_dry_run_prints_the_forecast_and_trains_nothing(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    # A reference as big as the main model, trained twice as long: FTFT cannot come in under ERM.
+    expensive = {**RECIPE, "reference": {"model": "tiny-bert", "epochs": 4, "micro_batch_size": 8},
+                 "output_dir": str(tmp_path / "out")}
+    config.write_text(yaml.safe_dump(expensive))
+    proc = ftft(["run", config, "--dry-run"])
+    assert proc.returncode == 0, tail(proc)
+    assert "| ftft | 200 | ≤ 100 | 200 to 300 |" in proc.stdout
+    assert "warning: FTFT cannot come in under ERM: its reference alone costs 200% of ERM" in proc.stdout
+    assert not (tmp_path / "out").exists()
 
 
 def _rows(method, values, cost):

@@ -88,13 +88,14 @@ def train(config, model, num_layers, data_source, output_dir, ds_config, overrid
 @click.option("-o", "--output-dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Change the demo's recipe, e.g. --set methods=[erm,ftft,dm] --set seeds=[0,1].")
-def demo(output_dir, overrides):
+@click.option("--dry-run", is_flag=True, help="Print the projected cost of every method and stop.")
+def demo(output_dir, overrides, dry_run):
     """The embedded default: the whole FTFT recipe (reference, selection, ERM and FTFT main runs
     on 2 ranks) on the built-in task, with the results table."""
     from ..demo import demo_config
     from ..pipeline import run_recipe
 
-    _print_report(run_recipe(demo_config(output_dir, overrides)))
+    _print_report(run_recipe(demo_config(output_dir, overrides), dry_run=dry_run))
 
 
 @cli.command("run")
