@@ -95,9 +95,11 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
 def _coerce(value: Any, hint: Any, name: str) -> Any:
     """Convert a scalar to the field's number type (YAML reads `1e-3` as a string, `3` as an int)."""
     targets = [t for t in (hint, *typing.get_args(hint)) if t in (int, float)]
-    if value is None or not targets or isinstance(value, bool):
+    if value is None or not targets:
         return value
     target = targets[0]
+    if isinstance(value, bool):  # YAML reads yes/no/true as booleans: never a number
+        raise FtftError(f"option {name} must be a {target.__name__}, got {value!r}")
     if isinstance(value, target):
         return value
     try:

@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 import yaml
 
+from ftft_ds.config import MainConfig, from_dict, load_config
+from ftft_ds.errors import FtftError
+from ftft_ds.pipeline import RecipeConfig
 from ftft_ds.pipeline.report import compare, comparison_line, markdown_table, summarize
 
 from .helpers import ftft, tail
@@ -121,3 +124,14 @@ def test_bad_recipe_is_one_line(tmp_path):
     config.write_text(yaml.safe_dump({**RECIPE, "methods": ["erm", "magic"]}))
     proc = ftft(["run", config])
     assert proc.returncode == 2 and "methods must be some of" in proc.stderr
+
+
+@pytest.mark.parametrize("seeds", [[1.5], [True], ["a"], 3, [0, 0], []])
+def test_seeds_must_be_distinct_integers(seeds):
+    with pytest.raises(FtftError, match="seeds must be a non-empty list of distinct integers"):
+        from_dict(RecipeConfig, {**RECIPE, "seeds": seeds})
+
+
+def test_a_boolean_is_never_a_number():
+    with pytest.raises(FtftError, match="option lr must be a float, got True"):
+        load_config(MainConfig, None, ["lr=yes"])

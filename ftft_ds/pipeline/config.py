@@ -133,7 +133,10 @@ class RecipeConfig:
         if self.reference_gate not in GATE_MODES:
             raise FtftError(f"reference_gate must be one of {', '.join(GATE_MODES)}, got {self.reference_gate!r}")
         self.methods = tuple(self.methods)
-        self.seeds = tuple(int(s) for s in self.seeds)
+        if not isinstance(self.seeds, (list, tuple)) or not all(
+                isinstance(seed, int) and not isinstance(seed, bool) for seed in self.seeds):
+            raise FtftError(f"seeds must be a non-empty list of distinct integers, got {self.seeds!r}")
+        self.seeds = tuple(self.seeds)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise FtftError(f"methods must be some of {', '.join(METHODS)}, got {list(self.methods)}")
