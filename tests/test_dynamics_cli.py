@@ -208,3 +208,13 @@ def test_cartography_released_five_key_metrics_select_by_cartographys_rule(tmp_p
     assert set(Subset.load(tmp_path / "subset.json").uids) == {str(r["guid"]) for r in ranked[:count]}
     metrics = read_metrics_jsonl(path)
     assert metrics.forgetfulness is None and metrics.threshold_closeness is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--num-layers", "abc"], "error: Invalid value for '--num-layers': 'abc' is not a valid integer. "
+                                       "(see ftft train --help)"),
+    (["trian"], "error: No such command 'trian'. Did you mean 'train'? (see ftft --help)"),
+])
+def test_usage_errors_are_one_line(args, message):
+    result = run(*args)
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [message]

@@ -13,13 +13,18 @@ from ..errors import FtftError
 
 
 class _Group(click.Group):
-    """A click group that reports `FtftError` as one line instead of a traceback."""
+    """A click group that reports `FtftError`, and click's own usage errors on a command's options,
+    as one `error:` line instead of a traceback or a usage block."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except FtftError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except click.UsageError as exc:
+            command = " ".join(filter(None, ["ftft", ctx.invoked_subcommand, "--help"]))
+            click.echo(f"error: {exc.format_message()} (see {command})", err=True)
             sys.exit(2)
 
 
