@@ -7,6 +7,7 @@ with a manifest (see `stages.py`), so a re-run skips what is done and redoes wha
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import click
@@ -33,14 +34,15 @@ SUBSET_METHODS = {"dm": "main", "ftft": "small", "random": "random"}
 
 
 def reference_configs(cfg: RecipeConfig) -> dict:
-    """The reference runs the chosen methods need: FTFT's cheap one, DM's main-model one."""
+    """The reference runs the chosen methods need: FTFT's cheap one, and DM's, which is the main
+    model trained like ERM (its options, `erm_epochs` epochs) while it records its dynamics."""
     refs = {}
     if "ftft" in cfg.methods:
         refs["small"] = dict(cfg.reference)
     if "dm" in cfg.methods:
         optim_fields = {f.name for f in dataclasses.fields(OptimConfig)}
         refs["main"] = {k: v for k, v in cfg.main.items() if k in optim_fields}
-        refs["main"]["epochs"] = cfg.reference.get("epochs", ReferenceConfig.epochs)
+        refs["main"]["epochs"] = math.ceil(cfg.main.get("erm_epochs", MainConfig.erm_epochs))
     return refs
 
 
