@@ -108,3 +108,14 @@ def test_config_errors_need_no_process_group(tmp_path):
     _register()
     result = CliRunner().invoke(cli, ["train", *COMMON, "--set", "micro_batch_size=0", "-o", str(tmp_path)])
     assert result.exit_code == 2 and "micro_batch_size must be at least 1" in result.output
+
+
+def test_evaluating_does_not_change_training(tmp_path):
+    """ERM and ERM with early stopping must walk the same trajectory until one of them stops."""
+    losses = {}
+    for name, extra in (("quiet", []), ("evaluating", ["--set", "eval_every=3"])):
+        proc = ftft(["train", *COMMON, "--budget", "steps:12", *extra, "--set", "export_model=false",
+                     "-o", tmp_path / name])
+        assert proc.returncode == 0, tail(proc)
+        losses[name] = [r["train/loss"] for r in log_records(tmp_path / name) if "train/loss" in r]
+    assert len(losses["quiet"]) == 12 and losses["quiet"] == losses["evaluating"]

@@ -39,9 +39,14 @@ def classification_metrics(predictions: np.ndarray, labels: np.ndarray, num_labe
 
 
 def split_loader(data, micro_batch_size: int, collate, env: DistEnv) -> DataLoader:
-    """A loader that walks this rank's share of `data` in order (for evaluation-style passes)."""
+    """A loader that walks this rank's share of `data` in order (for evaluation-style passes).
+
+    It has a generator of its own: without one, every pass would draw its base seed from the
+    global stream that dropout uses, and a run that evaluates would train differently from one
+    that does not.
+    """
     return DataLoader(
-        data, batch_size=micro_batch_size, collate_fn=collate,
+        data, batch_size=micro_batch_size, collate_fn=collate, generator=torch.Generator(),
         sampler=ShardedSampler(range(len(data)), env.world_size, env.rank, seed=0, shuffle=False),
     )
 
