@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 
 from .metrics import Metrics
-from .store import Dynamics
+from .store import Dynamics, encode_uids
 
 @dataclasses.dataclass
 class Check:
@@ -97,7 +97,9 @@ def assess_reference(name: str, dynamics: Dynamics, subset_uids, dev_accuracy: f
         train_accuracy >= thresholds.min_train_accuracy,
         f"last-epoch training accuracy {train_accuracy:.3f} (needs {thresholds.min_train_accuracy:.2f})"))
 
-    in_subset = np.isin(dynamics.uids, np.asarray(list(subset_uids), dtype=dynamics.uids.dtype))
+    subset_uids = list(subset_uids)
+    in_subset = (np.isin(dynamics.uids, encode_uids(subset_uids)) if subset_uids
+                 else np.zeros(dynamics.num_examples, dtype=bool))
     num_labels = dynamics.logits.shape[2]
     skew = 0.5 * float(np.abs(_label_shares(dynamics.labels[in_subset], num_labels)
                               - _label_shares(dynamics.labels, num_labels)).sum())

@@ -183,6 +183,11 @@ def _is_validation(name: str) -> bool:
     return "dev" in name or "val" in name
 
 
+def id_validation_split(eval_splits) -> typing.Optional[str]:
+    """The first in-distribution validation split (dev/val in its name, no ood), else None."""
+    return next((s for s in eval_splits if _is_validation(s) and "ood" not in s.lower()), None)
+
+
 def validation_split(eval_splits) -> typing.Optional[str]:
     """An OOD validation split (a name with ood and dev/val in it), else an ID one, else None."""
     return next((s for s in eval_splits if _is_validation(s) and "ood" in s.lower()),

@@ -12,31 +12,27 @@ from ..dynamics.metrics import compute_metrics
 from ..dynamics.select import Subset
 from ..dynamics.store import Dynamics
 from ..io import read_json
-
-
-def _id_dev_split(eval_splits) -> str | None:
-    """The first in-distribution validation split (dev/val in its name, no ood)."""
-    return next((s for s in eval_splits if ("dev" in s.lower() or "val" in s.lower()) and "ood" not in s.lower()),
-                None)
+from .config import id_validation_split
 
 
 def gate_references(cfg, references: dict, subsets: dict) -> dict:
     """Verdicts for every reference (`references`: name -> run folder) and the subsets' overlaps."""
-    dev = _id_dev_split(cfg.data.eval_splits)
-    metrics = {name: compute_metrics(Dynamics.load(folder / "dynamics")) for name, folder in references.items()}
+    dev = id_validation_split(cfg.data.eval_splits)
+    dynamics = {name: Dynamics.load(folder / "dynamics") for name, folder in references.items()}
+    uid_sets = {name: set(Subset.load(path).uids) for name, path in subsets.items()}
     verdicts = []
     if cfg.reference_gate != "off":
+        metrics = {name: compute_metrics(dyn) for name, dyn in dynamics.items()}
         for name, folder in references.items():
             run_metrics = read_json(folder / "metrics.json")
             accuracy = run_metrics["final"].get(f"{dev}/accuracy") if dev else None
             majority = run_metrics.get("majority_rate", {}).get(dev) if dev else None
             probe = metrics.get("main") if name == "small" else None
-            verdict = assess_reference(name, Dynamics.load(folder / "dynamics"), Subset.load(subsets[name]).uids,
-                                       accuracy, majority, cfg.gate, probe=probe, reference_metrics=metrics[name])
+            verdict = assess_reference(name, dynamics[name], uid_sets[name], accuracy, majority, cfg.gate,
+                                       probe=probe, reference_metrics=metrics[name])
             verdicts.append({**verdict.to_json(), "summary": verdict.summary()})
 
     names = sorted(subsets)
-    uid_sets = {name: set(Subset.load(subsets[name]).uids) for name in names}
     overlap = {}
     for i, a in enumerate(names):
         for b in names[i + 1:]:
