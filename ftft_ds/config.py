@@ -168,6 +168,13 @@ class OptimConfig:
     """Model: `minilm` (packaged all-MiniLM-L6-v2), `tiny-bert` (random, for tests), a HF name or a path."""
     num_layers: typing.Optional[int] = None
     """Keep only the first K transformer layers of `model` (a cheaper reference); None keeps all."""
+    attn_implementation: typing.Optional[str] = None
+    """Attention kernel: eager, sdpa, flash_attention_2, flash_attention_3 or flex_attention (None:
+    the model's default, sdpa for most). The flash kernels need their package and a GPU."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of storing them: about a third more compute
+    for activation memory that no longer grows with depth, which is what lets long inputs or big
+    micro-batches fit on large models."""
     data: typing.Any = dataclasses.field(default_factory=_data_config)
     """Where the examples come from (a `DataConfig`)."""
     output_dir: str = "runs/reference"
@@ -209,6 +216,11 @@ class OptimConfig:
             raise FtftError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0:
             raise FtftError(f"weight_decay must be non-negative, got {self.weight_decay}")
+        from .models import ATTN_IMPLEMENTATIONS
+
+        if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise FtftError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} or None, "
+                            f"got {self.attn_implementation!r}")
 
 
 @dataclasses.dataclass

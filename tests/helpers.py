@@ -36,3 +36,31 @@ def ftft(args: list, timeout: int = 600) -> subprocess.CompletedProcess:
 
 def tail(proc: subprocess.CompletedProcess, lines: int = 40) -> str:
     return "\n".join((proc.stdout + proc.stderr).splitlines()[-lines:])
+
+
+DECODER_FAMILIES = ("llama", "gpt_neox", "qwen2")
+
+
+def save_tiny_decoder(family: str, path: Path, num_layers: int = 3) -> Path:
+    """A random decoder-only LM saved the way real checkpoints are: a causal-LM model and a
+    byte-level BPE tokenizer (trained here on the embedded task's words) with no padding token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast)
+
+    from ftft_ds.data.task import vocabulary
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator([" ".join(vocabulary())] * 10, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
+    assert tokenizer.pad_token is None
+    config = AutoConfig.for_model(
+        family, vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=num_layers,
+        num_attention_heads=4, max_position_embeddings=128, bos_token_id=0, eos_token_id=1,
+        **({} if family == "gpt_neox" else {"num_key_value_heads": 2}),
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

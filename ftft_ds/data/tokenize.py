@@ -40,7 +40,7 @@ def tokenize_split(split: Split, tokenizer, max_length: int = 128):
         f"max_length must be an integer larger than the tokenizer's "
         f"{tokenizer.num_special_tokens_to_add(pair=has_pair)} special tokens, got {max_length!r}",
     )
-    probe = tokenizer(["a"], ["a"] if has_pair else None, truncation=True, max_length=max_length)
+    probe = encode_texts(tokenizer, ["a"], ["a"] if has_pair else None, max_length)
     inputs = [name for name in _MODEL_INPUTS if name in probe]
     features = datasets.Features(
         {
@@ -51,9 +51,7 @@ def tokenize_split(split: Split, tokenizer, max_length: int = 128):
     )
 
     def encode(batch, indices):
-        encoded = tokenizer(
-            batch["text"], batch["text_pair"] if has_pair else None, truncation=True, max_length=max_length
-        )
+        encoded = encode_texts(tokenizer, batch["text"], batch["text_pair"] if has_pair else None, max_length)
         out = {name: encoded[name] for name in inputs}
         out["labels"] = batch["label"]
         out["index"] = indices
@@ -64,6 +62,25 @@ def tokenize_split(split: Split, tokenizer, max_length: int = 128):
             encode, batched=True, batch_size=2000, with_indices=True,
             remove_columns=split.dataset.column_names, features=features, desc=f"tokenize {split.name}",
         )
+
+
+def pair_separator(tokenizer) -> str:
+    """What starts the second text of a pair: nothing if the tokenizer's template marks it, else a newline.
+
+    Encoder tokenizers put [SEP] (or </s>) between the texts of a pair. Many decoder tokenizers
+    (GPT-NeoX, Qwen2) add nothing, so "premise" + "hypothesis" would run together into one text;
+    a newline keeps them apart in a way a pretrained language model has seen often.
+    """
+    marked = tokenizer.num_special_tokens_to_add(pair=True) > tokenizer.num_special_tokens_to_add(pair=False)
+    return "" if marked else "\n"
+
+
+def encode_texts(tokenizer, texts: list, pairs: Optional[list], max_length: int):
+    """Token ids of texts (and their pairs), truncated to `max_length`, longest text first."""
+    if pairs is not None:
+        separator = pair_separator(tokenizer)
+        pairs = [separator + pair for pair in pairs] if separator else pairs
+    return tokenizer(texts, pairs, truncation=True, max_length=max_length)
 
 
 class Collator:

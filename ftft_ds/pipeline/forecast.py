@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from ..data.tokenize import encode_texts
 from ..config import MainConfig, ReferenceConfig, from_dict
 from ..models import count_flops_parameters, load_tokenizer, model_config
 from ..train.budget import Budget, steps_per_epoch
@@ -36,7 +37,7 @@ def mean_tokens(split, model: str, max_length: int) -> float:
     """Mean non-padding tokens per training example (after truncation) under `model`'s tokenizer."""
     tokenizer = load_tokenizer(model)
     rows = split.dataset.select(range(min(TOKEN_SAMPLE, len(split)))).to_dict()
-    encoded = tokenizer(rows["text"], rows.get("text_pair"), truncation=True, max_length=max_length)
+    encoded = encode_texts(tokenizer, rows["text"], rows.get("text_pair"), max_length)
     return sum(len(ids) for ids in encoded["input_ids"]) / max(1, len(rows["text"]))
 
 

@@ -60,7 +60,9 @@ def build_model_for(cfg: OptimConfig, num_labels: int, ds_config: dict) -> torch
         keep_alive = HfDeepSpeedConfig(ds_config)  # transformers holds only a weak reference
         context = contextlib.nullcontext(keep_alive)
     with context:
-        return build_model(cfg.model, num_labels, cfg.num_layers, cfg.init_seed)
+        return build_model(cfg.model, num_labels, cfg.num_layers, cfg.init_seed,
+                           attn_implementation=cfg.attn_implementation,
+                           gradient_checkpointing=cfg.gradient_checkpointing)
 
 
 def initialize_engine(model: torch.nn.Module, ds_config: dict):

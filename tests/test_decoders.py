@@ -1,0 +1,146 @@
+"""Decoder-only LLMs as references and main models, and transfer from an encoder reference to a decoder.
+
+The models are random, tiny and saved as real ones are (a causal-LM checkpoint and a byte-level BPE
+tokenizer without a padding token), in three families whose configs and tokenizers differ.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from ftft_ds.config import ReferenceConfig
+from ftft_ds.data.load import DataConfig, load_split
+from ftft_ds.data.tokenize import Collator, encode_texts
+from ftft_ds.dynamics.select import Subset
+from ftft_ds.dynamics.store import Dynamics
+from ftft_ds.errors import FtftError
+from ftft_ds.models import build_model, load_tokenizer, model_config
+
+from .helpers import DECODER_FAMILIES, deepspeed_launch, ftft, save_tiny_decoder, tail
+
+TRAIN_SIZE = 120
+
+
+@pytest.fixture(scope="module")
+def decoders(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("decoders")
+    return {family: str(save_tiny_decoder(family, folder / family)) for family in DECODER_FAMILIES}
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_pooling_is_right_whichever_side_pads(decoders, family):
+    """A padded batch gives each example the logits it gets alone, padded left or right."""
+    path = decoders[family]
+    tokenizer = load_tokenizer(path)
+    assert tokenizer.pad_token_id is not None
+    model = build_model(path, 3, init_seed=1).eval()
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    encoded = encode_texts(tokenizer, ["the dog saw the cat", "the tall doctor"],
+                           ["indeed the dog saw", "perhaps the short doctor met the owl near the park"], 40)
+    with torch.no_grad():
+        alone = torch.cat([model(input_ids=torch.tensor([ids])).logits for ids in encoded["input_ids"]])
+        for side in ("right", "left"):
+            tokenizer.padding_side = side
+            batch = Collator(tokenizer)([
+                {"input_ids": ids, "attention_mask": mask, "labels": 0, "index": i}
+                for i, (ids, mask) in enumerate(zip(encoded["input_ids"], encoded["attention_mask"]))])
+            assert (batch["attention_mask"] == 0).any()  # the short example really is padded
+            padded = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_pairs_are_kept_apart_without_a_pair_template(decoders):
+    tokenizer = load_tokenizer(decoders["gpt_neox"])
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    ids = encode_texts(tokenizer, ["the dog"], ["the cat"], 40)["input_ids"][0]
+    assert ids == tokenizer("the dog", add_special_tokens=False)["input_ids"] + newline + \
+        tokenizer("the cat", add_special_tokens=False)["input_ids"]
+    bert = load_tokenizer("tiny-bert")  # [SEP] already marks the pair: nothing added
+    assert encode_texts(bert, ["the dog"], ["the cat"], 40)["input_ids"] == bert(["the dog"], ["the cat"])["input_ids"]
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_truncated_decoder_keeps_its_first_pretrained_layers(decoders, family):
+    path = decoders[family]
+    full, cut = build_model(path, 3), build_model(path, 3, num_layers=1)
+    assert cut.config.num_hidden_layers == 1
+    assert len(getattr(cut.config, "layer_types", None) or [None]) == 1
+    full_weights, cut_weights = full.state_dict(), cut.state_dict()
+    kept = [name for name in cut_weights if ".0." in name]
+    assert kept and all(torch.equal(cut_weights[name], full_weights[name]) for name in kept)
+    assert not any(".1." in name for name in cut_weights)
+    with pytest.raises(FtftError, match="between 1 and 3"):
+        model_config(path, 3, num_layers=4)
+
+
+def test_saved_head_of_another_size_is_replaced_with_one_warning(decoders, tmp_path, capfd):
+    two_labels = build_model(decoders["llama"], 2, init_seed=1)
+    two_labels.save_pretrained(tmp_path)
+    load_tokenizer(decoders["llama"]).save_pretrained(tmp_path)
+    capfd.readouterr()
+
+    three = build_model(str(tmp_path), 3, init_seed=1)
+    warning = capfd.readouterr().err.strip().splitlines()
+    assert warning == [f"warning: model '{tmp_path}' was saved with a 2-label classification head; the data "
+                       "has 3 labels, so a new head is initialised (from init_seed)"]
+    assert three.score.weight.shape[0] == 3
+    same = build_model(str(tmp_path), 2, init_seed=5)  # a matching head is kept, whatever the seed
+    assert capfd.readouterr().err == ""
+    torch.testing.assert_close(same.score.weight, two_labels.score.weight)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(decoders):
+    path = decoders["llama"]
+    batch = {"input_ids": torch.tensor([[5, 9, 30, 7, 2]]), "labels": torch.tensor([1])}
+    grads = []
+    for checkpointing in (False, True):
+        model = build_model(path, 3, init_seed=3, attn_implementation="eager", gradient_checkpointing=checkpointing)
+        model.train()
+        model(**batch).loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1])
+    for plain, recomputed in zip(*grads):
+        torch.testing.assert_close(plain, recomputed)
+    with pytest.raises(FtftError, match="attn_implementation must be one of"):
+        ReferenceConfig(model=path, attn_implementation="fast")
+
+
+def test_decoder_reference_records_dynamics_on_one_and_two_ranks(decoders, tmp_path):
+    split = load_split(DataConfig(embedded_train_size=TRAIN_SIZE), "train")
+    args = ["--model", decoders["qwen2"], "--num-layers", "2", "--set", f"data.embedded_train_size={TRAIN_SIZE}",
+            "--set", "micro_batch_size=8", "--set", "lr=1e-3", "--epochs", "2"]
+    one = ftft(["reference", *args, "-o", tmp_path / "one"])
+    assert one.returncode == 0, tail(one)
+    two = deepspeed_launch("launch/reference.py", [*args, "-o", tmp_path / "two"])
+    assert two.returncode == 0, tail(two)
+    for folder, world_size in (("one", 1), ("two", 2)):
+        dynamics = Dynamics.load(tmp_path / folder / "dynamics")
+        assert dynamics.uid_strings() == list(split.dataset["uid"])
+        assert dynamics.logits.shape == (TRAIN_SIZE, 2, 3) and np.isfinite(dynamics.logits).all()
+        assert dynamics.manifest["world_size"] == world_size
+
+
+def test_encoder_reference_chooses_the_subset_of_a_zero3_decoder_main_run(decoders, tmp_path):
+    """FTFT across families and tokenizers: tiny-bert (WordPiece) picks, a Llama (byte-level BPE) trains."""
+    recipe = {
+        "output_dir": str(tmp_path / "out"),
+        "data": {"embedded_train_size": TRAIN_SIZE},
+        "reference": {"model": "tiny-bert", "epochs": 3, "micro_batch_size": 8, "lr": 1.0e-3},
+        "main": {"model": decoders["llama"], "ds_config": "zero3", "micro_batch_size": 8, "lr": 1.0e-3,
+                 "erm_epochs": 1, "gradient_checkpointing": True},
+        "methods": ["ftft"], "seeds": [0], "num_ranks": 2, "reference_gate": "off",
+        "early_stopping": {"patience": 2, "evals": 4},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    proc = ftft(["run", tmp_path / "recipe.yaml"])
+    assert proc.returncode == 0, tail(proc)
+    out = tmp_path / "out"
+    subset = Subset.load(next((out / "select").glob("*/subset.json")))
+    main = out / "main" / "ftft" / "seed0"
+    metrics = json.loads((main / "metrics.json").read_text())
+    assert metrics["zero_stage"] == 3 and metrics["world_size"] == 2
+    assert metrics["train_rows"] == len(subset.uids) == round(0.33 * TRAIN_SIZE)
+    run_config = json.loads((main / "run_config.json").read_text())
+    assert run_config["model"] == decoders["llama"] and run_config["subset"].endswith("subset.json")
