@@ -159,10 +159,7 @@ def build_model(name: str, num_labels: int, num_layers: int | None = None, init_
                 )
         except (OSError, ValueError, ImportError) as exc:
             raise FtftError(f"could not load model {name!r}: {_first_line(exc)}") from None
-        tokenizer = load_tokenizer(name)
-        if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # an added <pad> token
-            model.resize_token_embeddings(len(tokenizer))
-            model.config.pad_token_id = tokenizer.pad_token_id
+        fit_embeddings(model, load_tokenizer(name))
     if gradient_checkpointing:
         if not model.supports_gradient_checkpointing:
             raise FtftError(f"model {name!r} does not support gradient checkpointing")
@@ -173,6 +170,17 @@ def build_model(name: str, num_labels: int, num_layers: int | None = None, init_
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
+
+
+def fit_embeddings(model: torch.nn.Module, tokenizer) -> None:
+    """Grow the embedding table by the `<pad>` row that `ensure_padding` may have added, and tell the model.
+
+    The new row is drawn like any fresh embedding (not as the mean of the others, which also works
+    on the meta device): padding is masked out of attention and never pooled, so its value is moot.
+    """
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        model.config.pad_token_id = tokenizer.pad_token_id
 
 
 def _saved_head_mismatches(name: str, num_labels: int) -> bool:
@@ -211,6 +219,6 @@ def _first_line(exc: BaseException) -> str:
 
 __all__ = [
     "MINILM", "TINY_BERT", "ATTN_IMPLEMENTATIONS", "minilm_path", "load_tokenizer", "ensure_padding",
-    "model_config", "build_model",
+    "model_config", "fit_embeddings", "build_model",
     "count_parameters", "count_flops_parameters",
 ]

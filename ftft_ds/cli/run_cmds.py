@@ -123,3 +123,50 @@ def _print_report(report: dict) -> None:
     for key in ("table", "json", "plot", "tensorboard"):
         if key in report:
             click.echo(f"{key:>12}: {report[key]}")
+
+
+@cli.command()
+@click.option("--model", required=True, help="minilm, tiny-bert, a Hugging Face name or a local path.")
+@click.option("--num-layers", type=int, help="Keep only the first K layers of the model.")
+@click.option("--num-labels", type=int, default=2, show_default=True, help="Classes of the task.")
+@click.option("--ds-config", default="zero2", show_default=True,
+              help="The set-up to check: zero1, zero2, zero3, zero3_offload or a DeepSpeed JSON path.")
+@click.option("--gpus-per-node", type=int, default=1, show_default=True)
+@click.option("--nodes", type=int, default=1, show_default=True)
+@click.option("--micro-batch-size", type=int, default=8, show_default=True, help="Examples per GPU per forward pass.")
+@click.option("--max-length", type=int, default=512, show_default=True, help="Tokens per example.")
+@click.option("--gpu-memory", type=float, help="GiB per GPU (default: this machine's GPU, if it has one).")
+def plan(model, num_layers, num_labels, ds_config, gpus_per_node, nodes, micro_batch_size, max_length, gpu_memory):
+    """Per-GPU memory of MODEL under each ZeRO stage, from its config alone (no weights loaded).
+
+    Parameters, gradients and optimizer states are DeepSpeed's own estimates for bf16 with Adam;
+    activations are the usual transformer estimate, with and without gradient checkpointing.
+    Exits with an error when the chosen set-up's model states cannot fit in --gpu-memory.
+    """
+    import torch
+
+    from ..train.ds_config import read_ds_config
+    from ..train.memory import GIB, check_fits, plan_memory
+
+    result = plan_memory(model, read_ds_config(ds_config), gpus_per_node, nodes, micro_batch_size, max_length,
+                         num_labels, num_layers)
+    if gpu_memory is None and torch.cuda.is_available():
+        gpu_memory = torch.cuda.get_device_properties(0).total_memory / GIB
+    shape = result.shape
+    click.echo(f"model {model!r}: {_count(shape.parameters)} parameters, largest layer "
+               f"{_count(shape.largest_layer)}, {shape.num_layers} layers of width {shape.hidden_size}")
+    click.echo(f"{nodes} node(s) x {gpus_per_node} GPU(s); GiB per GPU; activations for a micro-batch of "
+               f"{micro_batch_size} x {max_length} tokens\n")
+    click.echo(result.table(gpu_memory))
+    if gpu_memory is not None:
+        warning = check_fits(result.chosen, result.activations, gpu_memory * GIB, model)
+        click.echo(f"\n{result.chosen.name} fits in {gpu_memory:.0f} GiB per GPU for its model states"
+                   + (f"; warning: {warning}" if warning else "."))
+
+
+def _count(number: int) -> str:
+    """2.72B, 22.7M, 41.3K: a parameter count as people say it."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if number >= scale:
+            return f"{number / scale:.3g}{suffix}"
+    return str(number)

@@ -21,6 +21,7 @@ from ..data.tokenize import Collator, tokenize_split
 from ..models import count_flops_parameters, count_parameters, load_tokenizer
 from .budget import Budget, Stopper, steps_per_epoch
 from .evaluate import Evaluator
+from .memory import refuse_if_it_cannot_fit
 from .engine import build_model_for, initialize_engine, run_ds_config, take_monitor
 from .runtime import DistEnv
 
@@ -104,6 +105,7 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
         schedule_steps = schedule_budget.max_steps(per_epoch, erm_steps)
 
     ds_config = run_ds_config(cfg, env, split.num_labels, schedule_steps)
+    refuse_if_it_cannot_fit(cfg, ds_config, split.num_labels, env.world_size, env.device)
     monitor = take_monitor(ds_config, Path(cfg.output_dir) / "tensorboard", job_name)
     model = build_model_for(cfg, split.num_labels, ds_config)
     num_parameters = count_parameters(model)
