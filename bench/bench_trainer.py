@@ -49,6 +49,14 @@ the thresholds fixed they are 2-4% slower, as the ftft loop's extra work per ste
     python bench/bench_trainer.py                          # minilm, ZeRO-2, 1 rank: ~5 min on 2 cores
     python bench/bench_trainer.py --ranks 2
     python bench/bench_trainer.py --model tiny-bert --steps 100 --repeats 5
+
+Decoder-only LLMs built from a config (random weights, saved as a causal-LM checkpoint with a
+byte-level tokenizer without a padding token, as real ones ship): `--model llama-0.5b` (0.47B
+parameters: 16 layers of width 1536) or `--model llama-1b` (0.91B: 18 layers of width 2048), e.g.
+on one GPU, bf16 under ZeRO-2 and then ZeRO-3:
+
+    python bench/bench_trainer.py --model llama-1b --ds-config zero2 --batch 8 --max-length 256 --steps 30
+    python bench/bench_trainer.py --model llama-1b --ds-config zero3 --batch 8 --max-length 256 --steps 30
 """
 from __future__ import annotations
 
@@ -68,13 +76,18 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("ftft", "bare", "hf")
+DECODERS = {  # name: (layers, width); Llama-style, 32,000-row vocabulary, MLP 2.75x wide
+    "llama-0.5b": (16, 1536),
+    "llama-1b": (18, 2048),
+}
 TARGETS = {"bare": 0.97, "hf": 1.0}  # minimum ftft / variant throughput ratio
 LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="minilm", help="minilm (pretrained) or tiny-bert")
+    parser.add_argument("--model", default="minilm",
+                        help=f"minilm (pretrained), tiny-bert, a model path, or a decoder built here: {', '.join(DECODERS)}")
     parser.add_argument("--ds-config", default="zero2", help="bundled DeepSpeed config name or JSON path")
     parser.add_argument("--ranks", type=int, choices=(1, 2), default=1)
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps (a multiple of --log-every)")
@@ -428,7 +441,22 @@ def report(args, results: dict, tokens_per_example: float, device: str, seconds:
     print(f"\nreproduce: python bench/bench_trainer.py {shlex.join(options)}")
 
 
+def built_decoder(name: str) -> str:
+    """The folder of decoder `name` of `DECODERS`, built from its config on first use (cached)."""
+    sys.path.insert(0, str(REPO))
+    from tests.helpers import save_tiny_decoder
+
+    layers, width = DECODERS[name]
+    path = Path(tempfile.gettempdir()) / f"ftft_bench_{name}"
+    if not (path / "config.json").is_file():
+        save_tiny_decoder("llama", path, num_layers=layers, hidden_size=width, intermediate_size=int(2.75 * width),
+                          num_heads=width // 128, vocab_size=32000, max_positions=4096)
+    return str(path)
+
+
 def drive(args) -> None:
+    if args.model in DECODERS:
+        args.model = built_decoder(args.model)
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if cuda else f"CPU ({os.cpu_count()} cores)"
     started = time.perf_counter()

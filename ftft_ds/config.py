@@ -178,7 +178,9 @@ class OptimConfig:
     data: typing.Any = dataclasses.field(default_factory=_data_config)
     """Where the examples come from (a `DataConfig`)."""
     output_dir: str = "runs/reference"
-    """Folder for every artefact of the run (created; an existing run there is replaced)."""
+    """Folder for every artefact of the run (created; locked while the run runs)."""
+    overwrite: bool = False
+    """Replace an earlier run's artefacts in `output_dir`; without it (or `resume`) such a folder is refused."""
     ds_config: str = "zero1"
     """DeepSpeed config: a bundled name (zero1, zero2, zero3, zero3_offload) or a JSON path."""
     lr: float = 5e-5
@@ -303,6 +305,8 @@ class MainConfig(OptimConfig):
                             f"({self.evals_per_schedule}), not both")
         if self.schedule_budget is not None:
             Budget.parse(self.schedule_budget)
+        if self.resume and self.overwrite:
+            raise FtftError("resume continues the earlier run in output_dir and overwrite replaces it: set one")
         if self.record_dynamics and self.resume:
             raise FtftError("record_dynamics cannot be combined with resume: epochs before the checkpoint are not kept")
         if self.patience is not None and self.patience < 1:

@@ -3,7 +3,7 @@
 Per optimizer step it counts non-padding tokens, analytic FLOPs (≈ 6 × parameters × tokens for a
 training step, 2 × for an evaluation forward pass; parameters without the embedding tables, as in
 Kaplan et al.'s C ≈ 6ND), wall time and device-hours, plus loss, learning
-rate, accuracy and throughput. Counters stay on the device between log points, so counting adds no
+rate, accuracy, throughput and, at log points, rank 0's memory in use. Counters stay on the device between log points, so counting adds no
 synchronisation; at a log point the ranks sum them in one all-reduce. Rank 0 writes the events to
 TensorBoard under the stable tags below and `cost.json` at the end. Reference runs and main runs use
 the same ledger, so `reference + main` costs are directly comparable with ERM's.
@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from .io import write_json
+from .train.runtime import memory_in_use_bytes
 
 TRAIN_FLOPS_PER_PARAM_TOKEN = 6
 EVAL_FLOPS_PER_PARAM_TOKEN = 2
@@ -33,6 +34,7 @@ TAG_TOKENS = "cost/tokens"
 TAG_FLOPS = "cost/flops"
 TAG_WALL_S = "cost/wall_seconds"
 TAG_DEVICE_HOURS = "cost/device_hours"
+TAG_MEMORY_MIB = "memory/rank0_mib"
 
 
 @dataclass
@@ -85,6 +87,10 @@ class CostLedger:
         self._last_time = time.perf_counter()
         # [train tokens, train examples, loss sum, correct, seconds] since the last write
         self._window = np.zeros(5, dtype=np.float64)
+        self._device = device
+        self.training_memory_bytes = 0
+        """This rank's largest memory in use at a log point (GPU: allocator peak; CPU: resident set):
+        memory while training, apart from set-up and the final save."""
 
     def count_train(self, attention_mask: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor,
                     labels: torch.Tensor) -> None:
@@ -131,8 +137,11 @@ class CostLedger:
             TAG_TOKENS: t.train_tokens + t.eval_tokens, TAG_FLOPS: t.total_flops,
             TAG_WALL_S: t.wall_seconds, TAG_DEVICE_HOURS: t.device_hours,
         }
+        memory = memory_in_use_bytes(self._device)
+        self.training_memory_bytes = max(self.training_memory_bytes, memory)
         if not write:
             return record
+        record[TAG_MEMORY_MIB] = memory / 2 ** 20
         tokens, examples, loss_sum, correct, elapsed = self._window.tolist()
         self._window[:] = 0
         if examples:

@@ -1,15 +1,20 @@
-"""Atomic file writes and manifests.
+"""Atomic file writes, manifests, and runs' ownership of their output folders.
 
 Every artefact is written under a temporary name in its destination folder and renamed into place,
 so a crash never leaves a half-written file that a later stage could mistake for a finished one.
-A manifest (JSON) beside each artefact records what it was made from.
+A manifest (JSON) beside each artefact records what it was made from. A run holds a lock on its
+output folder while it runs (`own_output_dir`), and replaces an earlier run's artefacts there only
+when asked to.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,10 +27,14 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
     """Yield a temporary path beside `path`; on success rename it to `path`, on failure delete it.
 
     With `is_dir=True` the temporary path is a fresh directory, and an existing directory at `path`
-    is replaced as a whole.
+    is replaced as a whole. A process killed mid-write (SIGKILL, a scheduler's time limit) cannot
+    clean up, so temporary paths of `path` left by earlier writers are removed first: a run owns
+    its folder, so no other writer of `path` can be alive.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     else:
@@ -108,3 +117,59 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             continue
     return out
+
+
+RUN_ARTEFACTS = ("metrics.json", "cost.json", "config.json", "log.jsonl", "checkpoints", "tensorboard",
+                 "dynamics", "model")
+"""What a reference or main run writes into its output folder (`ftft run` adds its own files beside)."""
+LOCK_NAME = ".ftft.lock"
+
+
+def make_output_dir(path: str | os.PathLike) -> Path:
+    """Create folder `path` (and its parents), or say in one line why it cannot be."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise FtftError(f"output folder {folder} is a file; expected a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, no permission, a read-only file system
+        raise FtftError(f"cannot create output folder {folder}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FtftError(f"output folder {folder} is not writable")
+    return folder
+
+
+@contextlib.contextmanager
+def own_output_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) -> Iterator[Path]:
+    """Hold `path` for one run: created, locked against a second run, cleared of an earlier run.
+
+    A second run into a folder in use stops with one line instead of interleaving its logs. An
+    earlier run's artefacts (`RUN_ARTEFACTS`) are kept for `resume`, deleted with `overwrite`, and
+    otherwise refused, so that old checkpoints or TensorBoard curves never mix with new ones. The
+    lock is an advisory `flock`, released by the kernel however the run ends (SIGKILL included).
+    Only one process of a job (rank 0) should hold it.
+    """
+    folder = make_output_dir(path)
+    handle = open(folder / LOCK_NAME, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise FtftError(f"output folder {folder} is in use by another run ({holder})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        earlier = [name for name in RUN_ARTEFACTS if (folder / name).exists()]
+        if earlier and not resume:
+            if not overwrite:
+                raise FtftError(f"output folder {folder} holds an earlier run ({', '.join(earlier)}); pass "
+                                f"--overwrite (overwrite=true) to replace it or --resume to continue it")
+            for name in earlier:
+                target = folder / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+        yield folder
+    finally:
+        handle.close()

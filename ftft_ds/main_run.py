@@ -28,7 +28,7 @@ from .io import versions, write_json
 from .train.budget import Budget
 from .train.checkpoint import BEST_TAG, Checkpointer, export_hf_model
 from .train.prepare import prepare_run
-from .train.runtime import DistEnv, init_distributed
+from .train.runtime import DistEnv, init_distributed, peak_memory_bytes, run_folder
 from .train.trainer import Divergence, Patience, Trainer
 
 JOB_NAME = "main"
@@ -49,6 +49,11 @@ def subset_rows(path: str):
 def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
     """Run a main model to its budget; return the metrics written to `metrics.json`."""
     env = env or init_distributed()
+    with run_folder(cfg, env):
+        return _run_main(cfg, env)
+
+
+def _run_main(cfg: MainConfig, env: DistEnv) -> dict:
     out = Path(cfg.output_dir)
     budget = Budget.parse(cfg.budget)
     run = prepare_run(
@@ -76,6 +81,7 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
     elif env.is_main:
         (out / "log.jsonl").unlink(missing_ok=True)
     final = trainer.fit()
+    training_memory = run.ledger.training_memory_bytes  # before the final save and evaluations
     trainer.save_checkpoint()
     state = trainer.state
     selected, selected_step = final, state.step
@@ -106,7 +112,11 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
         "dataset_fingerprint": run.split.fingerprint,
         "world_size": env.world_size,
         "zero_stage": run.ds_config.get("zero_optimization", {}).get("stage", 0),
-        "parameters_per_rank": _parameters_per_rank(run.engine),
+        "parameters_per_rank": _per_rank(_local_parameters(run.engine)),
+        # GPU: the allocator's peak; CPU: the process's resident set, libraries included. `peak`
+        # covers set-up and the final save too, `training` only the log points while training.
+        "peak_memory_mib_per_rank": _per_rank(round(peak_memory_bytes(env.device) / 2 ** 20)),
+        "training_memory_mib_per_rank": _per_rank(round(training_memory / 2 ** 20)),
         "num_parameters": run.num_parameters,
         "versions": versions(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -138,11 +148,15 @@ def _divergence_guard(cfg: MainConfig, run, evaluator) -> Divergence | None:
                       after_step=run.warmup_steps)
 
 
-def _parameters_per_rank(engine) -> list[int]:
-    """How many parameter values each rank holds: all of them below ZeRO-3, a 1/world shard with it."""
-    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in engine.module.parameters())
+def _local_parameters(engine) -> int:
+    """How many parameter values this rank holds: all of them below ZeRO-3, a 1/world shard with it."""
+    return sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in engine.module.parameters())
+
+
+def _per_rank(local: int) -> list[int]:
+    """Every rank's value of `local`, rank 0 first (a collective)."""
     if not dist.is_initialized():
         return [local]
-    counts = [None] * dist.get_world_size()
-    dist.all_gather_object(counts, local)
-    return counts
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, local)
+    return values

@@ -24,7 +24,7 @@ from .train.budget import Budget
 from .io import write_json
 from .train.evaluate import predict, split_loader
 from .train.prepare import PreparedRun, prepare_run
-from .train.runtime import DistEnv, init_distributed
+from .train.runtime import DistEnv, init_distributed, run_folder
 from .train.trainer import Trainer
 
 JOB_NAME = "reference"
@@ -33,6 +33,11 @@ JOB_NAME = "reference"
 def run_reference(cfg: ReferenceConfig, env: DistEnv | None = None) -> Path:
     """Run a reference model and return the path of the dynamics store it wrote."""
     env = env or init_distributed()
+    with run_folder(cfg, env):
+        return _run_reference(cfg, env)
+
+
+def _run_reference(cfg: ReferenceConfig, env: DistEnv) -> Path:
     out = Path(cfg.output_dir)
     started = time.time()
     run = prepare_run(cfg, env, budget=Budget("epochs", cfg.epochs), job_name=JOB_NAME,

@@ -21,11 +21,11 @@ def quiet_env(**extra) -> dict:
 
 
 def deepspeed_launch(script: str, args: list, num_ranks: int = 2, timeout: int = 600,
-                     launcher_args: tuple = ()) -> subprocess.CompletedProcess:
-    """`deepspeed --num_gpus N script args` on CPU ranks, on a free port; output captured."""
+                     launcher_args: tuple = (), **env) -> subprocess.CompletedProcess:
+    """`deepspeed --num_gpus N script args` on CPU ranks, on a free port, with `env` added; output captured."""
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(num_ranks),
            "--master_port", str(free_port()), *launcher_args, str(REPO / script), *map(str, args)]
-    return subprocess.run(cmd, cwd=REPO, env=quiet_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=REPO, env=quiet_env(**env), capture_output=True, text=True, timeout=timeout)
 
 
 def ftft(args: list, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -41,9 +41,14 @@ def tail(proc: subprocess.CompletedProcess, lines: int = 40) -> str:
 DECODER_FAMILIES = ("llama", "gpt_neox", "qwen2")
 
 
-def save_tiny_decoder(family: str, path: Path, num_layers: int = 3) -> Path:
+def save_tiny_decoder(family: str, path: Path, num_layers: int = 3, hidden_size: int = 32,
+                      intermediate_size: int = 64, num_heads: int = 4, vocab_size: int | None = None,
+                      max_positions: int = 128) -> Path:
     """A random decoder-only LM saved the way real checkpoints are: a causal-LM model and a
-    byte-level BPE tokenizer (trained here on the embedded task's words) with no padding token."""
+    byte-level BPE tokenizer (trained here on the embedded task's words) with no padding token.
+
+    Tiny by default; the sizes build bigger ones (`bench/bench_memory.py`), and `vocab_size` sets
+    the embedding table's rows (at least the tokenizer's 400) as a real vocabulary would."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast)
 
@@ -57,9 +62,10 @@ def save_tiny_decoder(family: str, path: Path, num_layers: int = 3) -> Path:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
     assert tokenizer.pad_token is None
     config = AutoConfig.for_model(
-        family, vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=num_layers,
-        num_attention_heads=4, max_position_embeddings=128, bos_token_id=0, eos_token_id=1,
-        **({} if family == "gpt_neox" else {"num_key_value_heads": 2}),
+        family, vocab_size=max(len(tokenizer), vocab_size or 0), hidden_size=hidden_size,
+        intermediate_size=intermediate_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+        max_position_embeddings=max_positions, bos_token_id=0, eos_token_id=1,
+        **({} if family == "gpt_neox" else {"num_key_value_heads": num_heads // 2}),
     )
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

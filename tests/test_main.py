@@ -15,7 +15,7 @@ from ftft_ds.dynamics.select import Subset
 from ftft_ds.dynamics.store import Dynamics
 from ftft_ds.train.runtime import free_port
 
-from .helpers import REPO, deepspeed_launch, quiet_env, tail
+from .helpers import REPO, deepspeed_launch, ftft, quiet_env, tail
 
 TRAIN_SIZE = 240
 COMMON = ["--model", "tiny-bert", "--set", f"data.embedded_train_size={TRAIN_SIZE}",
@@ -75,6 +75,10 @@ def test_zero3_partitions_parameters_and_exports_a_consolidated_model(tmp_path):
     per_rank, total = metrics["parameters_per_rank"], metrics["num_parameters"]
     assert len(per_rank) == 2 and all(n < 0.6 * total for n in per_rank)
     assert total <= sum(per_rank) < total * 1.01  # shards (plus alignment padding) cover the model
+    peaks = metrics["peak_memory_mib_per_rank"]  # resident sets on CPU: torch alone is > 100 MiB
+    training = metrics["training_memory_mib_per_rank"]
+    assert len(peaks) == len(training) == 2
+    assert all(isinstance(t, int) and 100 < t <= p for t, p in zip(training, peaks))
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(out / "model")
@@ -133,3 +137,28 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     a, b = read_json(full / "metrics.json"), read_json(cut / "metrics.json")
     assert a["final"] == b["final"] and a["steps"] == b["steps"] == 120
     assert read_json(cut / "cost.json")["train_examples"] == read_json(full / "cost.json")["train_examples"]
+
+
+def test_resume_after_a_kill_past_the_final_checkpoint_only_finishes(tmp_path):
+    """A scheduler's time limit can strike after the last checkpoint, before metrics.json and model/
+    (even mid-export): the resumed run must not train past its budget, and must leave no temp folder."""
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "late"
+    args = ["train", *COMMON, "--budget", "steps:12", "-o", out]
+    proc = ftft(args)
+    assert proc.returncode == 0, tail(proc)
+    finished = read_json(out / "metrics.json")
+    (out / "model").rename(tmp_path / "model_before")
+    (out / "metrics.json").unlink()
+    (out / ".model.k1ll3d.tmp").mkdir()  # what a kill during export leaves
+
+    proc = ftft([*args, "--resume"])
+    assert proc.returncode == 0, tail(proc)
+    resumed = read_json(out / "metrics.json")
+    assert resumed["steps"] == finished["steps"] == 12 and resumed["final"] == finished["final"]
+    assert read_json(out / "cost.json")["optimizer_steps"] == 12
+    assert not list(out.glob(".model.*.tmp"))
+    before = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model_before").state_dict()
+    after = AutoModelForSequenceClassification.from_pretrained(out / "model").state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

@@ -1,5 +1,12 @@
 """`ftft run`: the recipe's table, its cost accounting, and skipping or re-running stages."""
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +17,7 @@ from ftft_ds.errors import FtftError
 from ftft_ds.pipeline import RecipeConfig
 from ftft_ds.pipeline.report import compare, comparison_line, markdown_table, summarize
 
-from .helpers import ftft, tail
+from .helpers import REPO, ftft, quiet_env, tail
 
 RECIPE = {
     "data": {"embedded_train_size": 120},
@@ -135,3 +142,39 @@ def test_seeds_must_be_distinct_integers(seeds):
 def test_a_boolean_is_never_a_number():
     with pytest.raises(FtftError, match="option lr must be a float, got True"):
         load_config(MainConfig, None, ["lr=yes"])
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains `text`."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_sigterm_to_ftft_run_alone_stops_its_training_processes(tmp_path):
+    """Schedulers and `kill PID` signal the ftft process, not its group: no launcher or rank may outlive it."""
+    out = tmp_path / "out"
+    recipe = {**RECIPE, "output_dir": str(out), "methods": ["erm"], "seeds": [0], "num_ranks": 2,
+              "data": {"embedded_train_size": 3000}, "main": {**RECIPE["main"], "erm_epochs": 20}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    victim = subprocess.Popen([sys.executable, "-m", "ftft_ds", "run", str(tmp_path / "recipe.yaml")], cwd=REPO,
+                              env=quiet_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        log = out / "main" / "erm" / "seed0" / "log.jsonl"  # written once the ranks train
+        deadline = time.time() + 300
+        while time.time() < deadline and not log.is_file():
+            time.sleep(0.2)
+        assert log.is_file(), "training never started"
+        assert len(processes_mentioning(str(out))) >= 3  # launcher(s) and two ranks
+        os.kill(victim.pid, signal.SIGTERM)
+        assert victim.wait(timeout=60) == 128 + signal.SIGTERM
+        assert processes_mentioning(str(out)) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(victim.pid, signal.SIGKILL)

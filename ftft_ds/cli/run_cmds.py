@@ -17,6 +17,8 @@ def _common_options(fn):
         click.option("--data", "data_source", help="embedded, a Hugging Face dataset name, or a local file/folder."),
         click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Folder for the run's outputs."),
         click.option("--ds-config", help="zero1, zero2, zero3, zero3_offload or a DeepSpeed JSON path."),
+        click.option("--overwrite/--no-overwrite", default=None,
+                     help="Replace an earlier run's artefacts in OUTPUT_DIR (refused otherwise)."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override any config field, e.g. --set lr=3e-5 --set data.embedded_train_size=2000."),
         click.option("--local_rank", "--local-rank", type=int, hidden=True,
@@ -26,8 +28,9 @@ def _common_options(fn):
     return fn
 
 
-def _values(config, model, num_layers, data_source, output_dir, ds_config, overrides, **extra) -> dict:
-    values = dict(model=model, num_layers=num_layers, output_dir=output_dir, ds_config=ds_config, **extra)
+def _values(config, model, num_layers, data_source, output_dir, ds_config, overwrite, overrides, **extra) -> dict:
+    values = dict(model=model, num_layers=num_layers, output_dir=output_dir, ds_config=ds_config,
+                  overwrite=overwrite, **extra)
     overrides = list(overrides)
     if data_source is not None:
         overrides.insert(0, f"data.source={data_source}")
@@ -39,7 +42,7 @@ def _values(config, model, num_layers, data_source, output_dir, ds_config, overr
 @click.option("--epochs", type=int, help="Epochs over the full training split.")
 @click.option("--eval-pass/--no-eval-pass", default=None,
               help="Also record an eval-mode pass over the training split after each epoch.")
-def reference(config, model, num_layers, data_source, output_dir, ds_config, overrides, local_rank,
+def reference(config, model, num_layers, data_source, output_dir, ds_config, overwrite, overrides, local_rank,
               epochs, eval_pass):
     """Fine-tune a (cheap) reference model on the full training split and record its dynamics.
 
@@ -49,8 +52,8 @@ def reference(config, model, num_layers, data_source, output_dir, ds_config, ove
     from ..reference import run_reference
     from ..train.runtime import init_distributed
 
-    cfg = load_config(ReferenceConfig, **_values(config, model, num_layers, data_source, output_dir,
-                                                 ds_config, overrides, epochs=epochs, eval_pass=eval_pass))
+    cfg = load_config(ReferenceConfig, **_values(config, model, num_layers, data_source, output_dir, ds_config,
+                                                 overwrite, overrides, epochs=epochs, eval_pass=eval_pass))
     env = init_distributed()
     store = run_reference(cfg, env)
     if env.is_main:
@@ -63,7 +66,7 @@ def reference(config, model, num_layers, data_source, output_dir, ds_config, ove
 @click.option("--subset", type=click.Path(dir_okay=False), help="Subset file from `ftft select`; omit for ERM.")
 @click.option("--budget", help="steps:N, epochs:E, erm:F, flops:X or seconds:T.")
 @click.option("--resume/--no-resume", default=None, help="Continue from the latest checkpoint in OUTPUT_DIR.")
-def train(config, model, num_layers, data_source, output_dir, ds_config, overrides, local_rank,
+def train(config, model, num_layers, data_source, output_dir, ds_config, overwrite, overrides, local_rank,
           subset, budget, resume):
     """Train the main model on a subset (FTFT) or on everything (ERM) until the budget is spent.
 
@@ -73,8 +76,8 @@ def train(config, model, num_layers, data_source, output_dir, ds_config, overrid
     from ..main_run import run_main
     from ..train.runtime import init_distributed
 
-    cfg = load_config(MainConfig, **_values(config, model, num_layers, data_source, output_dir,
-                                            ds_config, overrides, subset=subset, budget=budget, resume=resume))
+    cfg = load_config(MainConfig, **_values(config, model, num_layers, data_source, output_dir, ds_config,
+                                            overwrite, overrides, subset=subset, budget=budget, resume=resume))
     env = init_distributed()
     metrics = run_main(cfg, env)
     if env.is_main:

@@ -25,7 +25,8 @@ from .config import EARLY_STOPPING_METHODS, RecipeConfig
 from .forecast import forecast
 from .gate import gate_references
 from .report import collect_rows, summarize, write_report
-from .stages import Stage, file_digest, ftft_command, run_command
+from ..jobs import ftft_command
+from .stages import Stage, file_digest, run_command
 
 __all__ = ["RecipeConfig", "run_recipe"]
 

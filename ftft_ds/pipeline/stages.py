@@ -11,16 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .. import jobs
 from ..errors import FtftError
 from ..io import write_json
-from ..train.runtime import free_port
 
 MANIFEST = "stage.json"
 
@@ -84,12 +83,14 @@ class Stage:
 
 def run_command(args: Sequence[str], log: Path, what: str) -> None:
     """Run a training command, its output into `log`, echoing its progress bar on a terminal;
-    a failure names the log's last error line."""
+    a failure names the log's last error line. A signal to this process stops the command first
+    (see `jobs`)."""
     with open(log, "w", encoding="utf-8") as handle:
-        proc = subprocess.Popen(list(args), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        while proc.poll() is None:
-            time.sleep(0.5)
-            _show_progress(log)
+        proc = jobs.start(args, handle)
+        with jobs.forwarding_signals([proc]):
+            while proc.poll() is None:
+                time.sleep(0.5)
+                _show_progress(log)
     if sys.stdout.isatty():
         sys.stdout.write("\r\033[K")
     if proc.returncode != 0:
@@ -110,12 +111,3 @@ def _show_progress(log: Path) -> None:
     if bars:
         sys.stdout.write("\r\033[K    " + bars[-1].strip()[:110])
         sys.stdout.flush()
-
-
-def ftft_command(command: str, config: Path, num_ranks: int | None) -> list[str]:
-    """`ftft COMMAND CONFIG` in one process, or on `num_ranks` ranks through the `deepspeed` launcher
-    on a free port (so that several recipes on one machine do not collide)."""
-    if num_ranks is None:
-        return [sys.executable, "-m", "ftft_ds", command, str(config)]
-    return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(num_ranks),
-            "--master_port", str(free_port()), "--no_local_rank", "--module", "ftft_ds", command, str(config)]

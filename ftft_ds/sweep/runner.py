@@ -17,19 +17,18 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
 import typing
 from pathlib import Path
 
 import click
 import numpy as np
 
+from .. import jobs
 from ..config import MainConfig, from_dict, reject_reserved, save_config, to_dict
 from ..data.load import DataConfig, load_split
 from ..dynamics.select import Subset
 from ..errors import FtftError
 from ..io import iter_jsonl, write_json
-from ..pipeline.stages import ftft_command
 from ..train.budget import Budget, steps_per_epoch
 from .policy import parse
 
@@ -173,31 +172,43 @@ class SweepRunner:
         return json.loads((self.out / "sweep.json").read_text())
 
     def _run_segments(self, todo: list[int], steps: int) -> None:
-        """Run trials' next segments, `parallel` at a time (each on its own GPUs when there are GPUs)."""
+        """Run trials' next segments, `parallel` at a time (each on its own GPUs when there are GPUs).
+
+        A signal to this process, or a failed segment, stops the segments still running (see `jobs`).
+        """
         slots = self._device_slots()
         for start in range(0, len(todo), len(slots)):
-            running = []
-            for index, devices in zip(todo[start:start + len(slots)], slots):
-                cfg = self.trial_config(index, steps)
-                folder = Path(cfg.output_dir)
-                folder.mkdir(parents=True, exist_ok=True)
-                save_config(cfg, folder / "run_config.json")
-                env = dict(os.environ)
-                if devices is not None:
-                    env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
-                log = open(folder / "segments.log", "a", encoding="utf-8")
-                running.append((index, log, subprocess.Popen(
-                    ftft_command("train", folder / "run_config.json", self.cfg.num_ranks),
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)))
-            for index, log, proc in running:
-                proc.wait()
-                log.close()
-                if proc.returncode != 0:
-                    raise FtftError(f"trial {index} failed (exit {proc.returncode}); see "
-                                    f"{self.out / 'trials' / f'trial{index:03d}' / 'segments.log'}")
-                state = self.status(index)
-                self.echo(f"  trial {index:3d} (WI {self.trials[index][0]}, DO {self.trials[index][1]}) "
-                          f"reached step {state['steps']}" + (" and diverged" if state["diverged"] else ""))
+            procs: list = []
+            with jobs.forwarding_signals(procs):
+                try:
+                    self._start_and_wait(todo[start:start + len(slots)], slots, steps, procs)
+                finally:
+                    jobs.stop(procs)
+
+    def _start_and_wait(self, indices: list[int], slots: list, steps: int, procs: list) -> None:
+        """Start one segment per index, each on its slot (its processes added to `procs`), and wait for them."""
+        running = []
+        for index, devices in zip(indices, slots):
+            cfg = self.trial_config(index, steps)
+            folder = Path(cfg.output_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, folder / "run_config.json")
+            env = dict(os.environ)
+            if devices is not None:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
+            log = open(folder / "segments.log", "a", encoding="utf-8")
+            proc = jobs.start(jobs.ftft_command("train", folder / "run_config.json", self.cfg.num_ranks), log, env)
+            procs.append(proc)
+            running.append((index, log, proc))
+        for index, log, proc in running:
+            proc.wait()
+            log.close()
+            if proc.returncode != 0:
+                raise FtftError(f"trial {index} failed (exit {proc.returncode}); see "
+                                f"{self.out / 'trials' / f'trial{index:03d}' / 'segments.log'}")
+            state = self.status(index)
+            self.echo(f"  trial {index:3d} (WI {self.trials[index][0]}, DO {self.trials[index][1]}) "
+                      f"reached step {state['steps']}" + (" and diverged" if state["diverged"] else ""))
 
     def _device_slots(self) -> list:
         """Device groups for concurrent trials: GPUs split `num_ranks` at a time, or CPU slots."""

@@ -6,9 +6,12 @@ code then runs unchanged from one CPU to many GPU nodes.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -77,6 +80,43 @@ def _release_shared_memory_name() -> None:
         os.unlink(os.path.join("/dev/shm", name))
     except FileNotFoundError:
         pass
+
+
+@contextlib.contextmanager
+def run_folder(cfg, env: DistEnv) -> Iterator[Path]:
+    """Rank 0 owns `cfg.output_dir` for the run (`io.own_output_dir`); the other ranks wait until it does.
+
+    If rank 0 refuses the folder it exits with the error line, and the launcher stops the others.
+    """
+    from ..io import own_output_dir
+
+    owner = own_output_dir(cfg.output_dir, resume=getattr(cfg, "resume", False), overwrite=cfg.overwrite) \
+        if env.is_main else contextlib.nullcontext(Path(cfg.output_dir))
+    with owner as folder:
+        if dist.is_initialized():
+            dist.barrier()
+        yield folder
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory this process has used so far: allocated tensors on a GPU, resident set on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def memory_in_use_bytes(device: torch.device) -> int:
+    """Memory this process uses now, read without waiting for the device: the allocator's peak so
+    far on a GPU (a host-side counter), the current resident set on a CPU (0 where /proc is absent)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
 
 
 def _collective_device() -> torch.device:

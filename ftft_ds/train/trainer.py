@@ -98,7 +98,9 @@ class Trainer:
         state = self.state
         progress = tqdm(total=self.stopper.max_steps, initial=state.step, desc=self.desc,
                         disable=not self.env.is_main, dynamic_ncols=True)
-        stop = False
+        # A run resumed from a checkpoint taken when it had already stopped (killed after its final
+        # checkpoint, before its results were written) only finishes: no step past its budget.
+        stop = state.stopped_early or state.diverged or self.stopper.should_stop(state.step, self.ledger.totals)
         while not stop:
             self.sampler.set_epoch(state.epoch, start=state.batches_in_epoch * self.loader.batch_size)
             for batch in self.loader:

@@ -1,0 +1,75 @@
+"""Runs own their output folders: one run at a time, earlier runs replaced only on request."""
+import os
+
+import pytest
+
+from ftft_ds.errors import FtftError
+from ftft_ds.io import LOCK_NAME, atomic_path, make_output_dir, own_output_dir
+
+from .helpers import ftft, tail
+
+TINY = ["--model", "tiny-bert", "--set", "data.embedded_train_size=60", "--set", "micro_batch_size=8",
+        "--set", "data.eval_splits=[dev]", "--budget", "steps:2"]
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
+    with own_output_dir(tmp_path / "run", resume=False, overwrite=False):
+        proc = ftft(["train", *TINY, "-o", tmp_path / "run"])
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"error: output folder {tmp_path / 'run'} is in use by another run (process {os.getpid()} on "
+            f"{os.uname().nodename})")
+    assert not (tmp_path / "run" / "log.jsonl").exists()
+
+
+def test_an_earlier_run_is_refused_replaced_on_request_or_resumed(tmp_path):
+    out = tmp_path / "run"
+    first = ftft(["train", *TINY, "-o", out])
+    assert first.returncode == 0, tail(first)
+    stale = out / "tensorboard" / "stale_curve"
+    stale.write_text("from the earlier run")
+
+    again = ftft(["train", *TINY, "-o", out])
+    assert again.returncode == 2 and "holds an earlier run (metrics.json, cost.json, config.json" in again.stderr
+    assert "pass --overwrite (overwrite=true) to replace it or --resume to continue it" in again.stderr
+
+    replaced = ftft(["train", *TINY, "-o", out, "--overwrite"])
+    assert replaced.returncode == 0, tail(replaced)
+    assert not stale.exists() and (out / "metrics.json").is_file()
+
+    resumed = ftft(["train", *TINY, "-o", out, "--resume"])  # already at its budget: only finishes
+    assert resumed.returncode == 0, tail(resumed)
+    both = ftft(["train", *TINY, "-o", out, "--resume", "--overwrite"])
+    assert both.returncode == 2 and "set one" in both.stderr
+
+
+def test_output_paths_that_cannot_be_folders_get_one_line(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(FtftError, match=f"output folder {a_file} is a file; expected a folder"):
+        make_output_dir(a_file)
+    with pytest.raises(FtftError, match=f"cannot create output folder {a_file / 'run'}: Not a directory"):
+        make_output_dir(a_file / "run")
+    proc = ftft(["train", *TINY, "-o", a_file / "run"])
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: cannot create output")
+    if os.geteuid() != 0:  # root writes anywhere
+        read_only = tmp_path / "ro"
+        read_only.mkdir(mode=0o555)
+        with pytest.raises(FtftError, match="cannot create output folder"):
+            make_output_dir(read_only / "run")
+
+
+def test_lock_is_released_however_the_run_ends(tmp_path):
+    with pytest.raises(RuntimeError):
+        with own_output_dir(tmp_path, resume=False, overwrite=False):
+            raise RuntimeError("crash")
+    with own_output_dir(tmp_path, resume=False, overwrite=False) as folder:
+        assert (folder / LOCK_NAME).read_text() == f"process {os.getpid()} on {os.uname().nodename}"
+
+
+def test_atomic_writes_clear_temporary_paths_left_by_a_killed_writer(tmp_path):
+    (tmp_path / ".model.abc123.tmp").mkdir()
+    (tmp_path / ".metrics.json.xyz.tmp").write_text("half")
+    with atomic_path(tmp_path / "model", is_dir=True) as tmp:
+        (tmp / "weights").write_text("w")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".metrics.json.xyz.tmp", "model"]
