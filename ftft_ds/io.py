@@ -32,7 +32,7 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
     its folder, so no other writer of `path` can be alive.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(final.parent)
     for stale in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     if is_dir:
@@ -147,8 +147,10 @@ def own_output_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) ->
     earlier run's artefacts (`RUN_ARTEFACTS`) are kept for `resume`, deleted with `overwrite`, and
     otherwise refused, so that old checkpoints or TensorBoard curves never mix with new ones. The
     lock is an advisory `flock`, released by the kernel however the run ends (SIGKILL included).
-    Only one process of a job (rank 0) should hold it.
+    Only one process of a job (rank 0) should hold it. A folder this call created is removed again
+    if the run fails before writing anything into it.
     """
+    created = not Path(path).exists()
     folder = make_output_dir(path)
     handle = open(folder / LOCK_NAME, "a+", encoding="utf-8")
     try:
@@ -171,5 +173,9 @@ def own_output_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) ->
                 target = folder / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
         yield folder
+    except BaseException:
+        if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:  # a run refused at once leaves nothing
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     finally:
         handle.close()

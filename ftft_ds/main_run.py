@@ -92,7 +92,7 @@ def _run_main(cfg: MainConfig, env: DistEnv) -> dict:
         selected = {"step": selected_step, **evaluator.evaluate(run.engine, run.ledger)}
         run.ledger.flush(state.step, write=False)
     if cfg.export_model:
-        export_hf_model(run.engine, run.tokenizer, out / "model", env)
+        export_hf_model(run.engine, run.tokenizer, out / "model", env, run.split.label_names)
 
     metrics = {
         "final": final,

@@ -52,8 +52,23 @@ def minilm_path() -> str:
 
 
 def _pretrained_source(name: str) -> str:
-    """Where `transformers` should read model `name` from (tiny models read MiniLM's tokenizer)."""
-    return minilm_path() if name in (MINILM, TINY_BERT) else name
+    """Where `transformers` should read model `name` from (tiny models read MiniLM's tokenizer).
+
+    A name that cannot be a hub id (`name` or `namespace/name`) is a local folder, and is checked
+    here: otherwise `transformers` would answer a typo in a path with its rule for repo ids.
+    """
+    if name in (MINILM, TINY_BERT):
+        return minilm_path()
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        if not path.is_dir():
+            raise FtftError(f"model folder {name!r} does not exist" if not path.exists()
+                            else f"model {name!r} is a file; expected a model folder or a hub name")
+        if not (path / "config.json").is_file():
+            raise FtftError(f"model folder {name!r} has no config.json; expected a Hugging Face model folder "
+                            f"(config.json, weights, tokenizer files)")
+        return str(path)
+    return name
 
 
 @contextlib.contextmanager
@@ -130,6 +145,15 @@ def model_config(name: str, num_labels: int, num_layers: int | None = None):
     if tokenizer.pad_token_id < config.vocab_size:
         config.pad_token_id = tokenizer.pad_token_id
     return config
+
+
+def check_max_length(name: str, max_length: int, tokenizer) -> None:
+    """Refuse a `max_length` beyond the positions model `name` has (its config's, or its tokenizer's
+    limit where that is lower, as for RoBERTa's offset positions), before any batch can hit it."""
+    limits = [getattr(model_config(name, 2), "max_position_embeddings", None), tokenizer.model_max_length]
+    limits = [int(n) for n in limits if isinstance(n, (int, float)) and n < 1e9]
+    if limits and max_length > min(limits):
+        raise FtftError(f"max_length {max_length} is more than model {name!r} takes ({min(limits)} positions)")
 
 
 def build_model(name: str, num_labels: int, num_layers: int | None = None, init_seed: int = 0,
@@ -219,6 +243,6 @@ def _first_line(exc: BaseException) -> str:
 
 __all__ = [
     "MINILM", "TINY_BERT", "ATTN_IMPLEMENTATIONS", "minilm_path", "load_tokenizer", "ensure_padding",
-    "model_config", "fit_embeddings", "build_model",
+    "model_config", "check_max_length", "fit_embeddings", "build_model",
     "count_parameters", "count_flops_parameters",
 ]

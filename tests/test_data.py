@@ -172,6 +172,8 @@ def test_hub_failures_become_one_line(monkeypatch):
         ([dict(r, text=None if i == 4 else r["text"]) for i, r in enumerate(ROWS)], {}, "missing \\(None/NaN\\) text at row 4"),
         ([dict(r, label=None if i == 1 else r["label"]) for i, r in enumerate(ROWS)], {}, "missing label at row 1"),
         ([dict(r, label=0.5) for r in ROWS], dict(num_labels=2), "non-integer label 0.5 at row 0"),
+        ([dict(r, label=[0, 1, 5][i % 3]) for i, r in enumerate(ROWS)], {},
+         r"integer labels of split 'train' are \[0, 1, 5\]: \[2, 3, 4\] never occur"),
     ],
 )
 def test_bad_data(tmp_path, rows, kwargs, message):
@@ -212,9 +214,12 @@ def test_bad_sources(tmp_path):
         load_split(DataConfig(source=str(tmp_path)), "dev")
     with pytest.raises(FtftError, match="single file, which holds only the train split"):
         load_split(DataConfig(source=str(tmp_path / "train.jsonl")), "dev")
-    (tmp_path / "bad.jsonl").write_text("{not json\n")
-    with pytest.raises(FtftError, match="could not read .*bad.jsonl"):
+    (tmp_path / "bad.jsonl").write_text('{"text": "a", "text_pair": "b", "label": 0}\n{not json\n')
+    with pytest.raises(FtftError, match=r"bad.jsonl line 2 is not valid JSON: Expecting property name .* at column 2$"):
         load(tmp_path / "bad.jsonl")
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "a", "text_pair": "b", "label": 0}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(FtftError, match=r"latin1.jsonl line 2 is not UTF-8 \(byte b'\\xe9' at column 14\)"):
+        load(tmp_path / "latin1.jsonl")
 
 
 @pytest.mark.parametrize(

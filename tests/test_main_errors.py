@@ -85,6 +85,9 @@ def test_subset_from_another_dataset_fails_on_every_rank(tmp_path):
     (["--ds-config", "{bad}"], "not found"),
     (["--set", "lr_schedule=cosine"], "lr_schedule"),
     (["--set", "patience=3", "--set", "patience_metric=train/accuracy"], "patience_metric"),
+    (["--set", "max_length=900"], "max_length 900 is more than model 'tiny-bert' takes (512 positions)"),
+    (["--model", "/no/such/model"], "model folder '/no/such/model' does not exist"),
+    (["--num-layers", "abc"], "Invalid value for '--num-layers': 'abc' is not a valid integer"),
 ])
 def test_bad_options_give_one_line(tmp_path, args, message):
     proc = ftft(["train", *COMMON, *args, "-o", tmp_path / "run"], timeout=120)
@@ -99,9 +102,32 @@ def test_impossible_batch_arithmetic_and_malformed_config(tmp_path):
     fixed.write_text(json.dumps({"train_batch_size": 7, "train_micro_batch_size_per_gpu": 8}))
     broken = tmp_path / "broken.json"
     broken.write_text('{"train_batch_size": ')
-    for path, message in ((fixed, "train_batch_size=7"), (broken, "not valid JSON")):
-        proc = ftft(["train", *COMMON, "--ds-config", path, "-o", tmp_path / "run"], timeout=120)
+    worded = tmp_path / "worded.json"
+    worded.write_text(json.dumps({"zero_optimization": {"stage": "two"}}))
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps({"optimizer": {"type": "Adamm", "params": {}}}))
+    (tmp_path / "empty_model").mkdir()
+    for args, message in (
+            (["--ds-config", fixed], "train_batch_size=7"), (["--ds-config", broken], "not valid JSON"),
+            (["--ds-config", worded], "zero_optimization.stage must be 0, 1, 2 or 3, got 'two'"),
+            (["--ds-config", typo], "optimizer.type 'Adamm' is unknown"),
+            (["--model", tmp_path / "empty_model"], "has no config.json; expected a Hugging Face model folder")):
+        proc = ftft(["train", *COMMON, *args, "-o", tmp_path / "run"], timeout=120)
         assert proc.returncode == 2 and message in proc.stderr, tail(proc)
+        assert proc.stderr.strip().splitlines()[-1].startswith("error:") and "Traceback" not in proc.stderr
+        assert not (tmp_path / "run").exists()  # nothing half-written: not even the folder
+
+
+def test_a_budget_past_the_schedule_warns_and_exports_name_the_labels(tmp_path):
+    out = tmp_path / "run"
+    # 120 rows / batch 8 = 15 steps an epoch: a 15-step ERM schedule, then 5 steps at learning rate 0.
+    proc = ftft(["train", *COMMON, "--set", "erm_epochs=1", "--budget", "steps:20", "--set", "data.eval_splits=[dev]",
+                 "-o", out])
+    assert proc.returncode == 0, tail(proc)
+    assert ("warning: budget steps:20 means 20 steps but the learning-rate schedule spans 15 (the ERM budget), "
+            "so the last 5 steps train at learning rate 0") in proc.stderr
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
 
 
 def test_config_errors_need_no_process_group(tmp_path):

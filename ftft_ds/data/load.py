@@ -196,12 +196,40 @@ def _read_local(config: DataConfig, split_name: str):
                 f"no file for split {split_name!r} in {config.source}; available splits: "
                 f"{', '.join(files) or 'none'} (files named <split>.jsonl/.json/.csv/.parquet)")
         path = files[split_name]
+    if path.suffix.lower() != ".parquet":
+        _check_utf8(path)
     try:
         return datasets.load_dataset(FILE_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
     except Exception as exc:  # noqa: BLE001 - any reader failure is a problem with the user's file
         # `datasets` fails on files without rows with messages that do not say so.
         require(not _holds_no_rows(path), f"split {split_name!r} of {config.source} is empty ({path} has no rows)")
+        if path.suffix.lower() == ".jsonl":
+            _check_json_lines(path)
         raise FtftError(f"could not read {path}: {_first_line(exc)}") from None
+
+
+def _check_utf8(path: Path) -> None:
+    """Refuse a text file that is not UTF-8, naming the line of the first bad byte."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise FtftError(f"{path} line {number} is not UTF-8 (byte {line[exc.start:exc.start + 1]!r} "
+                                f"at column {exc.start + 1}); re-encode the file as UTF-8") from None
+
+
+def _check_json_lines(path: Path) -> None:
+    """Name the first line of a JSON-lines file that is not one JSON object (reader errors do not)."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FtftError(f"{path} line {number} is not valid JSON: {exc.msg} at column {exc.colno}") from None
+            require(isinstance(row, dict), f"{path} line {number} is a JSON {type(row).__name__}, not an object")
 
 
 def _holds_no_rows(path: Path) -> bool:
@@ -296,9 +324,15 @@ def _label_schema(config: DataConfig, raws: dict) -> tuple:
                 f"num_labels={config.num_labels} disagrees with the {len(names)} distinct labels "
                 f"{list(names)} of split {config.train_split!r}")
         return len(names), names
-    top = int(_integer_labels(column, config, config.train_split).max())
+    present = sorted(set(_integer_labels(column, config, config.train_split).tolist()))
+    top = present[-1]
     require(top >= 1, f"label column {config.label_column!r} of split {config.train_split!r} needs at "
                       f"least 2 classes to infer num_labels; its largest label is {top}")
+    # Labels 0, 1, 5 would silently make a 6-class head with three classes that never occur.
+    missing = sorted(set(range(top + 1)) - set(present))
+    require(not missing, f"integer labels of split {config.train_split!r} are {present[:10]}: "
+                         f"{missing[:10]} never occur, so they are not 0..{top} without gaps; map them to "
+                         f"0..{len(present) - 1}, or set num_labels (or label_names) if those classes exist")
     return top + 1, tuple(str(i) for i in range(top + 1))
 
 

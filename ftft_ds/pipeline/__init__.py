@@ -20,7 +20,7 @@ from ..dynamics.plot import plot_data_map
 from ..dynamics.select import select_subset
 from ..dynamics.store import Dynamics
 from ..errors import FtftError
-from ..io import write_json
+from ..io import make_output_dir, write_json
 from .config import EARLY_STOPPING_METHODS, RecipeConfig
 from .forecast import forecast
 from .gate import gate_references
@@ -74,6 +74,7 @@ def run_recipe(cfg: RecipeConfig, echo=click.echo, dry_run: bool = False) -> dic
         echo(f"warning: {warning}")
     if dry_run:
         return {"forecast": projected}
+    make_output_dir(out)
 
     references = {name: from_dict(ReferenceConfig, {**fields, "data": to_dict(cfg.data),
                                                     "output_dir": str(out / "reference" / name)})

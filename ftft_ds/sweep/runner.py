@@ -28,7 +28,7 @@ from ..config import MainConfig, from_dict, reject_reserved, save_config, to_dic
 from ..data.load import DataConfig, load_split
 from ..dynamics.select import Subset
 from ..errors import FtftError
-from ..io import iter_jsonl, write_json
+from ..io import iter_jsonl, make_output_dir, write_json
 from ..train.budget import Budget, steps_per_epoch
 from .policy import parse
 
@@ -246,6 +246,6 @@ class SweepRunner:
 
 def run_sweep(cfg: SweepConfig, echo=click.echo) -> dict:
     """Run (or resume) a sweep; return the contents of its `sweep.json`."""
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    make_output_dir(cfg.output_dir)
     save_config(cfg, Path(cfg.output_dir) / "sweep_config.json")
     return SweepRunner(cfg, echo).run()

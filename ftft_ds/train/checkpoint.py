@@ -96,9 +96,13 @@ class Checkpointer:
                 shutil.rmtree(old, ignore_errors=True)
 
 
-def export_hf_model(engine, tokenizer, path: str | Path, env: DistEnv) -> None:
-    """Write the trained model in Hugging Face format (consolidated from ZeRO-3 shards if needed)."""
+def export_hf_model(engine, tokenizer, path: str | Path, env: DistEnv, label_names=()) -> None:
+    """Write the trained model in Hugging Face format (consolidated from ZeRO-3 shards if needed),
+    its config naming the classes (`id2label`) after the data's `label_names`."""
     module = engine.module
+    if label_names:
+        module.config.id2label = dict(enumerate(label_names))
+        module.config.label2id = {name: i for i, name in enumerate(label_names)}
     if engine.zero_optimization_partition_weights():
         state_dict = engine._zero3_consolidated_16bit_state_dict()  # a collective; rank 0 gets it
     else:

@@ -93,9 +93,25 @@ def _bf16_available() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def check_ds_config(config: dict) -> None:
+    """Refuse, in one line each, the values DeepSpeed would only trip over mid-initialisation:
+    a ZeRO stage that is not 0-3 and an optimizer type it cannot build."""
+    from deepspeed.runtime.config import DEEPSPEED_OPTIMIZERS
+
+    stage = config.get("zero_optimization", {}).get("stage", 0)
+    if isinstance(stage, bool) or stage not in (0, 1, 2, 3):
+        raise FtftError(f"DeepSpeed config's zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
+    name = config.get("optimizer", {}).get("type")
+    if name is not None and not (isinstance(name, str) and (
+            name.lower() in DEEPSPEED_OPTIMIZERS or isinstance(getattr(torch.optim, name, None), type))):
+        raise FtftError(f"DeepSpeed config's optimizer.type {name!r} is unknown; expected one of "
+                        f"{', '.join(DEEPSPEED_OPTIMIZERS)} or a torch.optim class name")
+
+
 def resolve_ds_config(name_or_path: str | dict, args: TrainArgs) -> dict:
     """A complete DeepSpeed config: `"auto"` filled from `args`, batch arithmetic checked."""
     config = copy.deepcopy(name_or_path) if isinstance(name_or_path, dict) else read_ds_config(name_or_path)
+    check_ds_config(config)
     for name in ("micro_batch_size", "grad_accum", "world_size"):
         if getattr(args, name) < 1:
             raise FtftError(f"{name} must be at least 1, got {getattr(args, name)}")

@@ -14,11 +14,11 @@ from torch.utils.data import DataLoader
 
 from ..config import OptimConfig
 from ..cost import CostLedger
-from ..errors import FtftError
+from ..errors import FtftError, warn
 from ..data.load import Split, load_splits
 from ..data.sampler import ShardedSampler
 from ..data.tokenize import Collator, tokenize_split
-from ..models import count_flops_parameters, count_parameters, load_tokenizer
+from ..models import check_max_length, count_flops_parameters, count_parameters, load_tokenizer
 from .budget import Budget, Stopper, steps_per_epoch
 from .evaluate import Evaluator
 from .memory import refuse_if_it_cannot_fit
@@ -85,6 +85,7 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     split = splits[cfg.data.train_split]
     rows = None if select_rows is None else select_rows(split)
     tokenizer = load_tokenizer(cfg.model)
+    check_max_length(cfg.model, cfg.max_length, tokenizer)
     train = tokenize_split(split, tokenizer, cfg.max_length)
     eval_data = {name: tokenize_split(splits[name], tokenizer, cfg.max_length) for name in eval_splits}
     collate = Collator(tokenizer)
@@ -104,6 +105,11 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     if schedule_budget is not None and schedule_budget.max_steps(per_epoch, erm_steps) is not None:
         schedule_steps = schedule_budget.max_steps(per_epoch, erm_steps)
 
+    if max_steps is not None and max_steps > schedule_steps:
+        warn(f"budget {budget} means {max_steps} steps but the learning-rate schedule spans {schedule_steps} "
+             f"(the {'ERM budget' if schedule == 'truncated' else 'schedule budget'}), so the last "
+             f"{max_steps - schedule_steps} steps train at learning rate 0; raise erm_epochs or use "
+             f"lr_schedule=compressed")
     ds_config = run_ds_config(cfg, env, split.num_labels, schedule_steps)
     refuse_if_it_cannot_fit(cfg, ds_config, split.num_labels, env.world_size, env.device)
     monitor = take_monitor(ds_config, Path(cfg.output_dir) / "tensorboard", job_name)
