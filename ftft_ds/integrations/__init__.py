@@ -1,0 +1,1 @@
+"""Using FTFT from other trainers: the Hugging Face `Trainer` (`hf`)."""
