@@ -154,12 +154,9 @@ def own_output_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) ->
     folder = make_output_dir(path)
     handle = open(folder / LOCK_NAME, "a+", encoding="utf-8")
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise FtftError(f"output folder {folder} is in use by another run ({holder})") from None
+        holder = _lock(handle)
+        if holder is not None:
+            raise FtftError(f"output folder {folder} is in use by another run ({holder})")
         handle.seek(0)
         handle.truncate()
         handle.write(f"process {os.getpid()} on {socket.gethostname()}")
@@ -179,3 +176,22 @@ def own_output_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) ->
         raise
     finally:
         handle.close()
+
+
+def _lock(handle) -> str | None:
+    """Take the run lock on an open lock file; if another process holds it, return who (from the file)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        return handle.read().strip() or "another process"
+    return None
+
+
+def run_in_progress(path: str | os.PathLike) -> str | None:
+    """Who is running in output folder `path` right now (from its lock), or None."""
+    lock = Path(path) / LOCK_NAME
+    if not lock.is_file():
+        return None
+    with open(lock, "a+", encoding="utf-8") as handle:
+        return _lock(handle)  # closing the file releases a lock taken here

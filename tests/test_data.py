@@ -215,7 +215,7 @@ def test_bad_sources(tmp_path):
     with pytest.raises(FtftError, match="single file, which holds only the train split"):
         load_split(DataConfig(source=str(tmp_path / "train.jsonl")), "dev")
     (tmp_path / "bad.jsonl").write_text('{"text": "a", "text_pair": "b", "label": 0}\n{not json\n')
-    with pytest.raises(FtftError, match=r"bad.jsonl line 2 is not valid JSON: Expecting property name .* at column 2$"):
+    with pytest.raises(FtftError, match=r"bad.jsonl line 2 is not valid JSON \(Expecting property name enclosed in double quotes\)$"):
         load(tmp_path / "bad.jsonl")
     (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "a", "text_pair": "b", "label": 0}\n{"text": "caf\xe9"}\n')
     with pytest.raises(FtftError, match=r"latin1.jsonl line 2 is not UTF-8 \(byte b'\\xe9' at column 14\)"):

@@ -12,7 +12,7 @@ from ftft_ds.errors import FtftError
 from ftft_ds.integrations.hf import DynamicsCallback, subset_of, token_hashes
 from ftft_ds.models import build_model, load_tokenizer
 
-from .helpers import deepspeed_launch, tail
+from .helpers import deepspeed_launch, ftft, tail
 
 ROWS = 50  # not a multiple of the batch: the last batch of an epoch is short
 
@@ -126,3 +126,9 @@ def test_callback_under_deepspeed_on_two_ranks(tmp_path):
     split = load_split(DataConfig(embedded_train_size=51), "train")
     assert dynamics.uid_strings() == list(split.dataset["uid"]) and dynamics.logits.shape == (51, 2, 3)
     assert np.isfinite(dynamics.logits).all() and not np.allclose(dynamics.logits[:, 0], dynamics.logits[:, 1])
+    # The store feeds `ftft select` unchanged, and selects exactly as our own selection does.
+    proc = ftft(["select", tmp_path / "dynamics", "--region", "ambiguous", "--fraction", "0.33",
+                 "-o", tmp_path / "subset.json"])
+    assert proc.returncode == 0, tail(proc)
+    expected = select_subset(dynamics, "ambiguous", fraction=0.33).uids
+    assert Subset.load(tmp_path / "subset.json").uids == expected and len(expected) == 17

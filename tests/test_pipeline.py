@@ -14,7 +14,9 @@ import yaml
 
 from ftft_ds.config import MainConfig, from_dict, load_config
 from ftft_ds.errors import FtftError
+from ftft_ds.io import own_output_dir
 from ftft_ds.pipeline import RecipeConfig
+from ftft_ds.pipeline.stages import Stage
 from ftft_ds.pipeline.report import compare, comparison_line, markdown_table, summarize
 
 from .helpers import REPO, ftft, quiet_env, tail
@@ -178,3 +180,17 @@ def test_sigterm_to_ftft_run_alone_stops_its_training_processes(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(victim.pid, signal.SIGKILL)
+
+
+def test_a_stage_being_written_by_a_live_run_is_never_deleted(tmp_path):
+    """An orphan from an earlier `ftft run` may still hold a stage's folder: re-running must not delete it."""
+    folder = tmp_path / "main" / "erm" / "seed0"
+    ran = []
+    stage = Stage("main/erm/seed0", folder, {"v": 1}, lambda f: ran.append(f), outputs=())
+    with own_output_dir(folder, resume=False, overwrite=False):
+        (folder / "log.jsonl").write_text("being written\n")
+        with pytest.raises(FtftError, match=f"stage main/erm/seed0 cannot re-run: {folder} is still being "
+                                            f"written by process {os.getpid()} on"):
+            stage.execute()
+        assert (folder / "log.jsonl").is_file() and not ran
+    assert stage.execute()[0] and ran == [folder]  # once the run is gone, the stage re-runs

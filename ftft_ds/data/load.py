@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
 from ..errors import FtftError, require
+from ..io import iter_jsonl
 
 if TYPE_CHECKING:  # `datasets` is imported where used: it is slow to import
     import datasets
@@ -221,15 +222,8 @@ def _check_utf8(path: Path) -> None:
 
 def _check_json_lines(path: Path) -> None:
     """Name the first line of a JSON-lines file that is not one JSON object (reader errors do not)."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FtftError(f"{path} line {number} is not valid JSON: {exc.msg} at column {exc.colno}") from None
-            require(isinstance(row, dict), f"{path} line {number} is a JSON {type(row).__name__}, not an object")
+    for _ in iter_jsonl(path):
+        pass
 
 
 def _holds_no_rows(path: Path) -> bool:

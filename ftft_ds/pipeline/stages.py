@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 from .. import jobs
 from ..errors import FtftError
-from ..io import write_json
+from ..io import run_in_progress, write_json
 
 MANIFEST = "stage.json"
 
@@ -66,6 +66,10 @@ class Stage:
         """Run the stage unless it is done; return (whether it ran, seconds it took)."""
         if self.is_done():
             return False, 0.0
+        holder = run_in_progress(self.folder)
+        if holder is not None:
+            raise FtftError(f"stage {self.name} cannot re-run: {self.folder} is still being written by {holder}; "
+                            f"stop that run first")
         if self.folder.exists():
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True)
