@@ -144,3 +144,20 @@ def test_encoder_reference_chooses_the_subset_of_a_zero3_decoder_main_run(decode
     assert metrics["train_rows"] == len(subset.uids) == round(0.33 * TRAIN_SIZE)
     run_config = json.loads((main / "run_config.json").read_text())
     assert run_config["model"] == decoders["llama"] and run_config["subset"].endswith("subset.json")
+
+
+def test_decoder_trains_under_zero3_with_cpu_offload(decoders, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "offload"
+    proc = deepspeed_launch("launch/main.py", [
+        "--model", decoders["llama"], "--ds-config", "zero3_offload", "--budget", "steps:4", "-o", out,
+        "--set", f"data.embedded_train_size={TRAIN_SIZE}", "--set", "micro_batch_size=8", "--set", "data.eval_splits=[dev]"])
+    assert proc.returncode == 0, tail(proc)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["zero_stage"] == 3
+    assert all(n < 0.6 * metrics["num_parameters"] for n in metrics["parameters_per_rank"])
+    exported = AutoModelForSequenceClassification.from_pretrained(out / "model")
+    assert type(exported).__name__ == "LlamaForSequenceClassification"
+    assert exported.config.pad_token_id == load_tokenizer(decoders["llama"]).pad_token_id
+    assert all(torch.isfinite(p).all() for p in exported.parameters())
