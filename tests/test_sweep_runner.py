@@ -93,7 +93,12 @@ def test_divergence_guard_stops_trials_stuck_at_majority(tmp_path):
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump({**SWEEP, "output_dir": str(tmp_path / "out"), "policy": "none:t=2",
                                       "wi_seeds": [1], "do_seeds": [1, 2], "divergence_margin": 0.05}))
+    # What a segment killed before its first checkpoint leaves: the sweep starts that trial over.
+    stale = tmp_path / "out" / "trials" / "trial000"
+    (stale / "tensorboard").mkdir(parents=True)
+    (stale / "log.jsonl").write_text('{"step": 99, "train/loss": 9.9}\n')
     proc = ftft(["sweep", config])
     assert proc.returncode == 0, tail(proc)
     rows = json.loads((tmp_path / "out" / "sweep.json").read_text())["trials"]
     assert all(r["status"] == "diverged" and r["steps"] < 40 for r in rows)
+    assert '"step": 99' not in (stale / "log.jsonl").read_text()

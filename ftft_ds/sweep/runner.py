@@ -83,7 +83,7 @@ class SweepConfig:
         for name in ("num_ranks", "parallel"):
             if getattr(self, name) < 1:
                 raise FtftError(f"{name} must be at least 1, got {getattr(self, name)}")
-        reject_reserved(self.main, {"data", "output_dir", "subset", "resume", "init_seed", "data_seed",
+        reject_reserved(self.main, {"data", "output_dir", "subset", "resume", "overwrite", "init_seed", "data_seed",
                                     "dropout_seed"}, "main", "sweep")
 
     def trials(self) -> list[tuple[int, int]]:
@@ -142,7 +142,9 @@ class SweepRunner:
             "init_seed": wi, "data_seed": do, "dropout_seed": self.cfg.dropout_seed,
             "eval_every": self.eval_every, "patience_metric": self.cfg.metric, "patience": None,
             "divergence_margin": self.cfg.divergence_margin, "export_model": False,
-            "resume": (folder / "checkpoints" / "latest").is_file(),
+            # The sweep owns its trial folders: a segment continues from the trial's checkpoint, or,
+            # where a killed segment left none, starts over and replaces what that one wrote.
+            **({"resume": True} if (folder / "checkpoints" / "latest").is_file() else {"overwrite": True}),
         })
 
     def status(self, index: int) -> dict:
