@@ -163,9 +163,10 @@ def build_model(name: str, num_labels: int, num_layers: int | None = None, init_
     Pretrained weights are loaded for every kept layer; only the classification head (and, for
     `tiny-bert`, everything) is freshly initialised, and that initialisation depends on
     `init_seed` alone. `attn_implementation` picks the attention kernel (one of
-    `ATTN_IMPLEMENTATIONS`, as `OptimConfig` checks; None: the model's default); `gradient_checkpointing` recomputes each
-    layer's activations in the backward pass instead of keeping them, trading about a third more
-    compute for activation memory that no longer grows with depth.
+    `ATTN_IMPLEMENTATIONS`, as `OptimConfig` checks; None: the model's default);
+    `gradient_checkpointing` recomputes each layer's activations in the backward pass instead of
+    keeping them, trading about a third more compute for activation memory that no longer grows
+    with depth.
     """
     from transformers import AutoModelForSequenceClassification
 
