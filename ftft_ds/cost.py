@@ -2,11 +2,12 @@
 
 Per optimizer step it counts non-padding tokens, analytic FLOPs (≈ 6 × parameters × tokens for a
 training step, 2 × for an evaluation forward pass; parameters without the embedding tables, as in
-Kaplan et al.'s C ≈ 6ND), wall time and device-hours, plus loss, learning
-rate, accuracy, throughput and, at log points, rank 0's memory in use. Counters stay on the device between log points, so counting adds no
-synchronisation; at a log point the ranks sum them in one all-reduce. Rank 0 writes the events to
-TensorBoard under the stable tags below and `cost.json` at the end. Reference runs and main runs use
-the same ledger, so `reference + main` costs are directly comparable with ERM's.
+Kaplan et al.'s C ≈ 6ND), wall time and device-hours, plus loss, learning rate, accuracy,
+throughput and, at log points, memory in use. Counters stay on the device between log points, so
+counting adds no synchronisation; at a log point the ranks sum them in one all-reduce. Rank 0
+writes the events to TensorBoard under the stable tags below and `cost.json` at the end. Reference
+runs and main runs use the same ledger, so `reference + main` costs are directly comparable with
+ERM's.
 """
 from __future__ import annotations
 
@@ -137,10 +138,11 @@ class CostLedger:
             TAG_TOKENS: t.train_tokens + t.eval_tokens, TAG_FLOPS: t.total_flops,
             TAG_WALL_S: t.wall_seconds, TAG_DEVICE_HOURS: t.device_hours,
         }
-        memory = memory_in_use_bytes(self._device)
-        self.training_memory_bytes = max(self.training_memory_bytes, memory)
         if not write:
             return record
+        # At log points only: budgets that are not step counts flush every step.
+        memory = memory_in_use_bytes(self._device)
+        self.training_memory_bytes = max(self.training_memory_bytes, memory)
         record[TAG_MEMORY_MIB] = memory / 2 ** 20
         tokens, examples, loss_sum, correct, elapsed = self._window.tolist()
         self._window[:] = 0

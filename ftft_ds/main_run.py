@@ -115,7 +115,8 @@ def _run_main(cfg: MainConfig, env: DistEnv) -> dict:
         "parameters_per_rank": _per_rank(_local_parameters(run.engine)),
         # GPU: the allocator's peak; CPU: the process's resident set, libraries included. `peak`
         # covers set-up and the final save too, `training` only the log points while training.
-        "peak_memory_mib_per_rank": _per_rank(round(peak_memory_bytes(env.device) / 2 ** 20)),
+        # (The kernel's resident-set high-water mark is kept lazily; a sample can read a little above it.)
+        "peak_memory_mib_per_rank": _per_rank(round(max(peak_memory_bytes(env.device), training_memory) / 2 ** 20)),
         "training_memory_mib_per_rank": _per_rank(round(training_memory / 2 ** 20)),
         "num_parameters": run.num_parameters,
         "versions": versions(),

@@ -20,6 +20,7 @@ not matter.
 """
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
@@ -50,7 +51,9 @@ def token_hashes(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]
     return ((ids + 1) * powers * keep).sum(-1)
 
 
-def _powers(length: int, device) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def _powers(length: int, device: torch.device) -> torch.Tensor:
+    """BASE**i for i < length on `device`, made once per batch width: the hook runs every step."""
     powers = torch.ones(max(length, 1), dtype=torch.long)
     for i in range(1, length):
         powers[i] = powers[i - 1] * _HASH_BASE  # wraps modulo 2**64, as on every device
@@ -87,11 +90,13 @@ class DynamicsCallback(transformers.TrainerCallback):
         self._batches: list = []
 
     @staticmethod
-    def _index(sequences) -> dict:
-        """Token hash -> the dataset rows with those tokens, in order."""
+    def _index(sequences, chunk: int = 4096) -> dict:
+        """Token hash -> the dataset rows with those tokens, in order (padded a chunk at a time)."""
         rows = defaultdict(list)
-        for row, key in enumerate(token_hashes(_padded(sequences), _mask(sequences)).tolist()):
-            rows[key].append(row)
+        for start in range(0, len(sequences), chunk):
+            part = sequences[start:start + chunk]
+            for row, key in enumerate(token_hashes(_padded(part), _mask(part)).tolist(), start):
+                rows[key].append(row)
         return dict(rows)
 
     # -- Trainer events --------------------------------------------------------------------------

@@ -119,26 +119,6 @@ def activation_bytes(shape: ModelShape, micro_batch_size: int, max_length: int, 
     return 2 * micro_batch_size * max_length * shape.hidden_size * shape.num_layers + per_layer
 
 
-def plan_table(shape: ModelShape, plans: list, chosen: str, activations: float, activations_checkpointed: float,
-               gpu_memory_gib: Optional[float]) -> str:
-    """The plans as a markdown table, GiB per GPU, the chosen one marked."""
-    def gib(value: float) -> str:
-        return f"{value / GIB:.2f}"
-
-    head = ("| ZeRO | parameters | gradients | optimizer states | model states (DeepSpeed) "
-            "| + activations | + activations, checkpointed | CPU per node |")
-    lines = [head, "|" + "---|" * 8]
-    for p in plans:
-        mark = " (chosen)" if p.name == chosen else ""
-        fits = ""
-        if gpu_memory_gib is not None:
-            fits = " ✓" if p.total(activations_checkpointed) <= gpu_memory_gib * GIB else " ✗"
-        lines.append(f"| {p.name}{mark}{fits} | {gib(p.parameters)} | {gib(p.gradients)} | {gib(p.optimizer)} "
-                     f"| {gib(p.model_states)} | {gib(p.total(activations))} "
-                     f"| {gib(p.total(activations_checkpointed))} | {gib(p.cpu_per_node)} |")
-    return "\n".join(lines)
-
-
 def check_fits(plan: StagePlan, activations: float, gpu_memory: float, model: str) -> Optional[str]:
     """Refuse (`FtftError`) a plan whose model states exceed `gpu_memory` bytes; return a warning
     line when model states and activations together do, else None."""
@@ -177,8 +157,23 @@ class MemoryPlan:
     activations_checkpointed: float
 
     def table(self, gpu_memory_gib: Optional[float] = None) -> str:
-        return plan_table(self.shape, self.plans, self.chosen.name, self.activations,
-                          self.activations_checkpointed, gpu_memory_gib)
+        """The plans as a markdown table, GiB per GPU, the chosen one marked."""
+        def gib(value: float) -> str:
+            return f"{value / GIB:.2f}"
+
+        head = ("| ZeRO | parameters | gradients | optimizer states | model states (DeepSpeed) "
+                "| + activations | + activations, checkpointed | CPU per node |")
+        lines = [head, "|" + "---|" * 8]
+        for p in self.plans:
+            mark = " (chosen)" if p.name == self.chosen.name else ""
+            fits = ""
+            if gpu_memory_gib is not None:
+                fits = " ✓" if p.total(self.activations_checkpointed) <= gpu_memory_gib * GIB else " ✗"
+            lines.append(f"| {p.name}{mark}{fits} | {gib(p.parameters)} | {gib(p.gradients)} | {gib(p.optimizer)} "
+                         f"| {gib(p.model_states)} | {gib(p.total(self.activations))} "
+                         f"| {gib(p.total(self.activations_checkpointed))} | {gib(p.cpu_per_node)} |")
+        return "\n".join(lines)
+
 
 
 def plan_memory(model: str, ds_config: dict, gpus_per_node: int, nodes: int, micro_batch_size: int,
