@@ -9,6 +9,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+# Benchmarks `make bench` runs, each printing its figures (bench/bench_NAME.py; the README lists
+# them all with their run times): by default the ones that take minutes on 2 CPU cores.
+BENCH ?= metrics recorder trainer
 
 .PHONY: setup demo test bench clean
 
@@ -28,7 +31,7 @@ test: setup
 	$(BIN)/python -m pytest -q tests
 
 bench: setup
-	$(BIN)/python bench/run_all.py
+	for name in $(BENCH); do $(BIN)/python bench/bench_$$name.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs

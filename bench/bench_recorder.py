@@ -16,7 +16,7 @@ import time
 import torch
 
 from ftft_ds.dynamics.recorder import DynamicsRecorder
-from ftft_ds.models import build_model
+from ftft_ds.train.models import build_model
 from ftft_ds.train.ds_config import TrainArgs, resolve_ds_config
 from ftft_ds.train.engine import initialize_engine
 from ftft_ds.train.runtime import init_distributed

@@ -4,7 +4,7 @@ Three ways to train the same model on the same data with the same DeepSpeed conf
 
 - `ftft`: what `deepspeed launch/main.py` does, i.e. `run_main(MainConfig(...))` and its `Trainer`
   loop: cost ledger, progress bar, a log point every `--log-every` steps, DeepSpeed's TensorBoard
-  monitor, the stopper. ERM on the embedded task with a `steps:N` budget; no evaluation splits and
+  monitor, the stop rule. ERM on the embedded task with a `steps:N` budget; no evaluation splits and
   no model export (they only happen before or after the timed steps);
 - `bare`: `for batch in loader: loss = engine(**batch).loss; engine.backward(loss); engine.step()`
   with no logging, recording or evaluation;
@@ -23,7 +23,7 @@ caches, and the variants alternate (ftft, bare, hf, ftft, bare, hf, ...) so that
 slows them alike. Each process trains `--warmup` + `--steps` optimizer steps. Start-up (imports,
 data, model load, engine init) and the warm-up steps come before the timed window, the final
 checkpoint and clean-up after it. The window is cut into blocks of `--log-every` steps, marked
-right after an optimizer step has been fully handled: for `ftft` after `Trainer._after_step`
+right after an optimizer step has been fully handled: for `ftft` in the trainer's `on_step_end` hook
 (so a block holds everything the loop does, exactly one log point included), for `hf` in
 `TrainerCallback.on_step_end`, for `bare` after `engine.step()`. A mark is `time.perf_counter()`
 on CPU and a CUDA event on GPU, read after the run, so the window has no synchronisation added.
@@ -191,7 +191,7 @@ def training_data(cfg, env):
     from ftft_ds.data.load import load_splits
     from ftft_ds.data.sampler import ShardedSampler
     from ftft_ds.data.tokenize import Collator, tokenize_split
-    from ftft_ds.models import load_tokenizer
+    from ftft_ds.train.models import load_tokenizer
 
     split = load_splits(cfg.data, [cfg.data.train_split])[cfg.data.train_split]
     tokenizer = load_tokenizer(cfg.model)
@@ -203,15 +203,17 @@ def training_data(cfg, env):
 def plain_ds_config(cfg, env, num_labels: int, steps: int) -> dict:
     """`run_ds_config`'s config for a run of `steps` steps (it has no monitor section: ftft's cost
     ledger owns the monitor)."""
+    import math
+
     from ftft_ds.train.engine import run_ds_config
 
-    return run_ds_config(cfg, env, num_labels, steps)
+    return run_ds_config(cfg, env, num_labels, steps, math.floor(cfg.warmup_ratio * steps))
 
 
 def build_model(cfg, env, num_labels: int, ds_config: dict):
     """The model as `prepare_run` builds it, after seeding dropout the same way."""
     from ftft_ds.train.engine import build_model_for
-    from ftft_ds.train.prepare import seed_dropout
+    from ftft_ds.runs.prepare import seed_dropout
 
     seed_dropout(cfg.dropout_seed, env)
     return build_model_for(cfg, num_labels, ds_config)
@@ -219,27 +221,22 @@ def build_model(cfg, env, num_labels: int, ds_config: dict):
 
 def parameter_counts(model) -> dict:
     """All parameters, and those the cost ledger counts FLOPs for (all but the embedding tables)."""
-    from ftft_ds.models import count_flops_parameters, count_parameters
+    from ftft_ds.train.models import count_flops_parameters, count_parameters
 
     return {"parameters": count_parameters(model), "flops_parameters": count_flops_parameters(model)}
 
 
 def run_ftft(cfg, env, clock: StepClock, workdir: Path) -> dict:
     """`run_main`, marked once the trainer has handled an optimizer step."""
-    from ftft_ds.main_run import run_main
-    from ftft_ds.train.trainer import Trainer
+    from ftft_ds.runs.main import run_main
 
-    after_step = Trainer._after_step
     trained = {}
 
-    def marked_after_step(self, progress):
-        stop = after_step(self, progress)
-        clock.tick(self.state.step)
-        trained["model"] = self.engine.module
-        return stop
+    def mark(trainer) -> None:
+        clock.tick(trainer.state.step)
+        trained["model"] = trainer.engine.module
 
-    Trainer._after_step = marked_after_step
-    run_main(cfg, env)
+    run_main(cfg, env, on_step_end=mark)
     return parameter_counts(trained["model"])
 
 
@@ -377,7 +374,7 @@ def window_tokens_per_example(args) -> float:
     from ftft_ds.data.load import load_splits
     from ftft_ds.data.sampler import ShardedSampler
     from ftft_ds.data.tokenize import tokenize_split
-    from ftft_ds.models import load_tokenizer
+    from ftft_ds.train.models import load_tokenizer
 
     cfg = main_config(args, Path("unused"))
     split = load_splits(cfg.data, [cfg.data.train_split])[cfg.data.train_split]

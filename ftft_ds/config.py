@@ -1,7 +1,8 @@
 """Loading dataclass configs from YAML/JSON with `key.sub=value` overrides, and saving them back.
 
 Configs are plain dataclasses whose fields carry their own docstrings and validate themselves in
-`__post_init__`; this module only moves values between files, the command line and those classes.
+`__post_init__`; this module only moves values between files, the command line and those classes,
+and derives the runs an orchestrator (`ftft run`, `ftft sweep`) starts from its typed templates.
 """
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import json
 import os
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from .errors import FtftError
 from .io import write_json
+from .train.budget import Budget
+
+if TYPE_CHECKING:
+    from .data.load import DataConfig
 
 T = TypeVar("T")
 
@@ -66,9 +71,10 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     """Build dataclass `cls` from a mapping, recursing into nested dataclass fields.
 
     Unknown keys are an error (a typo must not be silently ignored); lists become tuples where the
-    field is a tuple.
+    field is a tuple; a string for a field whose type has a `parse` constructor (a `Budget`) is
+    parsed. The result remembers which fields `data` set (see `fields_set`).
     """
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -83,13 +89,40 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
             value = from_dict(sub, value, where=f"{where}{name}.")
         elif isinstance(value, list) and _is_tuple(hint):
             value = tuple(value)
+        elif isinstance(value, str) and _parsed_in(hint) is not None:
+            value = _parsed_in(hint).parse(value)
         else:
             value = _coerce(value, hint, f"{where}{name}")
         kwargs[name] = value
     try:
-        return cls(**kwargs)
+        config = cls(**kwargs)
     except TypeError as exc:
         raise FtftError(f"bad options for {cls.__name__}: {exc}") from None
+    object.__setattr__(config, "_fields_set", frozenset(data))
+    return config
+
+
+def _type_hints(cls) -> dict:
+    """The field types of `cls`, resolving `DataConfig`, which lives beside the loading code it
+    configures (imported here, not at module level, so that reading a config does not load torch)."""
+    from .data.load import DataConfig
+
+    return typing.get_type_hints(cls, localns={"DataConfig": DataConfig, "Budget": Budget})
+
+
+def fields_set(config: Any) -> frozenset:
+    """The fields of `config` that its source (file, `--set`, mapping) set, as `from_dict` saw them."""
+    return getattr(config, "_fields_set", frozenset())
+
+
+def derive(template: T, owned: typing.AbstractSet[str], owner: str, where: str, **values) -> T:
+    """The one way an orchestrator makes a run config: its typed `template` with `values` for the
+    fields it owns. A field in `owned` that the user set in the template is refused, with one line:
+    the orchestrator would overwrite it without a word."""
+    clash = sorted(fields_set(template) & set(owned))
+    if clash:
+        raise FtftError(f"{where}.{clash[0]} is set by the {owner} for every run it starts; remove it from {where}")
+    return dataclasses.replace(template, **values)
 
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:
@@ -118,17 +151,15 @@ def _dataclass_in(hint: Any):
     return None
 
 
+def _parsed_in(hint: Any):
+    """The type among `hint`'s that is written as a string and read back with `parse`, if any."""
+    return next((t for t in (hint, *typing.get_args(hint)) if isinstance(t, type) and hasattr(t, "parse")), None)
+
+
 def _is_tuple(hint: Any) -> bool:
     return hint is tuple or typing.get_origin(hint) is tuple or any(
         typing.get_origin(a) is tuple for a in typing.get_args(hint)
     )
-
-
-def reject_reserved(fields: dict, reserved: set, where: str, owner: str) -> None:
-    """Refuse run options that an orchestrator (`owner`) sets itself for every run it starts."""
-    clash = sorted(reserved & set(fields))
-    if clash:
-        raise FtftError(f"{where}.{clash[0]} is set by the {owner} itself; remove it from {where}")
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides=(), **values) -> T:
@@ -140,8 +171,20 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides=(
 
 
 def to_dict(config: Any) -> dict:
-    """A JSON-friendly copy of a (nested) dataclass config."""
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    """A JSON-friendly copy of a (nested) dataclass config, typed values (budgets) written as strings
+    the way a user writes them, so that `from_dict` reads the copy back."""
+    def plain(value):
+        if hasattr(type(value), "parse"):
+            return str(value)
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value]
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        return value
+
+    return json.loads(json.dumps(plain(config), default=str))
 
 
 def save_config(config: Any, path: str | os.PathLike) -> None:
@@ -154,7 +197,7 @@ def save_config(config: Any, path: str | os.PathLike) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _data_config():
+def _data_config() -> "DataConfig":
     from .data.load import DataConfig
 
     return DataConfig()
@@ -175,7 +218,7 @@ class OptimConfig:
     """Recompute activations in the backward pass instead of storing them: about a third more compute
     for activation memory that no longer grows with depth, which is what lets long inputs or big
     micro-batches fit on large models."""
-    data: typing.Any = dataclasses.field(default_factory=_data_config)
+    data: DataConfig = dataclasses.field(default_factory=_data_config)
     """Where the examples come from (a `DataConfig`)."""
     output_dir: str = "runs/reference"
     """Folder for every artefact of the run (created; locked while the run runs)."""
@@ -205,10 +248,6 @@ class OptimConfig:
     """Optimizer steps between log points (TensorBoard scalars, progress bar)."""
 
     def __post_init__(self):
-        from .data.load import DataConfig
-
-        if isinstance(self.data, dict):
-            self.data = from_dict(DataConfig, self.data, where="data.")
         for name in ("micro_batch_size", "grad_accum", "max_length", "log_every"):
             if getattr(self, name) < 1:
                 raise FtftError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -218,7 +257,7 @@ class OptimConfig:
             raise FtftError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0:
             raise FtftError(f"weight_decay must be non-negative, got {self.weight_decay}")
-        from .models import ATTN_IMPLEMENTATIONS
+        from .train.models import ATTN_IMPLEMENTATIONS
 
         if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise FtftError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} or None, "
@@ -254,7 +293,7 @@ class MainConfig(OptimConfig):
     """Folder for every artefact of the run."""
     subset: typing.Optional[str] = None
     """Subset file from `ftft select`; None trains on the full training split (ERM)."""
-    budget: str = "erm:1"
+    budget: Budget = Budget("erm", 1.0)
     """When to stop: steps:N, epochs:E (over the subset), erm:F (fraction of the ERM budget),
     flops:X or seconds:T."""
     erm_epochs: float = 3.0
@@ -281,7 +320,7 @@ class MainConfig(OptimConfig):
     """Write the final model in Hugging Face format to `output_dir/model`."""
     record_dynamics: bool = False
     """Also record the main model's own training dynamics on its rows (`output_dir/dynamics`)."""
-    schedule_budget: typing.Optional[str] = None
+    schedule_budget: typing.Optional[Budget] = None
     """A budget the LR schedule spans instead of the one `lr_schedule` picks: a sweep runs a trial
     to a rung of its full budget, then continues it, on the full budget's schedule."""
     divergence_margin: typing.Optional[float] = None
@@ -290,9 +329,6 @@ class MainConfig(OptimConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        from .train.budget import Budget
-
-        Budget.parse(self.budget)
         if self.lr_schedule not in SCHEDULES:
             raise FtftError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
         if not self.erm_epochs > 0:
@@ -303,8 +339,6 @@ class MainConfig(OptimConfig):
         if self.eval_every and self.evals_per_schedule:
             raise FtftError(f"set eval_every ({self.eval_every}) or evals_per_schedule "
                             f"({self.evals_per_schedule}), not both")
-        if self.schedule_budget is not None:
-            Budget.parse(self.schedule_budget)
         if self.resume and self.overwrite:
             raise FtftError("resume continues the earlier run in output_dir and overwrite replaces it: set one")
         if self.record_dynamics and self.resume:

@@ -1,5 +1,8 @@
-"""Child processes of `ftft run` and `ftft sweep`: their command lines, started in their own process
-group, never orphaned.
+"""The one owner of child processes, for `ftft run` and `ftft sweep` alike: command lines, device
+slots, logs, error lines, signals.
+
+`run_jobs` starts a batch of `Job`s (each an `ftft` command with its log file and, on GPUs, its own
+devices), waits for all of them, and names the first failure by its log's last error line.
 
 A training stage is a `deepspeed` launcher with one process per rank below it. Schedulers and
 `kill PID` signal the `ftft` process alone, not its group; a launcher left behind would go on
@@ -16,9 +19,11 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .errors import FtftError
 from .train.runtime import free_port
 
 GRACE_SECONDS = 30
@@ -33,6 +38,80 @@ def ftft_command(command: str, config: Path, num_ranks: int | None) -> list[str]
         return [sys.executable, "-m", "ftft_ds", command, str(config)]
     return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(num_ranks),
             "--master_port", str(free_port()), "--no_local_rank", "--module", "ftft_ds", command, str(config)]
+
+
+@dataclass
+class Job:
+    """One child process: its command line, the log its output goes to, and what to call it."""
+
+    args: Sequence[str]
+    log: Path
+    what: str
+    devices: Sequence[int] | None = None
+    """GPUs it may see (CUDA_VISIBLE_DEVICES); None: the parent's."""
+    append: bool = False
+    """Add to `log` (a sweep's trial runs several segments) instead of starting it afresh."""
+
+
+def device_slots(num_ranks: int, parallel: int) -> list:
+    """Device groups for `parallel` concurrent jobs of `num_ranks` ranks: GPUs split `num_ranks` at a
+    time, or, without GPUs, `parallel` CPU slots (None)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return [None] * parallel
+    count = torch.cuda.device_count()
+    groups = [list(range(g, g + num_ranks)) for g in range(0, count - num_ranks + 1, num_ranks)]
+    if not groups:
+        raise FtftError(f"num_ranks={num_ranks} but only {count} GPUs are visible")
+    return groups[:parallel]
+
+
+def run_jobs(batch: Sequence[Job], show_progress: bool = False) -> None:
+    """Run `batch` concurrently and wait for all of it. A failed job raises `FtftError` with its log's
+    last error line (the others are stopped); a signal to this process stops them all first.
+    `show_progress` echoes the newest progress bar of the first job's log on a terminal."""
+    procs: list = []
+    handles = []
+    with forwarding_signals(procs):
+        try:
+            for job in batch:
+                handles.append(open(job.log, "a" if job.append else "w", encoding="utf-8"))
+                env = None if job.devices is None else {**os.environ,
+                                                        "CUDA_VISIBLE_DEVICES": ",".join(map(str, job.devices))}
+                procs.append(start(job.args, handles[-1], env))
+            while any(proc.poll() is None for proc in procs):
+                time.sleep(0.5)
+                if show_progress:
+                    _show_progress(batch[0].log)
+            if show_progress and sys.stdout.isatty():
+                sys.stdout.write("\r\033[K")
+        finally:
+            stop(procs)
+            for handle in handles:
+                handle.close()
+    for job, proc in zip(batch, procs):
+        if proc.returncode != 0:
+            raise FtftError(f"{job.what} failed (exit {proc.returncode}): {_last_error(job.log)} — see {job.log}")
+
+
+def _last_error(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["(no output)"])[-1].strip()[:300]
+
+
+def _show_progress(log: Path) -> None:
+    """Echo the newest progress-bar state in `log` on one terminal line (nothing when not a terminal)."""
+    if not sys.stdout.isatty():
+        return
+    with open(log, "rb") as handle:
+        handle.seek(max(0, log.stat().st_size - 2048))
+        tail = handle.read().decode(errors="replace")
+    bars = [part for part in tail.replace("\n", "\r").split("\r") if "it/s" in part or "s/it" in part]
+    if bars:
+        sys.stdout.write("\r\033[K    " + bars[-1].strip()[:110])
+        sys.stdout.flush()
 
 
 def start(args: Sequence[str], output, env: dict | None = None) -> subprocess.Popen:

@@ -16,7 +16,7 @@ from ftft_ds.data.tokenize import Collator, encode_texts
 from ftft_ds.dynamics.select import Subset
 from ftft_ds.dynamics.store import Dynamics
 from ftft_ds.errors import FtftError
-from ftft_ds.models import build_model, load_tokenizer, model_config
+from ftft_ds.train.models import build_model, load_tokenizer, model_config
 
 from .helpers import DECODER_FAMILIES, deepspeed_launch, ftft, save_tiny_decoder, tail
 

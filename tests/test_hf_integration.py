@@ -10,7 +10,7 @@ from ftft_ds.dynamics.select import Subset, select_subset
 from ftft_ds.dynamics.store import Dynamics
 from ftft_ds.errors import FtftError
 from ftft_ds.integrations.hf import DynamicsCallback, subset_of, token_hashes
-from ftft_ds.models import build_model, load_tokenizer
+from ftft_ds.train.models import build_model, load_tokenizer
 
 from .helpers import deepspeed_launch, ftft, tail
 
@@ -95,7 +95,7 @@ import sys, transformers
 from ftft_ds.data.load import DataConfig, load_split
 from ftft_ds.data.tokenize import Collator, tokenize_split
 from ftft_ds.integrations.hf import DynamicsCallback
-from ftft_ds.models import build_model, load_tokenizer
+from ftft_ds.train.models import build_model, load_tokenizer
 from ftft_ds.train.ds_config import TrainArgs, resolve_ds_config
 
 out = sys.argv[-1]

@@ -141,6 +141,22 @@ def test_seeds_must_be_distinct_integers(seeds):
         from_dict(RecipeConfig, {**RECIPE, "seeds": seeds})
 
 
+@pytest.mark.parametrize("field, value", [("init_seed", 3), ("data_seed", 3), ("dropout_seed", 3), ("budget", "erm:1"),
+                                          ("patience", 2), ("evals_per_schedule", 12), ("output_dir", "x")])
+def test_a_main_field_the_recipe_owns_is_refused_not_overwritten(field, value):
+    with pytest.raises(FtftError, match=rf"^main\.{field} is set by the recipe for every run it starts; "
+                                        rf"remove it from main$"):
+        from_dict(RecipeConfig, {**RECIPE, "main": {**RECIPE["main"], field: value}})
+
+
+def test_an_owned_field_on_the_command_line_is_one_line_and_exit_2(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(RECIPE))
+    proc = ftft(["run", config, "--dry-run", "--set", "main.init_seed=7"])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == "error: main.init_seed is set by the recipe for every run it starts; remove it from main"
+
+
 def test_a_boolean_is_never_a_number():
     with pytest.raises(FtftError, match="option lr must be a float, got True"):
         load_config(MainConfig, None, ["lr=yes"])

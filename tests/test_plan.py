@@ -4,7 +4,7 @@ from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs,
 from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
 from ftft_ds.errors import FtftError
-from ftft_ds.models import build_model
+from ftft_ds.train.models import build_model
 from ftft_ds.train.ds_config import read_ds_config
 from ftft_ds.train.memory import GIB, activation_bytes, check_fits, model_shape, plan_memory
 

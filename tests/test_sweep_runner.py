@@ -6,11 +6,15 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 import yaml
 
+from ftft_ds.config import from_dict
 from ftft_ds.data.sampler import ShardedSampler
-from ftft_ds.models import build_model
+from ftft_ds.errors import FtftError
+from ftft_ds.sweep.runner import SweepConfig
+from ftft_ds.train.models import build_model
 
 from .helpers import REPO, ftft, quiet_env, tail
 
@@ -23,6 +27,15 @@ SWEEP = {
     "evals_per_epoch": 2,
     "divergence_margin": None,  # tiny random models stay at majority level; keep them all
 }
+
+
+@pytest.mark.parametrize("field, value", [("eval_every", 5), ("evals_per_schedule", 12), ("patience", 3),
+                                          ("patience_metric", "dev/mcc"), ("divergence_margin", 0.05),
+                                          ("export_model", True), ("schedule_budget", "erm:1"), ("init_seed", 4)])
+def test_a_main_field_the_sweep_owns_is_refused_not_overwritten(field, value):
+    with pytest.raises(FtftError, match=rf"^main\.{field} is set by the sweep for every run it starts; "
+                                        rf"remove it from main$"):
+        from_dict(SweepConfig, {**SWEEP, "main": {**SWEEP["main"], field: value}})
 
 
 def losses(folder):

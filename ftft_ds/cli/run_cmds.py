@@ -49,7 +49,7 @@ def reference(config, model, num_layers, data_source, output_dir, ds_config, ove
     Runs as one process, or under `deepspeed --num_gpus N launch/reference.py` on several ranks.
     """
     from ..config import ReferenceConfig, load_config
-    from ..reference import run_reference
+    from ..runs.reference import run_reference
     from ..train.runtime import init_distributed
 
     cfg = load_config(ReferenceConfig, **_values(config, model, num_layers, data_source, output_dir, ds_config,
@@ -73,7 +73,7 @@ def train(config, model, num_layers, data_source, output_dir, ds_config, overwri
     Runs as one process, or under `deepspeed [--num_gpus N | --hostfile H] launch/main.py`.
     """
     from ..config import MainConfig, load_config
-    from ..main_run import run_main
+    from ..runs.main import run_main
     from ..train.runtime import init_distributed
 
     cfg = load_config(MainConfig, **_values(config, model, num_layers, data_source, output_dir, ds_config,
@@ -98,7 +98,7 @@ def demo(output_dir, overrides, dry_run):
     from ..demo import demo_config
     from ..pipeline import run_recipe
 
-    _print_report(run_recipe(demo_config(output_dir, overrides), dry_run=dry_run))
+    _print_report(run_recipe(demo_config(output_dir, overrides), echo=click.echo, dry_run=dry_run))
 
 
 @cli.command("run")
@@ -116,7 +116,8 @@ def run_cmd(config, output_dir, overrides, dry_run):
     from ..config import load_config
     from ..pipeline import RecipeConfig, run_recipe
 
-    _print_report(run_recipe(load_config(RecipeConfig, config, overrides, output_dir=output_dir), dry_run=dry_run))
+    _print_report(run_recipe(load_config(RecipeConfig, config, overrides, output_dir=output_dir), echo=click.echo,
+                               dry_run=dry_run))
 
 
 def _print_report(report: dict) -> None:

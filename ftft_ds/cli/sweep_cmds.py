@@ -16,7 +16,7 @@ def sweep(config, output_dir, overrides):
     from ..config import load_config
     from ..sweep.runner import SweepConfig, run_sweep
 
-    summary = run_sweep(load_config(SweepConfig, config, overrides, output_dir=output_dir))
+    summary = run_sweep(load_config(SweepConfig, config, overrides, output_dir=output_dir), echo=click.echo)
     click.echo(f"compute: {summary['budget_full_runs']:.2f} full runs "
                f"(policy budget {summary['policy_budget_full_runs']:.2f}); winner: trial {summary['winner']}")
 

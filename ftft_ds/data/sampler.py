@@ -7,8 +7,10 @@ rank r takes every world_size-th element, giving disjoint shards. Like PyTorch's
 `DistributedSampler`, the permutation is padded by wrapping around so all ranks take the same
 number of steps (a rank that stopped early would hang the collectives).
 
-The position inside the epoch is part of a checkpoint: `state_dict` / `load_state_dict` let a
-resumed run continue with the very next example.
+The sampler counts the samples it has handed out, so its position inside the epoch is part of a
+checkpoint: `state_dict` / `load_state_dict` let a resumed run continue with the very next
+example, and refuse a checkpoint taken with another data-order seed. (The loader must draw indices
+as it builds batches, i.e. run without worker processes, as the trainer's loader does.)
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ class ShardedSampler(Sampler[int]):
         self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
-        self.start = 0  # samples of this epoch already consumed on this rank
+        self.start = 0  # samples of this epoch skipped on this rank when it began (resuming)
+        self.position = 0  # samples of this epoch handed out so far on this rank, skipped ones included
 
     @property
     def per_rank(self) -> int:
@@ -45,7 +48,7 @@ class ShardedSampler(Sampler[int]):
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Begin `epoch`, skipping its first `start` samples on this rank (for resuming)."""
         self.epoch = epoch
-        self.start = start
+        self.start = self.position = start
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """The global order of rows in `epoch`, padded to a multiple of the world size."""
@@ -62,13 +65,15 @@ class ShardedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         shard = self.epoch_order(self.epoch)[self.rank::self.world_size]
-        return iter(shard[self.start:].tolist())
+        for row in shard[self.start:].tolist():
+            self.position += 1
+            yield row
 
     def __len__(self) -> int:
         return self.per_rank - self.start
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "start": self.start, "seed": self.seed}
+        return {"epoch": self.epoch, "start": self.position, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
         if state["seed"] != self.seed:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import FtftError
-from ..train.runtime import gather_rows
+from ..collectives import gather_rows
 
 
 class DynamicsRecorder:

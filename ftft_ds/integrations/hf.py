@@ -33,7 +33,7 @@ from ..dynamics.recorder import DynamicsRecorder
 from ..dynamics.select import Subset
 from ..dynamics.store import Dynamics
 from ..errors import FtftError, require
-from ..train.runtime import gather_rows
+from ..collectives import gather_rows
 
 _HASH_BASE = 1_000_003  # odd: multiplication modulo 2**64 stays a bijection
 

@@ -10,10 +10,9 @@ import dataclasses
 import math
 from pathlib import Path
 
-import click
 import numpy as np
 
-from ..config import MainConfig, OptimConfig, ReferenceConfig, from_dict, save_config, to_dict
+from ..config import MainConfig, OptimConfig, ReferenceConfig, save_config, to_dict
 from ..data.load import load_split
 from ..dynamics.metrics import compute_metrics
 from ..dynamics.plot import plot_data_map
@@ -25,8 +24,8 @@ from .config import EARLY_STOPPING_METHODS, RecipeConfig
 from .forecast import forecast
 from .gate import gate_references
 from .report import collect_rows, summarize, write_report
-from ..jobs import ftft_command
-from .stages import Stage, file_digest, run_command
+from ..jobs import Job, ftft_command, run_jobs
+from .stages import Stage, file_digest
 
 __all__ = ["RecipeConfig", "run_recipe"]
 
@@ -37,14 +36,14 @@ SUBSET_METHODS = {"dm": "main", "ftft": "small", "random": "random"}
 def reference_configs(cfg: RecipeConfig) -> dict:
     """The reference runs the chosen methods need: FTFT's cheap one, and DM's, which is the main
     model trained like ERM (its options, `erm_epochs` epochs) while it records its dynamics."""
-    refs = {}
+    templates = {}
     if "ftft" in cfg.methods:
-        refs["small"] = dict(cfg.reference)
+        templates["small"] = cfg.reference
     if "dm" in cfg.methods:
-        optim_fields = {f.name for f in dataclasses.fields(OptimConfig)}
-        refs["main"] = {k: v for k, v in cfg.main.items() if k in optim_fields}
-        refs["main"]["epochs"] = math.ceil(cfg.main.get("erm_epochs", MainConfig.erm_epochs))
-    return refs
+        optim = {f.name: getattr(cfg.main, f.name) for f in dataclasses.fields(OptimConfig)}
+        templates["main"] = ReferenceConfig(**optim, epochs=math.ceil(cfg.main.erm_epochs))
+    return {name: cfg.reference_run(template, data=cfg.data, output_dir=str(Path(cfg.output_dir) / "reference" / name))
+            for name, template in templates.items()}
 
 
 def main_config(cfg: RecipeConfig, method: str, seed: int) -> MainConfig:
@@ -53,14 +52,13 @@ def main_config(cfg: RecipeConfig, method: str, seed: int) -> MainConfig:
     stops_early = method in EARLY_STOPPING_METHODS
     stopping = {"patience": cfg.early_stopping.patience, "patience_metric": cfg.stopping_metric(),
                 "evals_per_schedule": cfg.early_stopping.evals} if stops_early else {}
-    return from_dict(MainConfig, {
-        **cfg.main, **stopping, "data": to_dict(cfg.data),
-        "budget": cfg.ftft_budget if stops_early else cfg.erm_budget,
-        "output_dir": str(Path(cfg.output_dir) / "main" / method / f"seed{seed}"),
-        "init_seed": seed, "data_seed": seed, "dropout_seed": seed})
+    return cfg.main_run(
+        **stopping, data=cfg.data, budget=cfg.ftft_budget if stops_early else cfg.erm_budget,
+        output_dir=str(Path(cfg.output_dir) / "main" / method / f"seed{seed}"),
+        init_seed=seed, data_seed=seed, dropout_seed=seed)
 
 
-def run_recipe(cfg: RecipeConfig, echo=click.echo, dry_run: bool = False) -> dict:
+def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False) -> dict:
     """Run (or resume) the whole recipe and write the results table; return the report's paths.
 
     The cost forecast is printed first; `dry_run` stops there.
@@ -76,9 +74,7 @@ def run_recipe(cfg: RecipeConfig, echo=click.echo, dry_run: bool = False) -> dic
         return {"forecast": projected}
     make_output_dir(out)
 
-    references = {name: from_dict(ReferenceConfig, {**fields, "data": to_dict(cfg.data),
-                                                    "output_dir": str(out / "reference" / name)})
-                  for name, fields in reference_configs(cfg).items()}
+    references = reference_configs(cfg)
     mains = {(method, seed): main_config(cfg, method, seed) for method in cfg.methods for seed in cfg.seeds}
     total = len(references) * 2 + ("random" in cfg.methods) + len(mains)
     progress = {"done": 0}
@@ -99,8 +95,8 @@ def run_recipe(cfg: RecipeConfig, echo=click.echo, dry_run: bool = False) -> dic
 
         def train_reference(folder: Path, ref=ref) -> None:
             save_config(ref, folder / "run_config.json")
-            run_command(ftft_command("reference", folder / "run_config.json", None), folder / "log.txt",
-                        f"reference run '{folder.name}'")
+            run_jobs([Job(ftft_command("reference", folder / "run_config.json", None), folder / "log.txt",
+                          f"reference run '{folder.name}'")], show_progress=True)
 
         execute(Stage(f"reference/{name}", folder, {"config": to_dict(ref), "data": data}, train_reference,
                       ["dynamics/manifest.json", "cost.json", "metrics.json"]))
@@ -128,8 +124,8 @@ def run_recipe(cfg: RecipeConfig, echo=click.echo, dry_run: bool = False) -> dic
 
         def train_main(folder: Path, main=main) -> None:
             save_config(main, folder / "run_config.json")
-            run_command(ftft_command("train", folder / "run_config.json", cfg.num_ranks), folder / "log.txt",
-                        f"main run '{method}' seed {seed}")
+            run_jobs([Job(ftft_command("train", folder / "run_config.json", cfg.num_ranks), folder / "log.txt",
+                          f"main run '{method}' seed {seed}")], show_progress=True)
 
         execute(Stage(f"main/{method}/seed{seed}", folder, key, train_main, ["metrics.json", "cost.json"]))
         reference = {"ftft": "small", "dm": "main"}.get(method)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from ..config import from_dict, reject_reserved
+from ..config import MainConfig, ReferenceConfig, derive
 from ..data.load import DataConfig
 from ..errors import FtftError
 from ..train.budget import Budget
@@ -15,6 +15,12 @@ EARLY_STOPPING_METHODS = ("erm_es", "random", "ftft")
 """Methods whose main runs stop by patience under the `ftft_budget` cap; `erm` and `dm` train
 their whole `erm_budget` and report their last step."""
 GATE_MODES = ("warn", "refuse", "off")
+MAIN_OWNED = frozenset({"data", "output_dir", "subset", "budget", "resume", "init_seed", "data_seed", "dropout_seed",
+                        "patience", "patience_metric", "eval_every", "evals_per_schedule"})
+"""`MainConfig` fields the recipe sets for every main run: the task, folders and subsets, budgets
+(`erm_budget`, `ftft_budget`), the seeds (`seeds`) and the evaluation and stopping points (`early_stopping`)."""
+REFERENCE_OWNED = frozenset({"data", "output_dir"})
+"""`ReferenceConfig` fields the recipe sets for every reference run."""
 
 
 @dataclasses.dataclass
@@ -94,42 +100,35 @@ class RecipeConfig:
 
     output_dir: str = "runs/recipe"
     """Folder for every stage and the results table."""
-    data: typing.Any = dataclasses.field(default_factory=DataConfig)
-    """The task (a `DataConfig`), shared by every stage."""
-    main: dict = dataclasses.field(default_factory=lambda: {"model": "minilm"})
-    """Fields of the main runs' `MainConfig` (model, lr, micro_batch_size, ds_config, erm_epochs, ...)."""
-    reference: dict = dataclasses.field(default_factory=lambda: {"model": "minilm", "num_layers": 2})
-    """Fields of FTFT's cheap reference run (`ReferenceConfig`)."""
-    selection: typing.Any = dataclasses.field(default_factory=SelectionConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    """The task, shared by every stage."""
+    main: MainConfig = dataclasses.field(default_factory=MainConfig)
+    """Template of every main run (model, lr, micro_batch_size, ds_config, erm_epochs, ...); the
+    fields in `MAIN_OWNED` are the recipe's."""
+    reference: ReferenceConfig = dataclasses.field(default_factory=lambda: ReferenceConfig(num_layers=2))
+    """Template of FTFT's cheap reference run; the fields in `REFERENCE_OWNED` are the recipe's."""
+    selection: SelectionConfig = dataclasses.field(default_factory=SelectionConfig)
     """How subsets are chosen from dynamics (a `SelectionConfig`)."""
     methods: tuple = ("erm", "ftft")
     """Methods to compare (erm, erm_es, dm, random, ftft)."""
     seeds: tuple = (0,)
     """Seeds of the main runs; each sets the weight-init, data-order and dropout seeds of a run."""
-    erm_budget: str = "erm:1"
+    erm_budget: Budget = Budget("erm", 1.0)
     """Budget of `erm` and `dm`."""
-    ftft_budget: str = "erm:1"
+    ftft_budget: Budget = Budget("erm", 1.0)
     """Cap of `ftft`, `erm_es` and `random`, which stop earlier by patience (`early_stopping`);
     a fixed budget such as `erm:0.25` with `early_stopping.patience` large stops them there."""
-    early_stopping: typing.Any = dataclasses.field(default_factory=EarlyStoppingConfig)
+    early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
     """The early-stopping rule (an `EarlyStoppingConfig`)."""
     reference_gate: str = "warn"
     """What a reference judged too weak does: `warn` (say why, go on), `refuse` (stop before any
     main run is launched, exit 2) or `off` (do not judge)."""
-    gate: typing.Any = dataclasses.field(default_factory=GateConfig)
+    gate: GateConfig = dataclasses.field(default_factory=GateConfig)
     """The gate's thresholds (a `GateConfig`)."""
     num_ranks: int = 2
     """Ranks (GPUs; CPU processes without GPUs) per main run, through the `deepspeed` launcher."""
 
     def __post_init__(self):
-        if isinstance(self.data, dict):
-            self.data = from_dict(DataConfig, self.data, where="data.")
-        if isinstance(self.selection, dict):
-            self.selection = from_dict(SelectionConfig, self.selection, where="selection.")
-        if isinstance(self.early_stopping, dict):
-            self.early_stopping = from_dict(EarlyStoppingConfig, self.early_stopping, where="early_stopping.")
-        if isinstance(self.gate, dict):
-            self.gate = from_dict(GateConfig, self.gate, where="gate.")
         if self.reference_gate not in GATE_MODES:
             raise FtftError(f"reference_gate must be one of {', '.join(GATE_MODES)}, got {self.reference_gate!r}")
         self.methods = tuple(self.methods)
@@ -142,18 +141,23 @@ class RecipeConfig:
             raise FtftError(f"methods must be some of {', '.join(METHODS)}, got {list(self.methods)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise FtftError(f"seeds must be a non-empty list of distinct integers, got {list(self.seeds)}")
-        Budget.parse(self.erm_budget)
-        Budget.parse(self.ftft_budget)
         if self.num_ranks < 1:
             raise FtftError(f"num_ranks must be at least 1, got {self.num_ranks}")
-        for name, fields in (("main", self.main), ("reference", self.reference)):
-            if not isinstance(fields, dict):
-                raise FtftError(f"{name} must be a mapping of run options, got {fields!r}")
-            reject_reserved(fields, {"data", "output_dir", "subset", "budget", "resume"}, name, "recipe")
-        reject_reserved(self.main, {"patience", "patience_metric", "eval_every", "evals_per_schedule"},
-                        "main", "recipe (see early_stopping)")
+        for name, template, cls in (("main", self.main, MainConfig), ("reference", self.reference, ReferenceConfig)):
+            if not isinstance(template, cls):
+                raise FtftError(f"{name} must be a mapping of {cls.__name__} options, got {template!r}")
+        self.main_run(data=self.data)  # refuse a field the recipe owns now, not after a reference has trained
+        self.reference_run(self.reference, data=self.data)
         if any(m in EARLY_STOPPING_METHODS for m in self.methods):
             self.stopping_metric()  # refuse a task without a validation split now, not after training
+
+    def main_run(self, **owned) -> MainConfig:
+        """A main run: the `main` template with the fields the recipe owns (see `MAIN_OWNED`)."""
+        return derive(self.main, MAIN_OWNED, "recipe", "main", **owned)
+
+    def reference_run(self, template: ReferenceConfig, **owned) -> ReferenceConfig:
+        """A reference run from `template` with the fields the recipe owns (see `REFERENCE_OWNED`)."""
+        return derive(template, REFERENCE_OWNED, "recipe", "reference", **owned)
 
     def stopping_metric(self) -> str:
         """The metric early stopping follows: the configured one, else an OOD validation split's

@@ -16,9 +16,10 @@ import math
 import torch
 
 from ..data.tokenize import encode_texts
-from ..config import MainConfig, ReferenceConfig, from_dict
-from ..models import count_flops_parameters, load_tokenizer, model_config
-from ..train.budget import Budget, steps_per_epoch
+from ..config import MainConfig, ReferenceConfig
+from ..train.models import count_flops_parameters, load_tokenizer, model_config
+from ..runs.plan import plan_steps
+from ..train.budget import Budget
 
 TOKEN_SAMPLE = 2000
 """Training rows tokenized to measure the mean tokens per example."""
@@ -73,15 +74,13 @@ class Forecast:
                              "relative_main_cap": self.relative(m.main)} for m in self.methods]}
 
 
-def _examples(budget: str, rows: int, full_rows: int, cfg: MainConfig, world_size: int) -> float:
+def _examples(budget: Budget, rows: int, full_rows: int, cfg: MainConfig, world_size: int) -> float:
     """Examples a main run of `budget` on `rows` of `full_rows` training rows passes forward."""
-    per_epoch = steps_per_epoch(rows, world_size, cfg.micro_batch_size, cfg.grad_accum)
-    erm_steps = max(1, round(steps_per_epoch(full_rows, world_size, cfg.micro_batch_size, cfg.grad_accum)
-                             * cfg.erm_epochs))
-    steps = Budget.parse(budget).max_steps(per_epoch, erm_steps)
-    if steps is None:  # FLOPs or time budgets: as long as the ERM budget, the best guess
-        steps = erm_steps
-    return steps / per_epoch * rows
+    plan = plan_steps(rows, full_rows, world_size, cfg.micro_batch_size, cfg.grad_accum, budget,
+                      cfg.erm_epochs)
+    # FLOPs or time budgets: as long as the ERM budget, the best guess.
+    steps = plan.erm_steps if plan.max_steps is None else plan.max_steps
+    return steps / plan.steps_per_epoch * rows
 
 
 def forecast(recipe, split) -> Forecast:
@@ -89,22 +88,21 @@ def forecast(recipe, split) -> Forecast:
     from . import SUBSET_METHODS
     from .config import EARLY_STOPPING_METHODS
 
-    main = from_dict(MainConfig, {**recipe.main, "data": recipe.data})
+    main = recipe.main
     n = len(split)
     subset_rows = max(1, math.floor(recipe.selection.fraction * n + 0.5))
     per_token_main = 6.0 * flops_parameters(main.model, split.num_labels, main.num_layers) \
         * mean_tokens(split, main.model, main.max_length)
     erm = per_token_main * _examples(recipe.erm_budget, n, n, main, recipe.num_ranks)
 
-    def reference_flops(fields: dict) -> float:
-        ref = from_dict(ReferenceConfig, {**fields, "data": recipe.data})
+    def reference_flops(ref: ReferenceConfig) -> float:
         per_example = 6.0 * flops_parameters(ref.model, split.num_labels, ref.num_layers) \
             * mean_tokens(split, ref.model, ref.max_length)
         return per_example * ref.epochs * n
 
     from . import reference_configs
 
-    references = {name: reference_flops(fields) for name, fields in reference_configs(recipe).items()}
+    references = {name: reference_flops(ref) for name, ref in reference_configs(recipe).items()}
     methods = []
     for method in recipe.methods:
         stops_early = method in EARLY_STOPPING_METHODS

@@ -11,13 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .. import jobs
 from ..errors import FtftError
 from ..io import run_in_progress, write_json
 
@@ -83,35 +81,3 @@ class Stage:
         write_json(self.folder / MANIFEST, {"digest": digest(self.key), "status": "done", "key": self.key,
                                             "seconds": seconds})
         return True, seconds
-
-
-def run_command(args: Sequence[str], log: Path, what: str) -> None:
-    """Run a training command, its output into `log`, echoing its progress bar on a terminal;
-    a failure names the log's last error line. A signal to this process stops the command first
-    (see `jobs`)."""
-    with open(log, "w", encoding="utf-8") as handle:
-        proc = jobs.start(args, handle)
-        with jobs.forwarding_signals([proc]):
-            while proc.poll() is None:
-                time.sleep(0.5)
-                _show_progress(log)
-    if sys.stdout.isatty():
-        sys.stdout.write("\r\033[K")
-    if proc.returncode != 0:
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith("error:")]
-        last = (errors or lines or ["(no output)"])[-1]
-        raise FtftError(f"{what} failed (exit {proc.returncode}): {last.strip()[:300]} — see {log}")
-
-
-def _show_progress(log: Path) -> None:
-    """Echo the newest progress-bar state in `log` on one terminal line (nothing when not a terminal)."""
-    if not sys.stdout.isatty():
-        return
-    with open(log, "rb") as handle:
-        handle.seek(max(0, log.stat().st_size - 2048))
-        tail = handle.read().decode(errors="replace")
-    bars = [part for part in tail.replace("\n", "\r").split("\r") if "it/s" in part or "s/it" in part]
-    if bars:
-        sys.stdout.write("\r\033[K    " + bars[-1].strip()[:110])
-        sys.stdout.flush()

@@ -16,21 +16,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import typing
 from pathlib import Path
 
-import click
 import numpy as np
 
 from .. import jobs
-from ..config import MainConfig, from_dict, reject_reserved, save_config, to_dict
+from ..config import MainConfig, derive, save_config
 from ..data.load import DataConfig, load_split
 from ..dynamics.select import Subset
 from ..errors import FtftError
 from ..io import iter_jsonl, make_output_dir, write_json
-from ..train.budget import Budget, steps_per_epoch
+from ..runs.plan import plan_steps
+from ..train.budget import Budget
+from ..train.stop import running_best
 from .policy import parse
+
+
+MAIN_OWNED = frozenset({"data", "output_dir", "subset", "resume", "overwrite", "init_seed", "data_seed", "dropout_seed",
+                        "eval_every", "evals_per_schedule", "patience", "patience_metric", "divergence_margin",
+                        "export_model", "schedule_budget"})
+"""`MainConfig` fields the sweep sets for every trial: the task, folders, subset, resuming, the
+seeds (`wi_seeds`, `do_seeds`, `seed`, `dropout_seed`), evaluation (`evals_per_epoch`, `metric`),
+`divergence_margin`, and no exported model. Its `budget` is the full trial, run rung by rung."""
 
 
 @dataclasses.dataclass
@@ -39,10 +47,11 @@ class SweepConfig:
 
     output_dir: str = "runs/sweep"
     """Folder of the sweep: one sub-folder per trial, `sweep.json`, the report."""
-    data: typing.Any = dataclasses.field(default_factory=DataConfig)
-    """The task (a `DataConfig`)."""
-    main: dict = dataclasses.field(default_factory=lambda: {"model": "minilm", "budget": "erm:1"})
-    """`MainConfig` fields of every trial; its `budget` is a full trial (steps, epochs or erm)."""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    """The task."""
+    main: MainConfig = dataclasses.field(default_factory=MainConfig)
+    """Template of every trial; its `budget` is a full trial (steps, epochs or erm), and the fields
+    in `MAIN_OWNED` are the sweep's."""
     subset: typing.Optional[str] = None
     """Subset file for FTFT/DM trials; None trains every trial on the full split (ERM)."""
     policy: str = "ssc:t=6,f=0.25,p=2"
@@ -68,8 +77,6 @@ class SweepConfig:
     """Trials run at once; with GPUs, each gets its own `num_ranks` of them."""
 
     def __post_init__(self):
-        if isinstance(self.data, dict):
-            self.data = from_dict(DataConfig, self.data, where="data.")
         self.policy_obj = parse(self.policy)
         if (self.wi_seeds is None) != (self.do_seeds is None):
             raise FtftError("give both wi_seeds and do_seeds for a grid, or neither for random pairs")
@@ -83,8 +90,13 @@ class SweepConfig:
         for name in ("num_ranks", "parallel"):
             if getattr(self, name) < 1:
                 raise FtftError(f"{name} must be at least 1, got {getattr(self, name)}")
-        reject_reserved(self.main, {"data", "output_dir", "subset", "resume", "overwrite", "init_seed", "data_seed",
-                                    "dropout_seed"}, "main", "sweep")
+        if not isinstance(self.main, MainConfig):
+            raise FtftError(f"main must be a mapping of MainConfig options, got {self.main!r}")
+        self.trial_template(data=self.data)  # refuse a field the sweep owns before any trial starts
+
+    def trial_template(self, **owned) -> MainConfig:
+        """A trial: the `main` template with the fields the sweep owns (see `MAIN_OWNED`)."""
+        return derive(self.main, MAIN_OWNED, "sweep", "main", **owned)
 
     def trials(self) -> list[tuple[int, int]]:
         """The (WI, DO) seed pairs, in trial order."""
@@ -98,37 +110,31 @@ def _full_steps(cfg: SweepConfig, base: MainConfig) -> tuple[int, float]:
     """Optimizer steps of a full trial, and steps per epoch over its training rows."""
     split = load_split(cfg.data, cfg.data.train_split)
     rows = len(Subset.load(cfg.subset).uids) if cfg.subset else len(split)
-    world = cfg.num_ranks
-    per_epoch = steps_per_epoch(rows, world, base.micro_batch_size, base.grad_accum)
-    erm = max(1, round(steps_per_epoch(len(split), world, base.micro_batch_size, base.grad_accum) * base.erm_epochs))
-    steps = Budget.parse(base.budget).max_steps(per_epoch, erm)
-    if steps is None:
+    plan = plan_steps(rows, len(split), cfg.num_ranks, base.micro_batch_size, base.grad_accum,
+                      base.budget, base.erm_epochs)
+    if plan.max_steps is None:
         raise FtftError(f"a sweep needs a budget counted in steps (steps, epochs or erm), not {base.budget}")
-    return steps, per_epoch
+    return plan.max_steps, plan.steps_per_epoch
 
 
 def _best_so_far(log: Path, metric: str, full_steps: int) -> dict:
     """{fraction of the full run: best `metric` up to that evaluation} from a trial's log."""
-    best, out = -math.inf, {}
     if not log.is_file():
-        return out
-    for _, record in iter_jsonl(log):
-        if metric in record:
-            best = max(best, record[metric])
-            out[round(record["step"] / full_steps, 6)] = best
-    return out
+        return {}
+    evals = [(record["step"], record[metric]) for _, record in iter_jsonl(log) if metric in record]
+    best = running_best(score for _, score in evals)
+    return {round(step / full_steps, 6): score for (step, _), score in zip(evals, best)}
 
 
 class SweepRunner:
     """Runs the segments of a sweep's trials, rung by rung, and records what happened."""
 
-    def __init__(self, cfg: SweepConfig, echo=click.echo):
+    def __init__(self, cfg: SweepConfig, echo=print):
         self.cfg = cfg
         self.echo = echo
         self.out = Path(cfg.output_dir)
         self.policy = cfg.policy_obj
-        base = from_dict(MainConfig, {**cfg.main, "data": to_dict(cfg.data)})
-        self.full_steps, per_epoch = _full_steps(cfg, base)
+        self.full_steps, per_epoch = _full_steps(cfg, cfg.main)
         self.eval_every = max(1, round(per_epoch / cfg.evals_per_epoch))
         self.rung_steps = [max(1, math.ceil(f * self.full_steps - 1e-9)) for f in self.policy.rungs()]
         self.trials = cfg.trials()
@@ -136,16 +142,15 @@ class SweepRunner:
     def trial_config(self, index: int, steps: int) -> MainConfig:
         wi, do = self.trials[index]
         folder = self.out / "trials" / f"trial{index:03d}"
-        return from_dict(MainConfig, {
-            **self.cfg.main, "data": to_dict(self.cfg.data), "subset": self.cfg.subset,
-            "output_dir": str(folder), "budget": f"steps:{steps}", "schedule_budget": self.cfg.main.get("budget", "erm:1"),
-            "init_seed": wi, "data_seed": do, "dropout_seed": self.cfg.dropout_seed,
-            "eval_every": self.eval_every, "patience_metric": self.cfg.metric, "patience": None,
-            "divergence_margin": self.cfg.divergence_margin, "export_model": False,
+        resumes = (folder / "checkpoints" / "latest").is_file()
+        return self.cfg.trial_template(
+            data=self.cfg.data, subset=self.cfg.subset, output_dir=str(folder), budget=Budget("steps", steps),
+            schedule_budget=self.cfg.main.budget, init_seed=wi, data_seed=do, dropout_seed=self.cfg.dropout_seed,
+            eval_every=self.eval_every, evals_per_schedule=0, patience_metric=self.cfg.metric, patience=None,
+            divergence_margin=self.cfg.divergence_margin, export_model=False,
             # The sweep owns its trial folders: a segment continues from the trial's checkpoint, or,
             # where a killed segment left none, starts over and replaces what that one wrote.
-            **({"resume": True} if (folder / "checkpoints" / "latest").is_file() else {"overwrite": True}),
-        })
+            resume=resumes, overwrite=not resumes)
 
     def status(self, index: int) -> dict:
         """What trial `index` has done so far, read from its folder."""
@@ -167,7 +172,7 @@ class SweepRunner:
             for i in alive:
                 state = self.status(i)
                 reached = [v for f, v in state["early"].items() if f <= steps / self.full_steps + 1e-9]
-                scores[i] = math.nan if state["diverged"] or not reached else max(reached)
+                scores[i] = math.nan if state["diverged"] or not reached else reached[-1]
             alive = [i for i in self.policy.survivors(scores, rung) if not math.isnan(scores[i])] \
                 if rung < len(self.rung_steps) - 1 else self.policy.survivors(scores, rung)
             self._write_summary(alive if rung == len(self.rung_steps) - 1 else None)
@@ -178,52 +183,22 @@ class SweepRunner:
 
         A signal to this process, or a failed segment, stops the segments still running (see `jobs`).
         """
-        slots = self._device_slots()
+        slots = jobs.device_slots(self.cfg.num_ranks, self.cfg.parallel)
         for start in range(0, len(todo), len(slots)):
-            procs: list = []
-            with jobs.forwarding_signals(procs):
-                try:
-                    self._start_and_wait(todo[start:start + len(slots)], slots, steps, procs)
-                finally:
-                    jobs.stop(procs)
-
-    def _start_and_wait(self, indices: list[int], slots: list, steps: int, procs: list) -> None:
-        """Start one segment per index, each on its slot (its processes added to `procs`), and wait for them."""
-        running = []
-        for index, devices in zip(indices, slots):
-            cfg = self.trial_config(index, steps)
-            folder = Path(cfg.output_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, folder / "run_config.json")
-            env = dict(os.environ)
-            if devices is not None:
-                env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
-            log = open(folder / "segments.log", "a", encoding="utf-8")
-            proc = jobs.start(jobs.ftft_command("train", folder / "run_config.json", self.cfg.num_ranks), log, env)
-            procs.append(proc)
-            running.append((index, log, proc))
-        for index, log, proc in running:
-            proc.wait()
-            log.close()
-            if proc.returncode != 0:
-                raise FtftError(f"trial {index} failed (exit {proc.returncode}); see "
-                                f"{self.out / 'trials' / f'trial{index:03d}' / 'segments.log'}")
-            state = self.status(index)
-            self.echo(f"  trial {index:3d} (WI {self.trials[index][0]}, DO {self.trials[index][1]}) "
-                      f"reached step {state['steps']}" + (" and diverged" if state["diverged"] else ""))
-
-    def _device_slots(self) -> list:
-        """Device groups for concurrent trials: GPUs split `num_ranks` at a time, or CPU slots."""
-        import torch
-
-        if torch.cuda.is_available():
-            count = torch.cuda.device_count()
-            groups = [list(range(g, g + self.cfg.num_ranks)) for g in range(0, count - self.cfg.num_ranks + 1,
-                                                                         self.cfg.num_ranks)]
-            if not groups:
-                raise FtftError(f"num_ranks={self.cfg.num_ranks} but only {count} GPUs are visible")
-            return groups[:self.cfg.parallel]
-        return [None] * self.cfg.parallel
+            indices = todo[start:start + len(slots)]
+            batch = []
+            for index, devices in zip(indices, slots):
+                cfg = self.trial_config(index, steps)
+                folder = Path(cfg.output_dir)
+                folder.mkdir(parents=True, exist_ok=True)
+                save_config(cfg, folder / "run_config.json")
+                batch.append(jobs.Job(jobs.ftft_command("train", folder / "run_config.json", self.cfg.num_ranks),
+                                      folder / "segments.log", f"trial {index}", devices, append=True))
+            jobs.run_jobs(batch)
+            for index in indices:
+                state = self.status(index)
+                self.echo(f"  trial {index:3d} (WI {self.trials[index][0]}, DO {self.trials[index][1]}) "
+                          f"reached step {state['steps']}" + (" and diverged" if state["diverged"] else ""))
 
     def _write_summary(self, ranking: list[int] | None) -> None:
         rows = []
@@ -235,7 +210,7 @@ class SweepRunner:
                 "fraction": state["steps"] / self.full_steps, "diverged": state["diverged"],
                 "status": "diverged" if state["diverged"] else "finished" if finished else "stopped",
                 "early": state["early"],
-                "final": max(state["early"].values()) if finished and state["early"] else None,
+                "final": list(state["early"].values())[-1] if finished and state["early"] else None,
             })
         write_json(self.out / "sweep.json", {
             "policy": str(self.policy), "metric": self.cfg.metric, "full_steps": self.full_steps,
@@ -246,7 +221,7 @@ class SweepRunner:
         })
 
 
-def run_sweep(cfg: SweepConfig, echo=click.echo) -> dict:
+def run_sweep(cfg: SweepConfig, echo=print) -> dict:
     """Run (or resume) a sweep; return the contents of its `sweep.json`."""
     make_output_dir(cfg.output_dir)
     save_config(cfg, Path(cfg.output_dir) / "sweep_config.json")

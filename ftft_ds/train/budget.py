@@ -1,4 +1,4 @@
-"""Step budgets: how long a run trains, and the one small rule that decides when it stops.
+"""Step budgets: how long a run trains (`stop.StopRule` decides when it has).
 
 A budget is written `KIND:VALUE`:
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..cost import CostTotals
 from ..errors import FtftError
 
 KINDS = ("steps", "epochs", "erm", "flops", "seconds")
@@ -62,24 +61,3 @@ class Budget:
         if self.kind == "erm":
             return math.ceil(self.value * erm_steps - 1e-9)
         return None
-
-
-def steps_per_epoch(num_rows: int, world_size: int, micro_batch_size: int, grad_accum: int) -> float:
-    """Optimizer steps one epoch over `num_rows` takes (micro-batches carry over between epochs)."""
-    per_rank = math.ceil(num_rows / world_size)
-    return math.ceil(per_rank / micro_batch_size) / grad_accum
-
-
-class Stopper:
-    """Decides, identically on every rank, whether the run has spent its budget."""
-
-    def __init__(self, budget: Budget, max_steps: int | None):
-        self.budget = budget
-        self.max_steps = max_steps
-
-    def should_stop(self, step: int, totals: CostTotals) -> bool:
-        if self.max_steps is not None:
-            return step >= self.max_steps
-        spent = totals.total_flops if self.budget.kind == "flops" else totals.wall_seconds
-        return spent >= self.budget.value
-

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from pathlib import Path
 
 import torch
 
 from ..config import OptimConfig
-from ..models import build_model, model_config
+from .models import build_model, model_config
 from .ds_config import TrainArgs, resolve_ds_config, zero_stage
 from .runtime import DistEnv
 
@@ -16,16 +15,17 @@ from .runtime import DistEnv
 MONITOR_SECTIONS = ("tensorboard", "wandb", "csv_monitor", "comet")
 
 
-def run_ds_config(cfg: OptimConfig, env: DistEnv, num_labels: int, schedule_steps: int) -> dict:
+def run_ds_config(cfg: OptimConfig, env: DistEnv, num_labels: int, schedule_steps: int, warmup_steps: int) -> dict:
     """The run's DeepSpeed config with `"auto"` filled in.
 
-    The learning-rate schedule (linear warm-up, linear decay) spans `schedule_steps` steps.
+    The learning-rate schedule (`warmup_steps` of linear warm-up, then linear decay) spans
+    `schedule_steps` steps (see `runs.plan`).
     """
     hidden = getattr(model_config(cfg.model, num_labels, cfg.num_layers), "hidden_size", None)
     args = TrainArgs(
         micro_batch_size=cfg.micro_batch_size, grad_accum=cfg.grad_accum, world_size=env.world_size,
         lr=cfg.lr, weight_decay=cfg.weight_decay,
-        warmup_steps=math.floor(cfg.warmup_ratio * schedule_steps), total_steps=schedule_steps,
+        warmup_steps=warmup_steps, total_steps=schedule_steps,
         hidden_size=hidden,
     )
     return resolve_ds_config(cfg.ds_config, args)

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from ..data.sampler import ShardedSampler
 from .engine import to_device
-from .runtime import DistEnv, gather_rows
+from ..collectives import gather_rows
+from .runtime import DistEnv
 
 
 def classification_metrics(predictions: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:

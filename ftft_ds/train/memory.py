@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from ..errors import FtftError, warn
-from ..models import fit_embeddings, load_tokenizer, model_config
+from .models import fit_embeddings, load_tokenizer, model_config
 
 GIB = 1024 ** 3
 BYTES_16BIT_PARAMS = 2

@@ -2,9 +2,10 @@
 
 Each micro-batch: forward, optionally record its logits (training dynamics), count its cost,
 backward, step. DeepSpeed accumulates gradients across micro-batches and steps the optimizer on its
-own boundaries; after each optimizer step the trainer logs, asks the stopper whether the budget is
-spent, evaluates, and checkpoints. Every decision that ends or branches the loop is made
-identically on every rank, because a rank that leaves early would hang the others' collectives.
+own boundaries; after each optimizer step the trainer logs, asks the stop rule whether the budget
+is spent, evaluates (the stop rule then weighs patience and divergence), checkpoints and calls the
+`on_step_end` hook. Every decision that ends or branches the loop is made identically on every
+rank, because a rank that leaves early would hang the others' collectives.
 """
 from __future__ import annotations
 
@@ -17,12 +18,11 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from ..cost import CostLedger, CostTotals
-from ..errors import FtftError
-from .budget import Stopper
 from .checkpoint import BEST_TAG, Checkpointer
+from .cost import CostLedger
 from .engine import current_lr, to_device
 from .runtime import DistEnv
+from .stop import StopReason, StopRule
 
 
 @dataclass
@@ -35,56 +35,44 @@ class TrainState:
     best_score: float | None = None
     best_step: int | None = None
     evals_since_best: int = 0
-    stopped_early: bool = False
-    diverged: bool = False
+    stopped: str | None = None
+    """Why the run ended (a `StopReason` value); None while it runs."""
 
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
-@dataclass
-class Patience:
-    """Stop after `evals` evaluations without improvement of `metric` (e.g. `dev/accuracy`)."""
-
-    metric: str
-    evals: int | None = None  # None: never stop early, but still keep the best checkpoint
-    greater_is_better: bool = True
-
-
-@dataclass
-class Divergence:
-    """Stop a run stuck at majority-class level: `metric` <= `threshold` at an evaluation after `after_step`.
-
-    Fine-tuning on small data sometimes never leaves the majority class (Dodge et al. 2020); such a
-    trial is wasted compute, and a sweep is better off stopping it.
-    """
-
-    metric: str
-    threshold: float
-    after_step: int
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
 
 class Trainer:
-    """Runs one DeepSpeed engine over a sharded sampler until its stopper says so."""
+    """Runs one DeepSpeed engine over a sharded sampler until its stop rule says so.
 
-    def __init__(self, engine, loader, sampler, ledger: CostLedger, stopper: Stopper, env: DistEnv, *,
-                 log_every: int = 10, evaluator=None, eval_every: int = 0, patience: Patience | None = None,
-                 divergence: Divergence | None = None,
+    `on_step_end(trainer)` is called after every optimizer step has been handled (logged,
+    evaluated, checkpointed): the place to watch or measure a run from outside.
+    """
+
+    def __init__(self, engine, loader, sampler, ledger: CostLedger, stop_rule: StopRule, env: DistEnv, *,
+                 log_every: int = 10, evaluator=None, eval_every: int = 0,
                  checkpointer: Checkpointer | None = None, checkpoint_every: int = 0, recorder=None,
-                 on_epoch_end: Callable[[], None] | None = None, log_path: Path | None = None,
+                 on_epoch_end: Callable[[], None] | None = None,
+                 on_step_end: Callable[["Trainer"], None] | None = None, log_path: Path | None = None,
                  desc: str = "train"):
         self.engine = engine
         self.loader = loader
         self.sampler = sampler
         self.ledger = ledger
-        self.stopper = stopper
+        self.stop_rule = stop_rule
         self.env = env
         self.log_every = log_every
         self.evaluator = evaluator
         self.eval_every = eval_every
-        self.patience = patience
-        self.divergence = divergence
         self.checkpointer = checkpointer
         self.checkpoint_every = checkpoint_every
         self.recorder = recorder
         self.on_epoch_end = on_epoch_end
+        self.on_step_end = on_step_end
         self.log_path = log_path
         self.desc = desc
         self.state = TrainState()
@@ -96,12 +84,16 @@ class Trainer:
     def fit(self) -> dict:
         """Train until the budget (or patience) stops the run; return the final evaluation."""
         state = self.state
-        progress = tqdm(total=self.stopper.max_steps, initial=state.step, desc=self.desc,
+        progress = tqdm(total=self.stop_rule.max_steps, initial=state.step, desc=self.desc,
                         disable=not self.env.is_main, dynamic_ncols=True)
         # A run resumed from a checkpoint taken when it had already stopped (killed after its final
         # checkpoint, before its results were written) only finishes: no step past its budget.
-        stop = state.stopped_early or state.diverged or self.stopper.should_stop(state.step, self.ledger.totals)
-        while not stop:
+        # Patience and divergence end a run for good; a budget only for itself, so a run resumed
+        # with a larger one (a sweep's next rung) goes on.
+        if state.stopped in (None, StopReason.BUDGET.value):
+            reason = self.stop_rule.after_step(state.step, self.ledger.totals)
+            state.stopped = reason.value if reason else None
+        while state.stopped is None:
             self.sampler.set_epoch(state.epoch, start=state.batches_in_epoch * self.loader.batch_size)
             for batch in self.loader:
                 boundary = self._train_micro_batch(batch)
@@ -109,8 +101,10 @@ class Trainer:
                 if boundary:
                     state.step = self.engine.global_steps
                     progress.update(1)
-                    stop = self._after_step(progress)
-                    if stop:
+                    self._after_step(progress)
+                    if self.on_step_end is not None:
+                        self.on_step_end(self)
+                    if state.stopped is not None:
                         break
             if state.batches_in_epoch == self.batches_per_epoch:
                 if self.recorder is not None:
@@ -139,60 +133,41 @@ class Trainer:
         self.engine.step()
         return boundary
 
-    def _after_step(self, progress) -> bool:
+    def _after_step(self, progress) -> None:
+        """Log, decide whether to stop (budget; after an evaluation, patience or divergence), checkpoint."""
         step = self.state.step
         if step % self.log_every == 0:
             record = self.ledger.flush(step, current_lr(self.engine))
             self._log({"step": step, **record})
             if "train/loss" in record:
                 progress.set_postfix(loss=f"{record['train/loss']:.4f}", epoch=self.state.epoch)
-        elif not self.stopper.budget.is_static:
+        elif not self.stop_rule.budget.is_static:
             self.ledger.flush(step, write=False)  # FLOPs/time budgets need current global totals
-        stop = self.stopper.should_stop(step, self.ledger.totals)
+        reason = self.stop_rule.after_step(step, self.ledger.totals)
         if self.evaluator is not None and self.eval_every and step % self.eval_every == 0:
-            stop = self._evaluate() or stop
-        if not stop and self.checkpointer is not None and self.checkpoint_every and step % self.checkpoint_every == 0:
+            reason = self._evaluate() or reason  # what the evaluation decides comes first
+        self.state.stopped = reason.value if reason else None
+        if reason is None and self.checkpointer is not None and self.checkpoint_every and step % self.checkpoint_every == 0:
             self.save_checkpoint()
-        return stop
 
     # -- evaluation, patience, checkpoints ----------------------------------------------------
 
-    def _evaluate(self) -> bool:
-        """Evaluate, update patience and the best checkpoint; True when patience runs out."""
+    def _evaluate(self) -> StopReason | None:
+        """Evaluate; keep the best checkpoint; patience's or divergence's verdict (see `StopRule`)."""
         state = self.state
         results = self.evaluator.evaluate(self.engine, self.ledger)
         self.last_eval = {"step": state.step, **results}
         self.ledger.write(results, state.step)
         self._log({"step": state.step, **results})
-        guard = self.divergence
-        if guard is not None and state.step >= guard.after_step and results.get(guard.metric, 1.0) <= guard.threshold:
-            state.diverged = True
-            return True
-        if self.patience is None:
-            return False
-        score = results.get(self.patience.metric)
-        if score is None:
-            return False
-        better = state.best_score is None or (
-            score > state.best_score if self.patience.greater_is_better else score < state.best_score)
-        if better:
-            state.best_score, state.best_step, state.evals_since_best = score, state.step, 0
-            if self.checkpointer is not None:
-                self.checkpointer.save(self.engine, BEST_TAG, self.client_state(), latest=False)
-            return False
-        state.evals_since_best += 1
-        if self.patience.evals is not None and state.evals_since_best >= self.patience.evals:
-            state.stopped_early = True
-            return True
-        return False
+        reason = self.stop_rule.after_eval(state, results)
+        if reason is None and state.best_step == state.step and self.checkpointer is not None:
+            self.checkpointer.save(self.engine, BEST_TAG, self.client_state(), latest=False)
+        return reason
 
     def client_state(self) -> dict:
-        return {
-            "trainer": dataclasses.asdict(self.state),
-            "ledger": dataclasses.asdict(self.ledger.totals),
-            "budget": str(self.stopper.budget),
-            "data_seed": self.sampler.seed,
-        }
+        """What a checkpoint keeps besides the engine's own state: each part saves itself."""
+        return {"trainer": self.state.state_dict(), "ledger": self.ledger.state_dict(),
+                "sampler": self.sampler.state_dict(), "budget": str(self.stop_rule.budget)}
 
     def save_checkpoint(self) -> None:
         self.ledger.flush(self.state.step, write=False)
@@ -201,11 +176,9 @@ class Trainer:
     def resume(self) -> None:
         """Continue from the latest checkpoint: same sampler position, optimizer, schedule, ledger."""
         client = self.checkpointer.load(self.engine)
-        if client.get("data_seed") != self.sampler.seed:
-            raise FtftError(
-                f"the checkpoint used data_seed {client.get('data_seed')}, this run uses {self.sampler.seed}")
-        self.state = TrainState(**client["trainer"])
-        self.ledger.totals = CostTotals(**client["ledger"])
+        self.sampler.load_state_dict(client["sampler"])
+        self.state.load_state_dict(client["trainer"])
+        self.ledger.load_state_dict(client["ledger"])
         if self.env.is_main and self.log_path is not None and self.log_path.is_file():
             kept = [line for line in self.log_path.read_text().splitlines()
                     if json.loads(line)["step"] <= self.state.step]

@@ -1,4 +1,4 @@
-"""Everything a run needs before its first step: data, sampler, model, engine, ledger, stopper.
+"""Everything a run needs before its first step: data, sampler, model, engine, ledger, step plan, stop rule.
 
 Reference runs and main runs differ only in which rows they train on, their budget and what they
 do around the loop, so both are set up here.
@@ -13,17 +13,19 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import OptimConfig
-from ..cost import CostLedger
-from ..errors import FtftError, warn
+from ..train.cost import CostLedger
+from ..errors import warn
 from ..data.load import Split, load_splits
 from ..data.sampler import ShardedSampler
 from ..data.tokenize import Collator, tokenize_split
-from ..models import check_max_length, count_flops_parameters, count_parameters, load_tokenizer
-from .budget import Budget, Stopper, steps_per_epoch
-from .evaluate import Evaluator
-from .memory import refuse_if_it_cannot_fit
-from .engine import build_model_for, initialize_engine, run_ds_config, take_monitor
-from .runtime import DistEnv
+from ..train.models import check_max_length, count_flops_parameters, count_parameters, load_tokenizer
+from ..train.budget import Budget
+from ..train.evaluate import Evaluator
+from ..train.memory import refuse_if_it_cannot_fit
+from ..train.engine import build_model_for, initialize_engine, run_ds_config, take_monitor
+from ..train.runtime import DistEnv
+from ..train.stop import StopRule
+from .plan import StepPlan, plan_steps
 
 
 @dataclass
@@ -39,29 +41,15 @@ class PreparedRun:
     ds_config: dict
     num_parameters: int
     ledger: CostLedger
-    stopper: Stopper
-    max_steps: int | None
-    erm_steps: int
-    schedule_steps: int
-    warmup_steps: int
+    stop_rule: StopRule  # the budget's; a main run adds patience and divergence
+    plan: StepPlan
+    warmup_steps: int  # as the DeepSpeed config has it (a user's config may fix its own)
 
     def evaluator(self, env: DistEnv) -> Evaluator | None:
         """An evaluator over the tokenized eval splits (None when there are none)."""
         if not self.eval_data:
             return None
         return Evaluator(self.eval_data, self.split.num_labels, self.loader.batch_size, self.collate, env)
-
-
-MAX_EPOCHS = 1000
-
-
-def check_budget(budget: Budget, max_steps: int | None, steps_per_epoch: float, num_rows: int) -> None:
-    """Refuse budgets that would pass over the training rows absurdly often (a likely typo)."""
-    if max_steps is not None and max_steps / steps_per_epoch > MAX_EPOCHS:
-        raise FtftError(
-            f"budget {budget} means {max_steps} steps = {max_steps / steps_per_epoch:.0f} epochs over "
-            f"the {num_rows} training rows; at most {MAX_EPOCHS} are allowed"
-        )
 
 
 def seed_dropout(seed: int, env: DistEnv) -> None:
@@ -96,21 +84,14 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     loader = DataLoader(train, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=collate,
                         generator=torch.Generator(), pin_memory=env.device.type == "cuda")
 
-    per_epoch = steps_per_epoch(len(rows), env.world_size, cfg.micro_batch_size, cfg.grad_accum)
-    full_per_epoch = steps_per_epoch(len(train), env.world_size, cfg.micro_batch_size, cfg.grad_accum)
-    erm_steps = max(1, round(full_per_epoch * erm_epochs))
-    max_steps = budget.max_steps(per_epoch, erm_steps)
-    check_budget(budget, max_steps, per_epoch, len(rows))
-    schedule_steps = max_steps if (schedule == "compressed" and max_steps is not None) else erm_steps
-    if schedule_budget is not None and schedule_budget.max_steps(per_epoch, erm_steps) is not None:
-        schedule_steps = schedule_budget.max_steps(per_epoch, erm_steps)
-
-    if max_steps is not None and max_steps > schedule_steps:
-        warn(f"budget {budget} means {max_steps} steps but the learning-rate schedule spans {schedule_steps} "
-             f"(the {'ERM budget' if schedule == 'truncated' else 'schedule budget'}), so the last "
-             f"{max_steps - schedule_steps} steps train at learning rate 0; raise erm_epochs or use "
-             f"lr_schedule=compressed")
-    ds_config = run_ds_config(cfg, env, split.num_labels, schedule_steps)
+    plan = plan_steps(len(rows), len(train), env.world_size, cfg.micro_batch_size, cfg.grad_accum, budget,
+                      erm_epochs, schedule, schedule_budget, cfg.warmup_ratio)
+    if plan.max_steps is not None and plan.max_steps > plan.schedule_steps:
+        warn(f"budget {budget} means {plan.max_steps} steps but the learning-rate schedule spans "
+             f"{plan.schedule_steps} (the {'ERM budget' if schedule == 'truncated' else 'schedule budget'}), "
+             f"so the last {plan.max_steps - plan.schedule_steps} steps train at learning rate 0; raise "
+             f"erm_epochs or use lr_schedule=compressed")
+    ds_config = run_ds_config(cfg, env, split.num_labels, plan.schedule_steps, plan.warmup_steps)
     refuse_if_it_cannot_fit(cfg, ds_config, split.num_labels, env.world_size, env.device)
     monitor = take_monitor(ds_config, Path(cfg.output_dir) / "tensorboard", job_name)
     model = build_model_for(cfg, split.num_labels, ds_config)
@@ -120,6 +101,6 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     return PreparedRun(
         split=split, train=train, eval_data=eval_data, tokenizer=tokenizer, collate=collate, sampler=sampler, loader=loader,
         engine=engine, ds_config=ds_config, num_parameters=num_parameters, ledger=ledger,
-        stopper=Stopper(budget, max_steps), max_steps=max_steps, erm_steps=erm_steps, schedule_steps=schedule_steps,
+        stop_rule=StopRule(budget, plan.max_steps), plan=plan,
         warmup_steps=ds_config.get("scheduler", {}).get("params", {}).get("warmup_num_steps", 0),
     )

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from .config import OptimConfig, ReferenceConfig, save_config, to_dict
-from .dynamics.recorder import DynamicsRecorder
-from .dynamics.store import Dynamics
-from .train.budget import Budget
-from .io import write_json
-from .train.evaluate import predict, split_loader
-from .train.prepare import PreparedRun, prepare_run
-from .train.runtime import DistEnv, init_distributed, run_folder
-from .train.trainer import Trainer
+from ..config import ReferenceConfig, save_config
+from ..dynamics.recorder import DynamicsRecorder
+from ..train.budget import Budget
+from ..io import write_json
+from ..train.evaluate import predict, split_loader
+from .prepare import PreparedRun, prepare_run
+from .record import write_dynamics
+from ..train.runtime import DistEnv, init_distributed, run_folder
+from ..train.trainer import Trainer
 
 JOB_NAME = "reference"
 
@@ -48,7 +48,7 @@ def _run_reference(cfg: ReferenceConfig, env: DistEnv) -> Path:
 
     evaluator = run.evaluator(env)
     trainer = Trainer(
-        run.engine, run.loader, run.sampler, run.ledger, run.stopper, env, log_every=cfg.log_every,
+        run.engine, run.loader, run.sampler, run.ledger, run.stop_rule, env, log_every=cfg.log_every,
         evaluator=evaluator, recorder=recorder, log_path=out / "log.jsonl", desc="reference",
         on_epoch_end=None if eval_recorder is None else lambda: _eval_pass(run, eval_recorder, env),
     )
@@ -67,29 +67,6 @@ def _run_reference(cfg: ReferenceConfig, env: DistEnv) -> Path:
     if dist.is_initialized():
         dist.barrier()
     return store
-
-
-def write_dynamics(path: Path, run: PreparedRun, cfg: OptimConfig, env: DistEnv, recorder: DynamicsRecorder,
-                   eval_recorder: DynamicsRecorder | None = None, **extra) -> None:
-    """Save what `recorder` collected as a dynamics store, keyed by uid (rank 0 only)."""
-    rows = recorder.rows.tolist()
-    picked = run.split.dataset.select(rows)
-    Dynamics.create(
-        picked["uid"], picked["label"], recorder.logits(),
-        eval_logits=eval_recorder.logits() if eval_recorder is not None else None,
-        dataset_fingerprint=run.split.fingerprint, model=cfg.model,
-        seeds={"init_seed": cfg.init_seed, "data_seed": cfg.data_seed, "dropout_seed": cfg.dropout_seed},
-        source=extra.pop("source", "reference"),
-        extra={
-            "dataset": to_dict(cfg.data),
-            "num_layers": cfg.num_layers,
-            "num_parameters": run.num_parameters,
-            "label_names": list(run.split.label_names) if run.split.label_names else None,
-            "world_size": env.world_size,
-            "zero_stage": run.ds_config.get("zero_optimization", {}).get("stage", 0),
-            **extra,
-        },
-    ).save(path)
 
 
 def _eval_pass(run: PreparedRun, recorder: DynamicsRecorder, env: DistEnv) -> None:

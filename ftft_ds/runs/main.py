@@ -15,21 +15,23 @@ budget on every rank, evaluates on the ID and OOD splits, checkpoints, resumes, 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch.distributed as dist
 
-from .config import MainConfig, save_config
-from .dynamics.recorder import DynamicsRecorder
-from .dynamics.select import Subset
-from .reference import write_dynamics
-from .io import versions, write_json
-from .train.budget import Budget
-from .train.checkpoint import BEST_TAG, Checkpointer, export_hf_model
-from .train.prepare import prepare_run
-from .train.runtime import DistEnv, init_distributed, peak_memory_bytes, run_folder
-from .train.trainer import Divergence, Patience, Trainer
+from ..config import MainConfig, save_config
+from ..dynamics.recorder import DynamicsRecorder
+from ..dynamics.select import Subset
+from ..io import versions, write_json
+from ..train.checkpoint import BEST_TAG, Checkpointer, export_hf_model
+from .prepare import prepare_run
+from ..train.runtime import DistEnv, init_distributed, peak_memory_bytes, run_folder
+from ..train.stop import Divergence, Patience
+from ..train.trainer import Trainer
+from .record import write_dynamics
 
 JOB_NAME = "main"
 
@@ -46,20 +48,22 @@ def subset_rows(path: str):
     return select
 
 
-def run_main(cfg: MainConfig, env: DistEnv | None = None) -> dict:
-    """Run a main model to its budget; return the metrics written to `metrics.json`."""
+def run_main(cfg: MainConfig, env: DistEnv | None = None, on_step_end: Callable | None = None) -> dict:
+    """Run a main model to its budget; return the metrics written to `metrics.json`.
+
+    `on_step_end(trainer)` is called after every optimizer step (see `Trainer`)."""
     env = env or init_distributed()
     with run_folder(cfg, env):
-        return _run_main(cfg, env)
+        return _run_main(cfg, env, on_step_end)
 
 
-def _run_main(cfg: MainConfig, env: DistEnv) -> dict:
+def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> dict:
     out = Path(cfg.output_dir)
-    budget = Budget.parse(cfg.budget)
+    budget = cfg.budget
     run = prepare_run(
         cfg, env, budget, JOB_NAME, select_rows=subset_rows(cfg.subset) if cfg.subset else None,
         erm_epochs=cfg.erm_epochs, schedule=cfg.lr_schedule, eval_splits=cfg.data.eval_splits,
-        schedule_budget=Budget.parse(cfg.schedule_budget) if cfg.schedule_budget else None,
+        schedule_budget=cfg.schedule_budget,
     )
     recorder = DynamicsRecorder(run.sampler.rows, run.split.num_labels) if cfg.record_dynamics else None
     evaluator = run.evaluator(env)
@@ -68,13 +72,13 @@ def _run_main(cfg: MainConfig, env: DistEnv) -> dict:
     selects_best = evaluator is not None and cfg.patience is not None
     watched = evaluator.only([cfg.patience_metric.split("/")[0]]) if selects_best else evaluator
     checkpointer = Checkpointer(out / "checkpoints", env)
+    stop_rule = dataclasses.replace(run.stop_rule, patience=Patience(cfg.patience_metric, cfg.patience) if evaluator else None,
+                                    divergence=_divergence_guard(cfg, run, watched))
     trainer = Trainer(
-        run.engine, run.loader, run.sampler, run.ledger, run.stopper, env, log_every=cfg.log_every,
-        evaluator=watched, eval_every=eval_interval(cfg, run.schedule_steps),
-        patience=Patience(cfg.patience_metric, cfg.patience) if evaluator else None,
-        divergence=_divergence_guard(cfg, run, watched),
+        run.engine, run.loader, run.sampler, run.ledger, stop_rule, env, log_every=cfg.log_every,
+        evaluator=watched, eval_every=run.plan.evals_every(cfg.evals_per_schedule) if cfg.evals_per_schedule else cfg.eval_every,
         checkpointer=checkpointer, checkpoint_every=cfg.checkpoint_every,
-        recorder=recorder, log_path=out / "log.jsonl", desc="main",
+        recorder=recorder, on_step_end=on_step_end, log_path=out / "log.jsonl", desc="main",
     )
     if cfg.resume:
         trainer.resume()
@@ -101,10 +105,10 @@ def _run_main(cfg: MainConfig, env: DistEnv) -> dict:
         "selected": selected,
         "selected_step": selected_step,
         "steps": state.step,
-        "max_steps": run.max_steps,
-        "erm_steps": run.erm_steps,
+        "max_steps": run.plan.max_steps,
+        "erm_steps": run.plan.erm_steps,
         "budget": str(budget),
-        "stopped": "diverged" if state.diverged else "patience" if state.stopped_early else "budget",
+        "stopped": state.stopped,
         "best": {"metric": cfg.patience_metric, "score": state.best_score, "step": state.best_step},
         "train_rows": len(run.sampler.rows),
         "train_split_size": len(run.train),
@@ -132,13 +136,6 @@ def _run_main(cfg: MainConfig, env: DistEnv) -> dict:
     if dist.is_initialized():
         dist.barrier()
     return metrics
-
-
-def eval_interval(cfg: MainConfig, schedule_steps: int) -> int:
-    """Steps between evaluations: `eval_every`, or the schedule's span over `evals_per_schedule`."""
-    if cfg.evals_per_schedule:
-        return max(1, round(schedule_steps / cfg.evals_per_schedule))
-    return cfg.eval_every
 
 
 def _divergence_guard(cfg: MainConfig, run, evaluator) -> Divergence | None:

@@ -12,15 +12,15 @@ ERM's.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from .io import write_json
-from .train.runtime import memory_in_use_bytes
+from ..io import write_json
+from .runtime import memory_in_use_bytes
 
 TRAIN_FLOPS_PER_PARAM_TOKEN = 6
 EVAL_FLOPS_PER_PARAM_TOKEN = 2
@@ -69,10 +69,6 @@ class CostTotals:
         out.update(train_flops=self.train_flops, eval_flops=self.eval_flops, total_flops=self.total_flops)
         return out
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "CostTotals":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 class CostLedger:
@@ -164,3 +160,11 @@ class CostLedger:
 
     def save(self, path: str | Path, **extra) -> None:
         write_json(path, {**self.totals.to_dict(), **extra})
+
+    def state_dict(self) -> dict:
+        """The totals so far, for a checkpoint (flush first: pending counts are not included)."""
+        return asdict(self.totals)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue counting from a checkpoint's totals."""
+        self.totals = CostTotals(**state)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import FtftError, warn
+from ..errors import FtftError, warn
 
 MINILM = "minilm"
 TINY_BERT = "tiny-bert"

@@ -1,0 +1,122 @@
+"""The core in-process, without the launcher: the stop rule, the cost ledger, and the trainer in a
+world of one (gloo, tiny BERT), trained, checked on disk, resumed, and counted step by step."""
+import json
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from ftft_ds.config import MainConfig, load_config
+from ftft_ds.runs.main import run_main
+from ftft_ds.train.budget import Budget
+from ftft_ds.train.cost import CostLedger, CostTotals
+from ftft_ds.train.runtime import free_port, init_distributed
+from ftft_ds.train.stop import Divergence, Patience, StopReason, StopRule, running_best
+from ftft_ds.train.trainer import TrainState
+
+
+# -- the stop rule -------------------------------------------------------------------------------
+
+def test_a_step_budget_stops_exactly_at_its_last_step():
+    rule = StopRule(Budget.parse("steps:3"), 3)
+    assert [rule.after_step(step, CostTotals()) for step in (1, 2, 3)] == [None, None, StopReason.BUDGET]
+
+
+def test_flops_and_time_budgets_read_the_ledger_totals():
+    flops = StopRule(Budget.parse("flops:1e6"), None)
+    assert flops.after_step(5, CostTotals(train_tokens=1000, flops_parameters=100)) is None  # 6e5 FLOPs
+    assert flops.after_step(6, CostTotals(train_tokens=2000, flops_parameters=100)) is StopReason.BUDGET
+    seconds = StopRule(Budget.parse("seconds:2"), None)
+    assert seconds.after_step(1, CostTotals(wall_seconds=1.5)) is None
+    assert seconds.after_step(2, CostTotals(wall_seconds=2.0)) is StopReason.BUDGET
+
+
+def test_patience_keeps_the_best_and_stops_after_evals_without_improvement():
+    rule = StopRule(Budget.parse("steps:100"), 100, patience=Patience("dev/accuracy", 2))
+    state = TrainState()
+    decisions = []
+    for step, score in ((10, 0.5), (20, 0.7), (30, 0.7), (40, 0.6)):
+        state.step = step
+        decisions.append(rule.after_eval(state, {"dev/accuracy": score}))
+    assert decisions == [None, None, None, StopReason.PATIENCE]
+    assert (state.best_score, state.best_step, state.evals_since_best) == (0.7, 20, 2)
+
+
+def test_divergence_only_counts_after_warm_up_and_comes_before_patience():
+    rule = StopRule(Budget.parse("steps:100"), 100, patience=Patience("dev/accuracy", 1),
+                    divergence=Divergence("dev/accuracy", threshold=0.4, after_step=10))
+    state = TrainState(step=5)
+    assert rule.after_eval(state, {"dev/accuracy": 0.34}) is None  # still warming up
+    state.step = 20
+    assert rule.after_eval(state, {"dev/accuracy": 0.34}) is StopReason.DIVERGED
+
+
+def test_running_best_is_the_best_so_far_either_way():
+    assert running_best([0.2, 0.5, 0.4, 0.6]) == [0.2, 0.5, 0.5, 0.6]
+    assert running_best([3.0, 2.0, 2.5], greater_is_better=False) == [3.0, 2.0, 2.0]
+
+
+# -- a world of one --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def world():
+    """One gloo process group in this process, removed (and the environment restored) afterwards,
+    so that later tests' child processes do not inherit it."""
+    saved = dict(os.environ)
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    env = init_distributed()
+    yield env
+    dist.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_the_ledger_sums_a_micro_batch_and_restores_its_totals(world):
+    ledger = CostLedger(flops_parameters=1000, world_size=1, device=world.device)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    ledger.count_train(mask, torch.tensor(0.5), torch.tensor([[2.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0]))
+    record = ledger.flush(step=1, lr=1e-3)
+    assert (ledger.totals.train_tokens, ledger.totals.train_examples, ledger.totals.optimizer_steps) == (5, 2, 1)
+    assert ledger.totals.train_flops == 6 * 1000 * 5
+    assert record["train/accuracy"] == 0.5 and record["train/loss"] == pytest.approx(0.5)
+    restored = CostLedger(flops_parameters=1000, world_size=1, device=world.device)
+    restored.load_state_dict(ledger.state_dict())
+    assert restored.totals == ledger.totals
+
+
+def _config(out, **fields):
+    return load_config(MainConfig, None, (), **{
+        "model": "tiny-bert", "ds_config": "zero2", "micro_batch_size": 8, "lr": 1e-3, "log_every": 1,
+        "erm_epochs": 4, "lr_schedule": "truncated", "output_dir": str(out), "export_model": False,
+        "data": {"embedded_train_size": 48, "eval_splits": ["dev"]}, **fields})
+
+
+def test_trainer_writes_its_files_and_a_resumed_run_takes_exactly_the_remaining_steps(world, tmp_path):
+    out = tmp_path / "run"
+    steps_seen = []
+    first = run_main(_config(out, budget="steps:4", checkpoint_every=2), world,
+                     on_step_end=lambda trainer: steps_seen.append(trainer.state.step))
+    assert steps_seen == [1, 2, 3, 4]
+    assert first["steps"] == 4 and first["stopped"] == "budget" and first["erm_steps"] == 24
+    for name in ("metrics.json", "cost.json", "config.json", "log.jsonl", "checkpoints/latest"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "cost.json").read_text())["optimizer_steps"] == 4
+
+    steps_seen.clear()
+    resumed = run_main(_config(out, budget="steps:7", resume=True), world,
+                       on_step_end=lambda trainer: steps_seen.append(trainer.state.step))
+    assert steps_seen == [5, 6, 7]  # exactly the three missing steps, numbered on from the checkpoint
+    assert resumed["steps"] == 7 and resumed["stopped"] == "budget"
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["optimizer_steps"] == 7 and cost["train_examples"] == 7 * 8
+    logged = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [s for s in logged if s <= 7] == logged and sorted(set(logged)) == list(range(1, 8))
+
+
+def test_resuming_with_another_data_order_seed_is_refused(world, tmp_path):
+    out = tmp_path / "run"
+    run_main(_config(out, budget="steps:2"), world)
+    with pytest.raises(Exception, match="data-order seed 0, this run uses 5"):
+        run_main(_config(out, budget="steps:3", resume=True, data_seed=5), world)
