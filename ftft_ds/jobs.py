@@ -81,6 +81,8 @@ def run_jobs(batch: Sequence[Job], show_progress: bool = False) -> None:
                                                         "CUDA_VISIBLE_DEVICES": ",".join(map(str, job.devices))}
                 procs.append(start(job.args, handles[-1], env))
             while any(proc.poll() is None for proc in procs):
+                if any(proc.poll() not in (None, 0) for proc in procs):
+                    break  # one failed: the `finally` stops the others rather than letting them run on
                 time.sleep(0.5)
                 if show_progress:
                     _show_progress(batch[0].log)
