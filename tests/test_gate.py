@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import yaml
 
 from ftft_ds.dynamics.gate import assess_reference, learnt_late_mask
@@ -11,6 +12,9 @@ from ftft_ds.dynamics.store import Dynamics
 from ftft_ds.pipeline.config import GateConfig
 
 from .helpers import ftft, tail
+
+TINY_REFERENCE = ["--model", "tiny-bert", "--set", "data.embedded_train_size=600", "--set", "lr=3e-3",
+                  "--set", "micro_batch_size=8", "--set", "max_length=40"]
 
 
 def _dynamics(gold_probs: np.ndarray, labels: np.ndarray) -> Dynamics:
@@ -70,6 +74,24 @@ def test_probe_agreement_is_checked_when_the_main_models_dynamics_exist():
     other = assess_reference("small", reference, [], 0.9, 0.5, GateConfig(), probe=compute_metrics(unrelated),
                              reference_metrics=compute_metrics(reference))
     assert not other.checks[-1].passed
+
+
+@pytest.mark.parametrize("training, sound, failed", [
+    (["--num-layers", "1", "--epochs", "1"], False, {"epochs", "train_accuracy"}),
+    (["--epochs", "8"], True, set()),
+])
+def test_verdicts_on_real_tiny_references(tmp_path, training, sound, failed):
+    """A 1-layer reference trained for 1 epoch has neither learnt the training set nor given
+    variability anything to measure; the 2-layer one trained for 8 epochs passes every check."""
+    proc = ftft(["reference", *TINY_REFERENCE, *training, "-o", tmp_path / "ref"])
+    assert proc.returncode == 0, tail(proc)
+    dynamics = Dynamics.load(tmp_path / "ref" / "dynamics")
+    run = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    subset = select_subset(dynamics, "ambiguous", fraction=0.33)
+    verdict = assess_reference("small", dynamics, subset.uids, run["final"]["dev/accuracy"],
+                               run["majority_rate"]["dev"], GateConfig())
+    assert verdict.sound is sound, verdict.summary()
+    assert failed <= {check.name for check in verdict.failures}, verdict.summary()
 
 
 RECIPE = {
