@@ -13,10 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def quiet_env(**extra) -> dict:
     env = dict(os.environ)
-    env.update(TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1", **extra)
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
+    env.update(TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1", **extra)
     return env
 
 
@@ -70,3 +70,24 @@ def save_tiny_decoder(family: str, path: Path, num_layers: int = 3, hidden_size:
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+GPU_LOSS_RTOL = 2e-3
+"""How closely two runs that walk one trajectory (a straight run and a killed-and-resumed one) agree
+on a GPU, where kernels are not bit-reproducible (atomic adds in reductions, bf16). On CPU they
+agree bit for bit."""
+
+
+def assert_same_losses(a: list, b: list) -> None:
+    """`a` and `b` (losses, or (step, loss) pairs) are one trajectory: equal on CPU, within
+    `GPU_LOSS_RTOL` on a GPU."""
+    import pytest
+    import torch
+
+    if not torch.cuda.is_available():
+        assert a == b
+        return
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        x, y = (x, y) if isinstance(x, tuple) else ((None, x), (None, y))
+        assert x[0] == y[0] and x[1] == pytest.approx(y[1], rel=GPU_LOSS_RTOL)

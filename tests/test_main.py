@@ -15,7 +15,7 @@ from ftft_ds.dynamics.select import Subset
 from ftft_ds.dynamics.store import Dynamics
 from ftft_ds.train.runtime import free_port
 
-from .helpers import REPO, deepspeed_launch, ftft, quiet_env, tail
+from .helpers import REPO, deepspeed_launch, ftft, quiet_env, tail, assert_same_losses
 
 TRAIN_SIZE = 240
 COMMON = ["--model", "tiny-bert", "--set", f"data.embedded_train_size={TRAIN_SIZE}",
@@ -75,10 +75,12 @@ def test_zero3_partitions_parameters_and_exports_a_consolidated_model(tmp_path):
     per_rank, total = metrics["parameters_per_rank"], metrics["num_parameters"]
     assert len(per_rank) == 2 and all(n < 0.6 * total for n in per_rank)
     assert total <= sum(per_rank) < total * 1.01  # shards (plus alignment padding) cover the model
-    peaks = metrics["peak_memory_mib_per_rank"]  # resident sets on CPU: torch alone is > 100 MiB
+    peaks = metrics["peak_memory_mib_per_rank"]
     training = metrics["training_memory_mib_per_rank"]
     assert len(peaks) == len(training) == 2
-    assert all(isinstance(t, int) and 100 < t <= p for t, p in zip(training, peaks))
+    assert all(isinstance(t, int) and 0 < t <= p for t, p in zip(training, peaks))
+    if not torch.cuda.is_available():  # resident sets: torch alone is > 100 MiB
+        assert min(training) > 100
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(out / "model")
@@ -133,7 +135,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
 
     proc = deepspeed_launch("launch/main.py", [*args, "-o", cut, "--resume"])
     assert proc.returncode == 0, tail(proc)
-    assert losses(cut) == losses(full)
+    assert_same_losses(losses(cut), losses(full))
     a, b = read_json(full / "metrics.json"), read_json(cut / "metrics.json")
     assert a["final"] == b["final"] and a["steps"] == b["steps"] == 120
     assert read_json(cut / "cost.json")["train_examples"] == read_json(full / "cost.json")["train_examples"]

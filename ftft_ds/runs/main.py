@@ -9,7 +9,8 @@ budget on every rank, evaluates on the ID and OOD splits, checkpoints, resumes, 
   checkpoint's; else the last step's), the final one (with patience, of the followed split
   only), steps, budget, why it stopped, parameters per rank;
 - `cost.json`: the cost ledger; `log.jsonl` + `tensorboard/main/`: the curves;
-- `checkpoints/`: resumable DeepSpeed checkpoints (`best` kept when patience is on);
+- `checkpoints/`: resumable DeepSpeed checkpoints, and with patience the best step's weights
+  (`best_step_N/`);
 - `model/`: the selected model in Hugging Face format (consolidated from ZeRO-3 shards);
 - `config.json`: the resolved config.
 """
@@ -26,7 +27,7 @@ from ..config import MainConfig, save_config
 from ..dynamics.recorder import DynamicsRecorder
 from ..dynamics.select import Subset
 from ..io import versions, write_json
-from ..train.checkpoint import BEST_TAG, Checkpointer, export_hf_model
+from ..train.checkpoint import Checkpointer, export_hf_model
 from .prepare import prepare_run
 from ..train.runtime import DistEnv, init_distributed, peak_memory_bytes, run_folder
 from ..train.stop import Divergence, Patience
@@ -91,13 +92,14 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
     selected, selected_step = final, state.step
     if selects_best:
         if state.best_step is not None and state.best_step != state.step:
-            checkpointer.load_weights(run.engine, BEST_TAG)
+            checkpointer.load_best(run.engine, state.best_step)
             selected_step = state.best_step
         selected = {"step": selected_step, **evaluator.evaluate(run.engine, run.ledger)}
         run.ledger.flush(state.step, write=False)
     if cfg.export_model:
         export_hf_model(run.engine, run.tokenizer, out / "model", env, run.split.label_names)
 
+    peaks = peak_memory_bytes(env.device)
     metrics = {
         "final": final,
         # What the run reports: with patience, the best checkpoint (the model one keeps and exports,
@@ -117,11 +119,12 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
         "world_size": env.world_size,
         "zero_stage": run.ds_config.get("zero_optimization", {}).get("stage", 0),
         "parameters_per_rank": _per_rank(_local_parameters(run.engine)),
-        # GPU: the allocator's peak; CPU: the process's resident set, libraries included. `peak`
-        # covers set-up and the final save too, `training` only the log points while training.
-        # (The kernel's resident-set high-water mark is kept lazily; a sample can read a little above it.)
-        "peak_memory_mib_per_rank": _per_rank(round(max(peak_memory_bytes(env.device), training_memory) / 2 ** 20)),
-        "training_memory_mib_per_rank": _per_rank(round(training_memory / 2 ** 20)),
+        # Peaks since set-up (loading the model is not training). GPU: the allocator's allocated
+        # and reserved peaks; CPU: the process's resident set, libraries included. `peak` covers the
+        # final save and evaluations too, `training` the steps up to the last log point.
+        "peak_memory_mib_per_rank": _per_rank(_mib(max(peaks["allocated"], training_memory["allocated"]))),
+        "peak_reserved_mib_per_rank": _per_rank(_mib(max(peaks["reserved"], training_memory["reserved"]))),
+        "training_memory_mib_per_rank": _per_rank(_mib(training_memory["allocated"])),
         "num_parameters": run.num_parameters,
         "versions": versions(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -149,6 +152,10 @@ def _divergence_guard(cfg: MainConfig, run, evaluator) -> Divergence | None:
 def _local_parameters(engine) -> int:
     """How many parameter values this rank holds: all of them below ZeRO-3, a 1/world shard with it."""
     return sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in engine.module.parameters())
+
+
+def _mib(num_bytes: int) -> int:
+    return round(num_bytes / 2 ** 20)
 
 
 def _per_rank(local: int) -> list[int]:

@@ -15,15 +15,16 @@ from torch.utils.data import DataLoader
 from ..config import OptimConfig
 from ..train.cost import CostLedger
 from ..errors import warn
+from ..data.handoff import prepare_once
 from ..data.load import Split, load_splits
 from ..data.sampler import ShardedSampler
 from ..data.tokenize import Collator, tokenize_split
 from ..train.models import check_max_length, count_flops_parameters, count_parameters, load_tokenizer
 from ..train.budget import Budget
-from ..train.evaluate import Evaluator
+from ..train.evaluate import Evaluator, LoaderSettings
 from ..train.memory import refuse_if_it_cannot_fit
 from ..train.engine import build_model_for, initialize_engine, run_ds_config, take_monitor
-from ..train.runtime import DistEnv
+from ..train.runtime import DistEnv, reset_memory_peaks
 from ..train.stop import StopRule
 from .plan import StepPlan, plan_steps
 
@@ -35,6 +36,7 @@ class PreparedRun:
     eval_data: dict  # name -> tokenized evaluation split
     tokenizer: object
     collate: Collator
+    loading: LoaderSettings
     sampler: ShardedSampler
     loader: DataLoader
     engine: object
@@ -49,7 +51,7 @@ class PreparedRun:
         """An evaluator over the tokenized eval splits (None when there are none)."""
         if not self.eval_data:
             return None
-        return Evaluator(self.eval_data, self.split.num_labels, self.loader.batch_size, self.collate, env)
+        return Evaluator(self.eval_data, self.split.num_labels, self.loading, self.collate, env)
 
 
 def seed_dropout(seed: int, env: DistEnv) -> None:
@@ -69,20 +71,24 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     are tokenized for evaluation.
     """
     seed_dropout(cfg.dropout_seed, env)
-    splits = load_splits(cfg.data, [cfg.data.train_split, *eval_splits])
-    split = splits[cfg.data.train_split]
-    rows = None if select_rows is None else select_rows(split)
     tokenizer = load_tokenizer(cfg.model)
     check_max_length(cfg.model, cfg.max_length, tokenizer)
-    train = tokenize_split(split, tokenizer, cfg.max_length)
-    eval_data = {name: tokenize_split(splits[name], tokenizer, cfg.max_length) for name in eval_splits}
-    collate = Collator(tokenizer)
+
+    def load_and_tokenize() -> tuple[dict, dict]:
+        splits = load_splits(cfg.data, [cfg.data.train_split, *eval_splits])
+        names = dict.fromkeys([cfg.data.train_split, *eval_splits])
+        return splits, {name: tokenize_split(splits[name], tokenizer, cfg.max_length) for name in names}
+
+    splits, tokenized = prepare_once(Path(cfg.output_dir), env.rank, env.world_size, load_and_tokenize)
+    split = splits[cfg.data.train_split]
+    rows = None if select_rows is None else select_rows(split)
+    train = tokenized[cfg.data.train_split]
+    eval_data = {name: tokenized[name] for name in eval_splits}
+    loading = LoaderSettings.of(cfg, env)
+    collate = Collator(tokenizer, loading.pad_to_multiple_of)
     rows = range(len(train)) if rows is None else rows
     sampler = ShardedSampler(rows, env.world_size, env.rank, seed=cfg.data_seed)
-    # The loader gets its own generator so that it never draws from the dropout stream; pinned
-    # batches let `to_device`'s non-blocking copies overlap with compute on GPUs.
-    loader = DataLoader(train, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=collate,
-                        generator=torch.Generator(), pin_memory=env.device.type == "cuda")
+    loader = loading.loader(train, cfg.micro_batch_size, sampler, collate, persistent=True)
 
     plan = plan_steps(len(rows), len(train), env.world_size, cfg.micro_batch_size, cfg.grad_accum, budget,
                       erm_epochs, schedule, schedule_budget, cfg.warmup_ratio)
@@ -98,8 +104,10 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     num_parameters = count_parameters(model)
     engine = initialize_engine(model, ds_config)
     ledger = CostLedger(count_flops_parameters(model), env.world_size, env.device, monitor=monitor)
+    reset_memory_peaks(env.device)  # the run's peaks measure training, not loading and set-up
     return PreparedRun(
-        split=split, train=train, eval_data=eval_data, tokenizer=tokenizer, collate=collate, sampler=sampler, loader=loader,
+        split=split, train=train, eval_data=eval_data, tokenizer=tokenizer, collate=collate, loading=loading,
+        sampler=sampler, loader=loader,
         engine=engine, ds_config=ds_config, num_parameters=num_parameters, ledger=ledger,
         stop_rule=StopRule(budget, plan.max_steps), plan=plan,
         warmup_steps=ds_config.get("scheduler", {}).get("params", {}).get("warmup_num_steps", 0),

@@ -3,7 +3,7 @@
 Per optimizer step it counts non-padding tokens, analytic FLOPs (≈ 6 × parameters × tokens for a
 training step, 2 × for an evaluation forward pass; parameters without the embedding tables, as in
 Kaplan et al.'s C ≈ 6ND), wall time and device-hours, plus loss, learning rate, accuracy,
-throughput and, at log points, memory in use. Counters stay on the device between log points, so
+throughput and, at log points, peak memory since set-up. Counters stay on the device between log points, so
 counting adds no synchronisation; at a log point the ranks sum them in one all-reduce. Rank 0
 writes the events to TensorBoard under the stable tags below and `cost.json` at the end. Reference
 runs and main runs use the same ledger, so `reference + main` costs are directly comparable with
@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from ..io import write_json
-from .runtime import memory_in_use_bytes
+from .runtime import peak_memory_bytes
 
 TRAIN_FLOPS_PER_PARAM_TOKEN = 6
 EVAL_FLOPS_PER_PARAM_TOKEN = 2
@@ -36,6 +36,7 @@ TAG_FLOPS = "cost/flops"
 TAG_WALL_S = "cost/wall_seconds"
 TAG_DEVICE_HOURS = "cost/device_hours"
 TAG_MEMORY_MIB = "memory/rank0_mib"
+TAG_RESERVED_MIB = "memory/rank0_reserved_mib"
 
 
 @dataclass
@@ -85,9 +86,10 @@ class CostLedger:
         # [train tokens, train examples, loss sum, correct, seconds] since the last write
         self._window = np.zeros(5, dtype=np.float64)
         self._device = device
-        self.training_memory_bytes = 0
-        """This rank's largest memory in use at a log point (GPU: allocator peak; CPU: resident set):
-        memory while training, apart from set-up and the final save."""
+        self.training_memory_bytes = {"allocated": 0, "reserved": 0}
+        """This rank's peak memory since set-up as last sampled at a log point (GPU: the allocator's
+        allocated and reserved peaks; CPU: the resident set's): memory while training, apart from
+        the final save and evaluations."""
 
     def count_train(self, attention_mask: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor,
                     labels: torch.Tensor) -> None:
@@ -137,9 +139,9 @@ class CostLedger:
         if not write:
             return record
         # At log points only: budgets that are not step counts flush every step.
-        memory = memory_in_use_bytes(self._device)
-        self.training_memory_bytes = max(self.training_memory_bytes, memory)
-        record[TAG_MEMORY_MIB] = memory / 2 ** 20
+        self.training_memory_bytes = peak_memory_bytes(self._device)
+        record[TAG_MEMORY_MIB] = self.training_memory_bytes["allocated"] / 2 ** 20
+        record[TAG_RESERVED_MIB] = self.training_memory_bytes["reserved"] / 2 ** 20
         tokens, examples, loss_sum, correct, elapsed = self._window.tolist()
         self._window[:] = 0
         if examples:

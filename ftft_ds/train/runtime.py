@@ -1,20 +1,35 @@
-"""Process-group set-up for single-process and `deepspeed`-launched runs alike.
+"""Process-group set-up, whichever launcher started the ranks.
 
-Under the `deepspeed` launcher every rank finds RANK/WORLD_SIZE/MASTER_* in its environment. A plain
-`python` or `ftft` process has none, so it becomes a world of one on a free loopback port; the same
-code then runs unchanged from one CPU to many GPU nodes.
+A run finds its place in the job from the variables of the launcher that started it:
+- the `deepspeed` launcher and torchrun set RANK, WORLD_SIZE, LOCAL_RANK and MASTER_*;
+- `srun` (and `deepspeed --launcher slurm`) sets SLURM_PROCID, SLURM_STEP_NUM_TASKS and SLURM_LOCALID;
+- Open MPI's `mpirun` (and `deepspeed --launcher openmpi`) sets OMPI_COMM_WORLD_*; MPICH and Intel
+  MPI set PMI_RANK, PMI_SIZE and MPI_LOCALRANKID.
+They are translated into torch.distributed's variables before the process group starts. Only a
+process that no launcher started becomes a world of one, on a free loopback port, so the same code
+runs unchanged from one CPU to many GPU nodes and never splits a job into N worlds of one.
 """
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
+import shutil
 import socket
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
 import torch.distributed as dist
+
+from ..errors import FtftError
+
+DEFAULT_TIMEOUT_MINUTES = 60
+"""How long a collective may wait (DeepSpeed's own default is 10 minutes). Ranks wait at barriers
+while rank 0 alone writes a multi-GB model, millions of dynamics rows or clears an `--overwrite`
+folder; `DEEPSPEED_TIMEOUT` (minutes), DeepSpeed's own variable, sets another value."""
 
 
 @dataclass(frozen=True)
@@ -39,23 +54,103 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# (rank, world size, local rank) variables of each launcher, in the order they are looked for.
+_LAUNCHERS = (
+    ("torch.distributed", "RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    ("srun", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID"),
+    ("Open MPI", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("MPICH/Intel MPI", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+)
+
+
+def launcher_variables(environ: dict) -> dict:
+    """torch.distributed's RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT for this process,
+    from whichever launcher's variables `environ` holds (see the module docstring).
+
+    A SLURM batch script has SLURM_PROCID too, but only `srun` starts a step with tasks
+    (SLURM_STEP_NUM_TASKS): a plain `python` in the batch script is a world of one.
+    """
+    for name, rank_var, size_var, local_var in _LAUNCHERS:
+        if rank_var in environ and size_var in environ:
+            break
+    else:
+        return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    found = {"RANK": environ[rank_var], "WORLD_SIZE": environ[size_var],
+             "LOCAL_RANK": environ.get(local_var, "0")}
+    for key, value in found.items():
+        if not value.isdigit():
+            raise FtftError(f"{name} set {key} to {value!r}; expected a whole number")
+    if int(found["WORLD_SIZE"]) == 1:
+        return {**found, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": environ.get("MASTER_PORT") or str(free_port())}
+    addr, port = environ.get("MASTER_ADDR"), environ.get("MASTER_PORT")
+    if name == "srun":
+        addr = addr or _first_slurm_host(environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST", ""))
+        # Every task of a step derives the same port from the job id, so none has to announce it.
+        port = port or str(20_000 + int(environ.get("SLURM_JOB_ID", "0")) % 20_000)
+    if not addr or not port:
+        raise FtftError(f"started by {name} with {found['WORLD_SIZE']} ranks but MASTER_ADDR/MASTER_PORT are not "
+                        f"set; export the first host's address and a free port to every rank "
+                        f"(for mpirun: -x MASTER_ADDR=HOST -x MASTER_PORT=29500)")
+    return {**found, "MASTER_ADDR": addr, "MASTER_PORT": port}
+
+
+def _first_slurm_host(nodelist: str) -> str:
+    """The first host of a SLURM node list (`n[1-4],m2` gives `n1`), through `scontrol` where it exists."""
+    if not nodelist:
+        return ""
+    if shutil.which("scontrol"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                                   timeout=30, check=True).stdout.split()
+            if hosts:
+                return hosts[0]
+    head = nodelist.split(",")[0]
+    if "[" in head:
+        prefix, _, ranges = head.partition("[")
+        head = prefix + ranges.split(",")[0].split("-")[0].rstrip("]")
+    return head
+
+
+def device_index(local_rank: int, visible: int) -> int:
+    """The GPU this rank drives: its local rank, or 0 where the launcher shows each task one GPU
+    (`srun --gpus-per-task=1`, a scheduler's CUDA_VISIBLE_DEVICES per task)."""
+    if local_rank < visible:
+        return local_rank
+    if visible == 1:
+        return 0
+    raise FtftError(f"local rank {local_rank} but only {visible} GPUs are visible to it; start at most "
+                    f"{visible} ranks per node, or show each rank one GPU")
+
+
+def collective_timeout() -> datetime.timedelta:
+    """`DEFAULT_TIMEOUT_MINUTES`, or `DEEPSPEED_TIMEOUT` minutes where it is set."""
+    raw = os.environ.get("DEEPSPEED_TIMEOUT", str(DEFAULT_TIMEOUT_MINUTES))
+    if not raw.isdigit() or int(raw) < 1:
+        raise FtftError(f"DEEPSPEED_TIMEOUT must be a whole number of minutes (at least 1), got {raw!r}")
+    return datetime.timedelta(minutes=int(raw))
+
+
 def init_distributed() -> DistEnv:
     """Join (or, alone, create) the process group: NCCL on GPUs, gloo on CPUs."""
     import deepspeed
     from deepspeed.accelerator import get_accelerator
 
-    if "RANK" not in os.environ:
-        os.environ.update(
-            RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
-            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
-        )
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    os.environ.update(launcher_variables(dict(os.environ)))
+    local_rank = int(os.environ["LOCAL_RANK"])
     accelerator = get_accelerator()
     on_cpu = accelerator.device_name() == "cpu"
     if not on_cpu:
-        accelerator.set_device(local_rank)
-    deepspeed.init_distributed(dist_backend="gloo" if on_cpu else accelerator.communication_backend_name())
-    device = torch.device("cpu") if on_cpu else torch.device(accelerator.device_name(local_rank))
+        index = device_index(local_rank, accelerator.device_count())
+        # DeepSpeed reads LOCAL_RANK as the device index (engine, ZeRO-3) and insists that Open
+        # MPI's local rank agrees with it.
+        os.environ["LOCAL_RANK"] = str(index)
+        if "OMPI_COMM_WORLD_LOCAL_RANK" in os.environ:
+            os.environ["OMPI_COMM_WORLD_LOCAL_RANK"] = str(index)
+        accelerator.set_device(index)
+    deepspeed.init_distributed(dist_backend="gloo" if on_cpu else accelerator.communication_backend_name(),
+                               auto_mpi_discovery=False, timeout=collective_timeout())
+    device = torch.device("cpu") if on_cpu else torch.device(accelerator.device_name(int(os.environ["LOCAL_RANK"])))
     if on_cpu:
         _release_shared_memory_name()
     return DistEnv(
@@ -86,7 +181,9 @@ def run_folder(cfg, env: DistEnv) -> Iterator[Path]:
     """Rank 0 owns `cfg.output_dir` for the run (`io.own_output_dir`); the other ranks wait until it does.
 
     If rank 0 refuses the folder it exits with the error line, and the launcher stops the others.
+    When the run ends, rank 0 removes the data it handed to the other ranks (`data.handoff`).
     """
+    from ..data.handoff import remove_handoff
     from ..io import own_output_dir
 
     owner = own_output_dir(cfg.output_dir, resume=getattr(cfg, "resume", False), overwrite=cfg.overwrite) \
@@ -94,25 +191,53 @@ def run_folder(cfg, env: DistEnv) -> Iterator[Path]:
     with owner as folder:
         if dist.is_initialized():
             dist.barrier()
-        yield folder
+        try:
+            yield folder
+        finally:
+            if env.is_main:
+                remove_handoff(folder)
 
 
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak memory this process has used so far: allocated tensors on a GPU, resident set on a CPU."""
+# -- memory ------------------------------------------------------------------------------------
+# On a GPU: the caching allocator's counters, allocated (tensors) and reserved (what the process
+# holds from the driver, which is what runs out). On a CPU: the resident set, from /proc.
+
+
+def reset_memory_peaks(device: torch.device) -> None:
+    """Start the peaks afresh, so that they measure training rather than loading and set-up."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    import resource
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # resets the resident-set high-water mark (VmHWM)
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
-
-def memory_in_use_bytes(device: torch.device) -> int:
-    """Memory this process uses now, read without waiting for the device: the allocator's peak so
-    far on a GPU (a host-side counter), the current resident set on a CPU (0 where /proc is absent)."""
+def peak_memory_bytes(device: torch.device) -> dict:
+    """Peak memory since the last `reset_memory_peaks`: `allocated` and `reserved` on a GPU; on a
+    CPU both are the resident set's high-water mark."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
+        return {"allocated": torch.cuda.max_memory_allocated(device),
+                "reserved": torch.cuda.max_memory_reserved(device)}
+    resident = _proc_status_kib("VmHWM") * 1024
+    return {"allocated": resident, "reserved": resident}
+
+
+def memory_in_use_bytes(device: torch.device) -> dict:
+    """Memory in use now, read without waiting for the device: the allocator's host-side counters on
+    a GPU, the current resident set on a CPU (0 where /proc is absent)."""
+    if device.type == "cuda":
+        return {"allocated": torch.cuda.memory_allocated(device), "reserved": torch.cuda.memory_reserved(device)}
+    resident = _proc_status_kib("VmRSS") * 1024
+    return {"allocated": resident, "reserved": resident}
+
+
+def _proc_status_kib(field: str) -> int:
     try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
     except OSError:
-        return 0
+        pass
+    return 0

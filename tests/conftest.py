@@ -1,0 +1,37 @@
+"""Markers that decide where a test runs: `gpu` tests need CUDA, `cpu_only` assertions hold only
+without it (see pytest.ini)."""
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    has_cuda = torch.cuda.is_available()
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+        if "cpu_only" in item.keywords and has_cuda:
+            item.add_marker(pytest.mark.skip(reason="holds on CPUs only"))
+
+
+def _slurm_answers() -> str | None:
+    """Why no SLURM cluster can take jobs here, or None when one can."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("sinfo"):
+        return "SLURM is not installed (bash .ci/slurm_cluster.sh installs and starts a loopback cluster)"
+    try:
+        states = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20).stdout.split()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"sinfo failed ({exc}); bash .ci/slurm_cluster.sh starts a loopback cluster"
+    if not any(state.rstrip("*") in ("idle", "mix", "alloc") for state in states):
+        return f"no SLURM node is up (sinfo: {' '.join(states) or 'no answer'}); bash .ci/slurm_cluster.sh starts them"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A SLURM cluster that answers; tests that need one are skipped with the reason otherwise."""
+    reason = _slurm_answers()
+    if reason is not None:
+        pytest.skip(reason)
