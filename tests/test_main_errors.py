@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from ftft_ds.cli import _register, cli
 from ftft_ds.dynamics.select import Subset
 
-from .helpers import deepspeed_launch, ftft, tail
+from .helpers import deepspeed_launch, ftft, tail, assert_same_losses
 
 COMMON = ["--model", "tiny-bert", "--set", "data.embedded_train_size=120", "--set", "micro_batch_size=8",
           "--set", "log_every=1"]
@@ -63,7 +63,8 @@ def test_patience_reports_the_best_checkpoint_and_costs_up_to_the_stop(tmp_path)
     assert len([r for r in records if "train/loss" in r]) == metrics["steps"] == cost["optimizer_steps"]
     assert cost["train_examples"] == 8 * metrics["steps"]
     assert cost["train_flops"] == pytest.approx(6 * cost["flops_parameters"] * cost["train_tokens"])
-    assert (patient / "checkpoints" / "best").is_dir() and (patient / "model" / "config.json").is_file()
+    assert (patient / "checkpoints" / f"best_step_{metrics['selected_step']}").is_dir()
+    assert (patient / "model" / "config.json").is_file()
 
 
 def test_subset_from_another_dataset_fails_on_every_rank(tmp_path):
@@ -144,4 +145,22 @@ def test_evaluating_does_not_change_training(tmp_path):
                      "-o", tmp_path / name])
         assert proc.returncode == 0, tail(proc)
         losses[name] = [r["train/loss"] for r in log_records(tmp_path / name) if "train/loss" in r]
-    assert len(losses["quiet"]) == 12 and losses["quiet"] == losses["evaluating"]
+    assert len(losses["quiet"]) == 12
+    assert_same_losses(losses["quiet"], losses["evaluating"])
+
+
+def test_loader_workers_resume_with_the_very_next_example(tmp_path):
+    """Worker processes draw rows ahead of the batches trained on; a run cut mid-epoch and resumed
+    still walks the same trajectory as a straight one (the position is the trainer's count)."""
+    args = [*COMMON, "--set", "num_workers=2", "--set", "pad_to_multiple_of=8", "--set", "eval_batch_size=5",
+            "--set", "export_model=false", "--set", "data.eval_splits=[dev]"]
+    proc = ftft(["train", *args, "--budget", "steps:10", "-o", tmp_path / "straight"])
+    assert proc.returncode == 0, tail(proc)
+    proc = ftft(["train", *args, "--budget", "steps:5", "-o", tmp_path / "cut"])
+    assert proc.returncode == 0, tail(proc)
+    proc = ftft(["train", *args, "--budget", "steps:10", "--resume", "-o", tmp_path / "cut"])
+    assert proc.returncode == 0, tail(proc)
+    losses = {name: [(r["step"], r["train/loss"]) for r in log_records(tmp_path / name) if "train/loss" in r]
+              for name in ("straight", "cut")}
+    assert len(losses["straight"]) == 10
+    assert_same_losses(losses["cut"], losses["straight"])

@@ -1,11 +1,19 @@
-"""Checkpoints that resume exactly, and the final model in Hugging Face format.
+"""Checkpoints that resume exactly, the best weights a patience run reports, and the final model in
+Hugging Face format.
 
 DeepSpeed's own checkpoints hold the (sharded) model, optimizer and scheduler states; we add the
 trainer's position (sampler epoch and offset, step, patience state), the cost ledger's totals and
 every rank's random-number state, so a resumed run continues with the very next example and the
-same dropout masks. Each rank writes its RNG file before DeepSpeed writes `latest`, and DeepSpeed
-writes `latest` last, so `latest` only ever names a complete checkpoint: a run killed mid-save
-resumes from the previous one.
+same dropout masks. `latest` is written by rank 0 alone, atomically, and only after a barrier that
+every rank reaches once its shards are on disk, so it only ever names a complete checkpoint: a run
+killed mid-save (a preempted node among many) resumes from the previous one. (DeepSpeed's own
+`save_latest` writes it after rank 0's shards alone, before that barrier.)
+
+The best checkpoint of a patience run holds the module's weights only: the run never trains on
+from it, so optimizer states (12 of the 16 bytes per parameter of mixed-precision Adam) would be
+written at every new best for nothing. Under ZeRO-3 each rank saves and loads its own partition,
+so neither the save nor the load gathers the model; it is read back by its own folder name, which
+DeepSpeed's module-only loading under ZeRO-3 does not do (it reads whatever `latest` names).
 
 To restart on a different number of ranks or nodes, convert the ZeRO checkpoint to DeepSpeed's
 universal format (`python -m deepspeed.checkpoint.ds_to_universal --input_folder
@@ -25,7 +33,7 @@ from ..io import atomic_path
 from .runtime import DistEnv
 
 LATEST = "latest"
-BEST_TAG = "best"
+BEST_PREFIX = "best_step_"
 
 
 def _rng_state() -> dict:
@@ -42,7 +50,8 @@ def _set_rng_state(state: dict) -> None:
 
 
 class Checkpointer:
-    """Saves and restores a run under `directory` (every rank must call `save` and `load`)."""
+    """Saves and restores a run under `directory` (every rank must call `save`, `load`, `save_best`
+    and `load_best`)."""
 
     def __init__(self, directory: str | Path, env: DistEnv, keep_last: int = 1):
         self.directory = Path(directory)
@@ -52,14 +61,19 @@ class Checkpointer:
     def has_checkpoint(self) -> bool:
         return (self.directory / LATEST).is_file()
 
-    def save(self, engine, tag: str, client_state: dict, latest: bool = True) -> None:
+    def save(self, engine, tag: str, client_state: dict, best_step: int | None = None) -> None:
+        """Save a resumable checkpoint under `tag` and point `latest` at it once every rank has
+        written its part; older step checkpoints and best weights other than `best_step`'s go."""
         rng_path = self.directory / tag / f"rng_rank{self.env.rank}.pt"
         rng_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(rng_path) as tmp:
             torch.save(_rng_state(), tmp)
-        engine.save_checkpoint(str(self.directory), tag=tag, client_state=client_state, save_latest=latest)
-        if latest:
-            self._prune(keep={tag, BEST_TAG})
+        engine.save_checkpoint(str(self.directory), tag=tag, client_state=client_state, save_latest=False)
+        _barrier()  # every rank's shards are on disk
+        if self.env.is_main:
+            with atomic_path(self.directory / LATEST) as tmp:
+                tmp.write_text(tag)
+        self._prune(keep={tag, best_folder(best_step)})
 
     def load(self, engine, tag: str | None = None) -> dict:
         """Restore engine, optimizer, scheduler and RNG; return the trainer's client state."""
@@ -74,26 +88,72 @@ class Checkpointer:
             _set_rng_state(torch.load(rng_path, weights_only=False))
         return client_state
 
-    def load_weights(self, engine, tag: str) -> None:
-        """Restore only the model weights saved under `tag` (e.g. the best checkpoint, to export it)."""
-        path, _ = engine.load_checkpoint(str(self.directory), tag=tag, load_module_only=True,
-                                         load_optimizer_states=False, load_lr_scheduler_states=False)
-        if path is None:
-            raise FtftError(f"could not load the checkpoint '{tag}' in {self.directory}")
+    def save_best(self, engine, step: int) -> None:
+        """Save the module's weights at `step` as the best so far: each rank its ZeRO-3 partition,
+        or, below ZeRO-3, rank 0 the whole (replicated) state dict."""
+        folder = self.directory / best_folder(step)
+        folder.mkdir(parents=True, exist_ok=True)
+        if engine.zero_optimization_partition_weights():
+            # Parameters small enough to persist (stage3_param_persistence_threshold) stay whole on
+            # every rank and are used as such, so their whole value is kept besides the partition.
+            weights = {name: p.ds_tensor.detach().cpu() for name, p in engine.module.named_parameters()}
+            weights.update({f"{name}:whole": p.data.detach().cpu() for name, p in engine.module.named_parameters()
+                            if getattr(p, "ds_persist", False)})
+            target = folder / f"weights_rank{self.env.rank}.pt"
+        else:
+            weights = {name: t.detach().cpu() for name, t in engine.module.state_dict().items()} \
+                if self.env.is_main else None
+            target = folder / "weights.pt"
+        if weights is not None:
+            with atomic_path(target) as tmp:
+                torch.save({"world_size": self.env.world_size, "weights": weights}, tmp)
+        _barrier()
+
+    def load_best(self, engine, step: int) -> None:
+        """Put the weights `save_best` saved at `step` back into the module (optimizer untouched)."""
+        folder = self.directory / best_folder(step)
+        partitioned = engine.zero_optimization_partition_weights()
+        path = folder / (f"weights_rank{self.env.rank}.pt" if partitioned else "weights.pt")
+        if not path.is_file():
+            raise FtftError(f"the best checkpoint of step {step} is missing: {path}")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if partitioned and saved["world_size"] != self.env.world_size:
+            raise FtftError(f"the best checkpoint {folder} was saved by {saved['world_size']} ranks, "
+                            f"this run has {self.env.world_size}")
+        with torch.no_grad():
+            if partitioned:
+                for name, p in engine.module.named_parameters():
+                    p.ds_tensor.copy_(saved["weights"][name])
+                    if getattr(p, "ds_persist", False):
+                        p.data.copy_(saved["weights"][f"{name}:whole"])
+            else:
+                engine.module.load_state_dict(saved["weights"])
+        _barrier()
 
     def _prune(self, keep: set) -> None:
-        """Delete step checkpoints older than the last `keep_last` (rank 0, after everyone saved)."""
-        if dist.is_initialized():
-            dist.barrier()
+        """Delete step checkpoints older than the last `keep_last` and best weights not in `keep`
+        (rank 0, after everyone saved)."""
+        _barrier()
         if not self.env.is_main:
             return
         steps = sorted(
             (p for p in self.directory.iterdir() if p.is_dir() and p.name.startswith("step_")),
             key=lambda p: int(p.name.split("_")[1]),
         )
-        for old in steps[:-self.keep_last]:
-            if old.name not in keep:
-                shutil.rmtree(old, ignore_errors=True)
+        old = [*steps[:-self.keep_last], *self.directory.glob(BEST_PREFIX + "*")]
+        for folder in old:
+            if folder.name not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def best_folder(step: int | None) -> str | None:
+    """The name of the folder holding the best weights of `step` (None: no best yet)."""
+    return None if step is None else f"{BEST_PREFIX}{step}"
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
 
 
 def export_hf_model(engine, tokenizer, path: str | Path, env: DistEnv, label_names=()) -> None:
@@ -111,5 +171,4 @@ def export_hf_model(engine, tokenizer, path: str | Path, env: DistEnv, label_nam
         with atomic_path(path, is_dir=True) as tmp:
             module.save_pretrained(tmp, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
-    if dist.is_initialized():
-        dist.barrier()
+    _barrier()

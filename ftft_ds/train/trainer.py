@@ -18,7 +18,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from .checkpoint import BEST_TAG, Checkpointer
+from .checkpoint import Checkpointer
 from .cost import CostLedger
 from .engine import current_lr, to_device
 from .runtime import DistEnv
@@ -161,7 +161,7 @@ class Trainer:
         self._log({"step": state.step, **results})
         reason = self.stop_rule.after_eval(state, results)
         if reason is None and state.best_step == state.step and self.checkpointer is not None:
-            self.checkpointer.save(self.engine, BEST_TAG, self.client_state(), latest=False)
+            self.checkpointer.save_best(self.engine, state.step)
         return reason
 
     def client_state(self) -> dict:
@@ -171,7 +171,8 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         self.ledger.flush(self.state.step, write=False)
-        self.checkpointer.save(self.engine, f"step_{self.state.step}", self.client_state())
+        self.checkpointer.save(self.engine, f"step_{self.state.step}", self.client_state(),
+                               best_step=self.state.best_step)
 
     def resume(self) -> None:
         """Continue from the latest checkpoint: same sampler position, optimizer, schedule, ledger."""

@@ -1,0 +1,84 @@
+"""Checkpoints on the paths multi-rank runs take: ZeRO-3's best weights, and `latest` after a slow rank."""
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ftft_ds.data.load import DataConfig, load_split
+from ftft_ds.data.tokenize import Collator, tokenize_split
+from ftft_ds.train.evaluate import classification_metrics
+
+from .helpers import REPO, deepspeed_launch, free_port, quiet_env, tail
+
+pytestmark = pytest.mark.launcher
+
+
+def test_zero3_patience_reports_and_exports_the_selected_steps_weights(tmp_path):
+    """The selected evaluation is the one logged at the selected step, metric for metric, and the
+    exported model predicts like that step's weights, not the last step's."""
+    out = tmp_path / "zero3"
+    proc = deepspeed_launch("launch/main.py", [
+        "--model", "tiny-bert", "--ds-config", "zero3", "--budget", "steps:54",
+        "--set", "data.embedded_train_size=400", "--set", "micro_batch_size=4", "--set", "lr=3e-3",
+        "--set", "eval_every=6", "--set", "patience=100", "--set", "patience_metric=dev/accuracy",
+        "--set", "data.eval_splits=[dev]", "-o", out])
+    assert proc.returncode == 0, tail(proc)
+    metrics = json.loads((out / "metrics.json").read_text())
+    logged = {r["step"]: r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "dev/mcc" in r}
+    step = metrics["selected_step"]
+    assert step < metrics["steps"] == 54  # the best checkpoint is not the last step
+    assert logged[step]["dev/mcc"] != logged[metrics["steps"]]["dev/mcc"]  # the two weights tell apart
+    selected = {key: value for key, value in metrics["selected"].items() if key != "step"}
+    assert selected == {key: logged[step][key] for key in selected}
+    assert sorted(p.name for p in (out / "checkpoints").glob("best_step_*")) == [f"best_step_{step}"]
+    assert not (out / ".prepared-data").exists()  # rank 0's data for rank 1, removed at the end
+    # 16 bytes per parameter of optimizer state stay out of the best checkpoint: weights only.
+    best_bytes = sum(f.stat().st_size for f in (out / "checkpoints" / f"best_step_{step}").iterdir())
+    full_bytes = sum(f.stat().st_size for f in (out / "checkpoints" / f"step_{metrics['steps']}").iterdir())
+    assert best_bytes < full_bytes / 2
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(out / "model").eval()
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    dev = load_split(DataConfig(embedded_train_size=400), "dev")
+    rows = tokenize_split(dev, tokenizer, 64)
+    collate = Collator(tokenizer)
+    with torch.no_grad():
+        logits = torch.cat([model(**{k: v for k, v in collate([rows[i] for i in range(s, min(s + 16, len(rows)))]).items()
+                                     if k not in ("labels", "index")}).logits for s in range(0, len(rows), 16)])
+    exported = classification_metrics(logits.argmax(-1).numpy(), np.asarray(rows["labels"]), dev.num_labels)
+    assert exported["accuracy"] == pytest.approx(selected["dev/accuracy"], abs=1e-9)
+    assert exported["mcc"] == pytest.approx(selected["dev/mcc"], abs=1e-6)
+
+
+def test_latest_names_a_checkpoint_only_once_every_rank_wrote_it(tmp_path):
+    """Rank 1 writes its checkpoint files 2 s after rank 0: `latest` must not name the new
+    checkpoint before rank 1's files are there, and is never seen half-written."""
+    out = tmp_path / "slow"
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(free_port()),
+           str(REPO / "tests/scripts/slow_rank_save.py"), "--model", "tiny-bert", "--ds-config", "zero2",
+           "--budget", "steps:9", "--set", "checkpoint_every=3", "--set", "data.embedded_train_size=64",
+           "--set", "micro_batch_size=4", "--set", "data.eval_splits=[]", "--set", "export_model=false", "-o", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    latest, seen, early = out / "checkpoints" / "latest", [], []
+    while proc.poll() is None:
+        try:
+            tag = latest.read_text()
+        except FileNotFoundError:
+            time.sleep(0.01)
+            continue
+        if not seen or seen[-1] != tag:
+            seen.append(tag)
+            rank1 = out / "checkpoints" / tag / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+            if not (tag and rank1.is_file()):
+                early.append(tag)
+        time.sleep(0.005)
+    output = proc.communicate()[0]
+    assert proc.returncode == 0, output[-3000:]
+    assert seen and seen[-1] == "step_9", seen
+    assert early == [], f"latest named {early} before rank 1 had written it"
