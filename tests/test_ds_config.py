@@ -4,7 +4,7 @@ import json
 import pytest
 
 from ftft_ds.errors import FtftError
-from ftft_ds.train.ds_config import TrainArgs, find_ds_config, resolve_ds_config
+from ftft_ds.train.ds_config import MIN_BUCKET_ELEMENTS, TrainArgs, find_ds_config, resolve_ds_config
 
 
 def args(**kw):
@@ -24,14 +24,42 @@ def test_bundled_configs_resolve_without_auto(name):
     assert cfg["optimizer"]["params"]["lr"] == 2e-5
     assert cfg["scheduler"]["params"]["warmup_num_steps"] == 10
     assert cfg["scheduler"]["params"]["total_num_steps"] == 100
-    assert cfg["bf16"]["enabled"] is False  # no CUDA here
     assert "auto" not in json.dumps(cfg)
 
 
-def test_zero3_buckets_follow_hidden_size():
-    cfg = resolve_ds_config("zero3", args(hidden_size=64))
-    assert cfg["zero_optimization"]["reduce_bucket_size"] == 64 * 64
-    assert cfg["zero_optimization"]["stage3_param_persistence_threshold"] == 640
+@pytest.mark.cpu_only
+@pytest.mark.parametrize("name", ["zero1", "zero3_offload"])
+def test_bf16_auto_is_off_without_a_gpu(name):
+    assert resolve_ds_config(name, args())["bf16"]["enabled"] is False
+
+
+def test_zero_buckets_follow_hidden_size_above_a_floor():
+    small = resolve_ds_config("zero3", args(hidden_size=64))["zero_optimization"]
+    assert small["reduce_bucket_size"] == small["stage3_prefetch_bucket_size"] == MIN_BUCKET_ELEMENTS
+    assert small["stage3_param_persistence_threshold"] == 640
+    large = resolve_ds_config("zero3", args(hidden_size=8192))["zero_optimization"]
+    assert large["reduce_bucket_size"] == 8192 * 8192
+    assert large["stage3_prefetch_bucket_size"] == int(0.9 * 8192 * 8192)
+
+
+@pytest.mark.parametrize("name", ["zero1", "zero2", "zero3", "zero3_offload"])
+def test_bf16_accumulates_gradients_in_fp32(name):
+    assert resolve_ds_config(name, args(bf16=True))["data_types"]["grad_accum_dtype"] == "fp32"
+    assert "data_types" not in resolve_ds_config(name, args(bf16=False))
+
+
+def test_adam_needs_no_compiled_kernel_unless_asked(tmp_path):
+    for name in ("zero2", "zero3_offload"):
+        assert resolve_ds_config(name, args())["optimizer"]["params"]["torch_adam"] is True
+    # Under optimizer offload DeepSpeed would refuse a PyTorch optimizer without this.
+    assert resolve_ds_config("zero3_offload", args())["zero_force_ds_cpu_optimizer"] is False
+    assert "zero_force_ds_cpu_optimizer" not in resolve_ds_config("zero2", args())
+    own = json.loads(find_ds_config("zero3_offload").read_text())
+    own["optimizer"]["params"]["torch_adam"] = False
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(own))
+    cfg = resolve_ds_config(str(path), args())
+    assert cfg["optimizer"]["params"]["torch_adam"] is False and "zero_force_ds_cpu_optimizer" not in cfg
 
 
 def test_explicit_batch_that_disagrees_is_refused(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import FtftError
+from ..errors import FtftError, warn
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 BUNDLED_DIR = _PACKAGE / "ds_configs" if (_PACKAGE / "ds_configs").is_dir() else _PACKAGE.parent / "ds_configs"
@@ -89,8 +89,20 @@ def _fill(node: dict, key: str, value, where: str) -> None:
         )
 
 
+MIN_BUCKET_ELEMENTS = 25 * 2 ** 20 // 2
+"""The fewest elements an `"auto"` ZeRO bucket holds: 25 MiB of bf16 values, PyTorch DDP's bucket
+size. Hugging Face's hidden² rule alone gives MiniLM 147k-element buckets, hundreds of tiny
+all-reduces per step, each paying a cross-node latency."""
+
+
 def _bf16_available() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    """Whether the GPU computes in bf16 natively. `torch.cuda.is_bf16_supported()` also says yes
+    where bf16 is only emulated (V100, T4), which is slower than fp32 there."""
+    if not torch.cuda.is_available():
+        return False
+    if torch.version.hip:
+        return torch.cuda.is_bf16_supported()
+    return torch.cuda.get_device_capability() >= (8, 0)
 
 
 def check_ds_config(config: dict) -> None:
@@ -127,10 +139,8 @@ def resolve_ds_config(name_or_path: str | dict, args: TrainArgs) -> dict:
     config.setdefault("gradient_clipping", 1.0)
 
     optimizer = config.get("optimizer", {}).get("params")
-    if optimizer is not None and not torch.cuda.is_available() \
-            and str(config["optimizer"].get("type", "")).lower() in ("adam", "adamw"):
-        # On CPU, PyTorch's AdamW: DeepSpeed's CPU FusedAdam does not resume bit-exactly.
-        optimizer.setdefault("torch_adam", True)
+    if optimizer is not None and str(config["optimizer"].get("type", "")).lower() in ("adam", "adamw"):
+        _use_torch_adam(config, optimizer)
     if optimizer is not None:
         _fill(optimizer, "lr", args.lr, "optimizer.params.")
         _fill(optimizer, "weight_decay", args.weight_decay, "optimizer.params.")
@@ -147,6 +157,8 @@ def resolve_ds_config(name_or_path: str | dict, args: TrainArgs) -> dict:
     bf16 = config.setdefault("bf16", {"enabled": False})
     if bf16.get("enabled") == "auto":
         bf16["enabled"] = _bf16_available() if args.bf16 is None else args.bf16
+    if bf16.get("enabled") is True:
+        _accumulate_in_fp32(config, args.grad_accum)
     fp16 = config.get("fp16")
     if fp16 is not None and fp16.get("enabled") == "auto":
         fp16["enabled"] = False
@@ -154,8 +166,8 @@ def resolve_ds_config(name_or_path: str | dict, args: TrainArgs) -> dict:
     zero = config.get("zero_optimization", {})
     hidden = args.hidden_size
     for key, value in (
-        ("reduce_bucket_size", hidden * hidden if hidden else None),
-        ("stage3_prefetch_bucket_size", int(0.9 * hidden * hidden) if hidden else None),
+        ("reduce_bucket_size", max(hidden * hidden, MIN_BUCKET_ELEMENTS) if hidden else None),
+        ("stage3_prefetch_bucket_size", max(int(0.9 * hidden * hidden), MIN_BUCKET_ELEMENTS) if hidden else None),
         ("stage3_param_persistence_threshold", 10 * hidden if hidden else None),
     ):
         if zero.get(key) == "auto":
@@ -168,6 +180,35 @@ def resolve_ds_config(name_or_path: str | dict, args: TrainArgs) -> dict:
     if leftover:
         raise FtftError(f'DeepSpeed config leaves {leftover} as "auto" and no training argument fills it')
     return config
+
+
+def _use_torch_adam(config: dict, optimizer: dict) -> None:
+    """PyTorch's AdamW unless the config says otherwise (`"torch_adam": false`).
+
+    DeepSpeed's own Adam kernels (FusedAdam on GPUs, CPUAdam under optimizer offload) are compiled
+    on first use: that needs nvcc and ninja matching torch's CUDA, and concurrent jobs stall on the
+    shared extension lock. PyTorch's AdamW needs no build: its fused kernel on GPUs, its default
+    one under offload and on CPUs (where it also resumes bit-exactly, which DeepSpeed's CPU Adam
+    does not). Under offload DeepSpeed insists on its CPUAdam unless told otherwise.
+    """
+    if not optimizer.setdefault("torch_adam", True):
+        return
+    offloaded = config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device") in ("cpu", "nvme")
+    if offloaded:
+        config.setdefault("zero_force_ds_cpu_optimizer", False)
+    elif torch.cuda.is_available():
+        optimizer.setdefault("fused", True)
+
+
+def _accumulate_in_fp32(config: dict, grad_accum: int) -> None:
+    """Accumulate gradients in fp32 under bf16 (DeepSpeed's default is the model's dtype): summing
+    micro-batches in bf16 loses low bits at every addition. ZeRO 1-3 support it; without ZeRO,
+    DeepSpeed has only bf16 accumulation."""
+    if zero_stage(config) >= 1:
+        config.setdefault("data_types", {}).setdefault("grad_accum_dtype", "fp32")
+    elif grad_accum > 1 and config.get("data_types", {}).get("grad_accum_dtype") is None:
+        warn(f"bf16 without ZeRO accumulates the {grad_accum} micro-batches' gradients in bf16; "
+             f"use a ZeRO stage (zero1 and up) to accumulate them in fp32")
 
 
 def _find_auto(node, where: str = "") -> str | None:

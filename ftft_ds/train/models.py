@@ -172,19 +172,26 @@ def build_model(name: str, num_labels: int, num_layers: int | None = None, init_
 
     config = model_config(name, num_labels, num_layers)
     kernel = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
-    with _quiet_transformers(), torch.random.fork_rng(devices=[]):
+    # `manual_seed` seeds every CUDA generator too (ZeRO-3 draws the head on the GPU), so all of
+    # them are saved and restored: the dropout streams seeded before must survive the model's build.
+    devices = range(torch.cuda.device_count()) if torch.cuda.is_available() else []
+    with _quiet_transformers(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(init_seed)
         try:
             if name == TINY_BERT:
                 model = AutoModelForSequenceClassification.from_config(config, **kernel)
             else:
+                # In float32 whatever dtype the checkpoint was saved in: DeepSpeed's bf16 setting,
+                # not the file, decides the training precision (transformers 5 keeps the saved dtype).
                 model = AutoModelForSequenceClassification.from_pretrained(
                     _pretrained_source(name), config=config,
-                    ignore_mismatched_sizes=_saved_head_mismatches(name, num_labels), **kernel,
+                    ignore_mismatched_sizes=_saved_head_mismatches(name, num_labels),
+                    **{_dtype_argument(): torch.float32}, **kernel,
                 )
         except (OSError, ValueError, ImportError) as exc:
             raise FtftError(f"could not load model {name!r}: {_first_line(exc)}") from None
         fit_embeddings(model, load_tokenizer(name))
+    float32_head(model, num_labels)
     if gradient_checkpointing:
         if not model.supports_gradient_checkpointing:
             raise FtftError(f"model {name!r} does not support gradient checkpointing")
@@ -195,6 +202,34 @@ def build_model(name: str, num_labels: int, num_layers: int | None = None, init_
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
+
+
+def _dtype_argument() -> str:
+    """`from_pretrained`'s name for the dtype to load in: `dtype` since transformers 5, `torch_dtype` before."""
+    import transformers
+
+    return "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+
+
+class Float32Linear(torch.nn.Linear):
+    """A linear layer that computes in float32 whatever its weights' dtype, and returns float32.
+
+    Under bf16 the classification head's logits would carry about 3 significant digits: training
+    dynamics (confidence, variability) and evaluation scores are read from them, right where a
+    selection cuts the data. The matrix multiply is tiny next to the model's, so it costs nothing.
+    """
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.float()
+        return torch.nn.functional.linear(hidden.float(), self.weight.float(), bias)
+
+
+def float32_head(model: torch.nn.Module, num_labels: int) -> None:
+    """Make the classification head's last projection (the last `Linear` onto `num_labels`
+    outputs) a `Float32Linear`, in place: same parameters, same state-dict keys."""
+    heads = [m for m in model.modules() if type(m) is torch.nn.Linear and m.out_features == num_labels]
+    if heads:
+        heads[-1].__class__ = Float32Linear
 
 
 def fit_embeddings(model: torch.nn.Module, tokenizer) -> None:
@@ -244,6 +279,6 @@ def _first_line(exc: BaseException) -> str:
 
 __all__ = [
     "MINILM", "TINY_BERT", "ATTN_IMPLEMENTATIONS", "minilm_path", "load_tokenizer", "ensure_padding",
-    "model_config", "check_max_length", "fit_embeddings", "build_model",
+    "model_config", "check_max_length", "fit_embeddings", "float32_head", "Float32Linear", "build_model",
     "count_parameters", "count_flops_parameters",
 ]
