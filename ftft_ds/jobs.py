@@ -1,8 +1,8 @@
 """The one owner of child processes, for `ftft run` and `ftft sweep` alike: command lines, device
 slots, logs, error lines, signals.
 
-`run_jobs` starts a batch of `Job`s (each an `ftft` command with its log file and, on GPUs, its own
-devices), waits for all of them, and names the first failure by its log's last error line.
+`run_jobs` starts a batch of `Job`s (each an `ftft` command with its log file; on GPUs the command
+names its own devices), waits for all of them, and names the first failure by its log's last error line.
 
 A training stage is a `deepspeed` launcher with one process per rank below it. Schedulers and
 `kill PID` signal the `ftft` process alone, not its group; a launcher left behind would go on
@@ -31,13 +31,30 @@ GRACE_SECONDS = 30
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
 
 
-def ftft_command(command: str, config: Path, num_ranks: int | None) -> list[str]:
+def ftft_command(command: str, config: Path, num_ranks: int | None, devices: Sequence[int] | None = None) -> list[str]:
     """`ftft COMMAND CONFIG` in one process, or on `num_ranks` ranks through the `deepspeed` launcher
-    on a free port (so that several recipes on one machine do not collide)."""
+    on a free port (so that several recipes on one machine do not collide), on GPUs `devices`
+    where given (indices among the GPUs this process sees)."""
     if num_ranks is None:
         return [sys.executable, "-m", "ftft_ds", command, str(config)]
-    return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(num_ranks),
+    # The launcher ignores and deletes CUDA_VISIBLE_DEVICES whenever --num_gpus or --include is
+    # given, and reads GPU ids as the machine numbers them: devices are named by those ids.
+    placement = ["--num_gpus", str(num_ranks)] if devices is None else \
+        ["--include", "localhost:" + ",".join(map(str, machine_device_ids(devices)))]
+    return [sys.executable, "-m", "deepspeed.launcher.runner", *placement,
             "--master_port", str(free_port()), "--no_local_rank", "--module", "ftft_ds", command, str(config)]
+
+
+def machine_device_ids(devices: Sequence[int]) -> list[int]:
+    """The machine's ids of GPUs `devices`, which are indices among those CUDA_VISIBLE_DEVICES shows."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return list(devices)
+    ids = [item.strip() for item in visible.split(",") if item.strip()]
+    if not all(item.isdigit() for item in ids):
+        raise FtftError(f"CUDA_VISIBLE_DEVICES={visible!r} names GPUs by UUID; the deepspeed launcher takes "
+                        f"GPU numbers: set it to numbers (e.g. 0,1,2,3) or unset it")
+    return [int(ids[index]) for index in devices]
 
 
 @dataclass
@@ -47,8 +64,6 @@ class Job:
     args: Sequence[str]
     log: Path
     what: str
-    devices: Sequence[int] | None = None
-    """GPUs it may see (CUDA_VISIBLE_DEVICES); None: the parent's."""
     append: bool = False
     """Add to `log` (a sweep's trial runs several segments) instead of starting it afresh."""
 
@@ -77,9 +92,7 @@ def run_jobs(batch: Sequence[Job], show_progress: bool = False) -> None:
         try:
             for job in batch:
                 handles.append(open(job.log, "a" if job.append else "w", encoding="utf-8"))
-                env = None if job.devices is None else {**os.environ,
-                                                        "CUDA_VISIBLE_DEVICES": ",".join(map(str, job.devices))}
-                procs.append(start(job.args, handles[-1], env))
+                procs.append(start(job.args, handles[-1]))
             while any(proc.poll() is None for proc in procs):
                 if any(proc.poll() not in (None, 0) for proc in procs):
                     break  # one failed: the `finally` stops the others rather than letting them run on
@@ -116,10 +129,10 @@ def _show_progress(log: Path) -> None:
         sys.stdout.flush()
 
 
-def start(args: Sequence[str], output, env: dict | None = None) -> subprocess.Popen:
+def start(args: Sequence[str], output) -> subprocess.Popen:
     """Start `args` in a process group of its own, stdout and stderr into `output`, no stdin."""
     return subprocess.Popen(list(args), stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=env, start_new_session=True)
+                            start_new_session=True)
 
 
 def stop(procs: Sequence[subprocess.Popen], signum: int = signal.SIGTERM) -> None:

@@ -192,8 +192,8 @@ class SweepRunner:
                 folder = Path(cfg.output_dir)
                 folder.mkdir(parents=True, exist_ok=True)
                 save_config(cfg, folder / "run_config.json")
-                batch.append(jobs.Job(jobs.ftft_command("train", folder / "run_config.json", self.cfg.num_ranks),
-                                      folder / "segments.log", f"trial {index}", devices, append=True))
+                batch.append(jobs.Job(jobs.ftft_command("train", folder / "run_config.json", self.cfg.num_ranks, devices),
+                                      folder / "segments.log", f"trial {index}", append=True))
             jobs.run_jobs(batch)
             for index in indices:
                 state = self.status(index)

@@ -1,0 +1,29 @@
+"""Where the deepspeed launcher puts a job's ranks: exactly the GPUs the job was given."""
+import pytest
+from deepspeed.launcher import runner
+
+from ftft_ds.errors import FtftError
+from ftft_ds.jobs import ftft_command
+
+
+def _gpus_used(command: list, machine_gpus: int = 8) -> dict:
+    """The GPUs DeepSpeed's runner would start ranks on, for `command` on a node with `machine_gpus`."""
+    args = runner.parse_args(command[command.index("deepspeed.launcher.runner") + 1:])
+    active = runner.parse_inclusion_exclusion({"localhost": machine_gpus}, args.include, args.exclude)
+    return dict(runner.apply_num_nodes_and_gpus(active, args.num_nodes, args.num_gpus))
+
+
+def test_a_parallel_job_gets_exactly_its_devices(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert _gpus_used(ftft_command("train", "run.json", 2, devices=[2, 3])) == {"localhost": [2, 3]}
+    assert _gpus_used(ftft_command("train", "run.json", 2, devices=[6, 7])) == {"localhost": [6, 7]}
+    assert _gpus_used(ftft_command("train", "run.json", 2)) == {"localhost": [0, 1]}
+
+
+def test_devices_are_counted_among_the_visible_ones(monkeypatch):
+    # A scheduler gave this process GPUs 4-7; the launcher numbers GPUs as the machine does.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert _gpus_used(ftft_command("train", "run.json", 2, devices=[2, 3])) == {"localhost": [6, 7]}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f6c1a2e,GPU-77aa")
+    with pytest.raises(FtftError, match="UUID"):
+        ftft_command("train", "run.json", 1, devices=[1])
