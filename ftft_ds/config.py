@@ -238,6 +238,15 @@ class OptimConfig:
     """Micro-batches accumulated per optimizer step."""
     max_length: int = 64
     """Tokens per example after truncation."""
+    eval_batch_size: typing.Optional[int] = None
+    """Examples per rank per evaluation forward pass (None: twice `micro_batch_size`; without
+    gradients or stored activations an evaluation batch needs far less memory than a training one)."""
+    pad_to_multiple_of: typing.Optional[int] = None
+    """Pad each batch's length up to a multiple of this (None: 8 on GPUs, where tensor cores want
+    it, nothing on CPUs)."""
+    num_workers: typing.Optional[int] = None
+    """Data-loader worker processes per rank (None: 2 on GPUs, 0 on CPUs, where they would only
+    compete with the ranks for cores)."""
     init_seed: int = 0
     """Weight-initialisation seed: draws the new classification head (and all of a random model)."""
     data_seed: int = 0
@@ -251,6 +260,10 @@ class OptimConfig:
         for name in ("micro_batch_size", "grad_accum", "max_length", "log_every"):
             if getattr(self, name) < 1:
                 raise FtftError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name, least in (("eval_batch_size", 1), ("pad_to_multiple_of", 1), ("num_workers", 0)):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise FtftError(f"{name} must be at least {least} (or None), got {value}")
         if not self.lr > 0:
             raise FtftError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:

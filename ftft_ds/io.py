@@ -9,6 +9,7 @@ when asked to.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import json
@@ -145,22 +146,17 @@ def own_output_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) ->
 
     A second run into a folder in use stops with one line instead of interleaving its logs. An
     earlier run's artefacts (`RUN_ARTEFACTS`) are kept for `resume`, deleted with `overwrite`, and
-    otherwise refused, so that old checkpoints or TensorBoard curves never mix with new ones. The
-    lock is an advisory `flock`, released by the kernel however the run ends (SIGKILL included).
-    Only one process of a job (rank 0) should hold it. A folder this call created is removed again
-    if the run fails before writing anything into it.
+    otherwise refused, so that old checkpoints or TensorBoard curves never mix with new ones (see
+    `RunLock` for the lock itself). Only one process of a job (rank 0) should hold it. A folder this
+    call created is removed again if the run fails before writing anything into it.
     """
     created = not Path(path).exists()
     folder = make_output_dir(path)
-    handle = open(folder / LOCK_NAME, "a+", encoding="utf-8")
+    lock = RunLock(folder)
     try:
-        holder = _lock(handle)
+        holder = lock.acquire()
         if holder is not None:
             raise FtftError(f"output folder {folder} is in use by another run ({holder})")
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()} on {socket.gethostname()}")
-        handle.flush()
         earlier = [name for name in RUN_ARTEFACTS if (folder / name).exists()]
         if earlier and not resume:
             if not overwrite:
@@ -171,27 +167,110 @@ def own_output_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) ->
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
         yield folder
     except BaseException:
-        if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:  # a run refused at once leaves nothing
-            shutil.rmtree(folder, ignore_errors=True)
+        if created and {p.name for p in folder.iterdir()} <= {LOCK_NAME, EXCLUSIVE_LOCK_NAME}:
+            lock.release()
+            shutil.rmtree(folder, ignore_errors=True)  # a run refused at once leaves nothing
         raise
     finally:
-        handle.close()
+        lock.release()
 
 
-def _lock(handle) -> str | None:
-    """Take the run lock on an open lock file; if another process holds it, return who (from the file)."""
+EXCLUSIVE_LOCK_NAME = ".ftft.lock.held"
+_NO_FLOCK = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL}
+"""What `flock` raises on file systems mounted without lock support (Lustre without `flock`, some NFS)."""
+
+
+class RunLock:
+    """The lock a run holds on its output folder.
+
+    An advisory `flock` on `LOCK_NAME` where the file system supports it: the kernel releases it
+    however the run ends (SIGKILL included). Where `flock` is refused (Lustre mounted without it,
+    NFS without a lock daemon), the lock is the exclusive creation of `EXCLUSIVE_LOCK_NAME`, naming
+    its holder's host and process; a file left by a killed run on this host is recognised as stale
+    by its process id, one left on another host has to be deleted by hand (the error says so).
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._handle = None
+        self._exclusive: Path | None = None
+
+    def acquire(self) -> str | None:
+        """Take the lock; if another run holds it, return who (and take nothing)."""
+        me = f"process {os.getpid()} on {socket.gethostname()}"
+        self._handle = open(self.folder / LOCK_NAME, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.seek(0)
+            holder = self._handle.read().strip() or "another process"
+            self.release()
+            return holder
+        except OSError as exc:
+            if exc.errno not in _NO_FLOCK:
+                raise
+            return self._acquire_exclusive(me)
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(me)
+        self._handle.flush()
+        return None
+
+    def _acquire_exclusive(self, me: str) -> str | None:
+        path = self.folder / EXCLUSIVE_LOCK_NAME
+        for _ in range(2):  # a second try after clearing a stale file
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_text(path)
+                if holder is not None and _holder_alive(holder):
+                    return f"{holder}; if no run is left there, delete {path}"
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(me)
+            self._exclusive = path
+            return None
+        return f"another process keeps creating {path}"
+
+    def release(self) -> None:
+        if self._exclusive is not None:
+            self._exclusive.unlink(missing_ok=True)
+            self._exclusive = None
+        if self._handle is not None:
+            self._handle.close()  # releases the flock
+            self._handle = None
+
+
+def _read_text(path: Path) -> str | None:
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        return handle.read().strip() or "another process"
-    return None
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+
+
+def _holder_alive(holder: str) -> bool:
+    """Whether the run named `process PID on HOST` may still be alive: it is, unless it ran on this
+    host and that process is gone."""
+    words = holder.split()
+    if len(words) != 4 or not words[1].isdigit() or words[3] != socket.gethostname():
+        return True
+    try:
+        os.kill(int(words[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run_in_progress(path: str | os.PathLike) -> str | None:
     """Who is running in output folder `path` right now (from its lock), or None."""
-    lock = Path(path) / LOCK_NAME
-    if not lock.is_file():
+    folder = Path(path)
+    if not (folder / LOCK_NAME).is_file() and not (folder / EXCLUSIVE_LOCK_NAME).is_file():
         return None
-    with open(lock, "a+", encoding="utf-8") as handle:
-        return _lock(handle)  # closing the file releases a lock taken here
+    lock = RunLock(folder)
+    try:
+        return lock.acquire()
+    finally:
+        lock.release()

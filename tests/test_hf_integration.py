@@ -46,6 +46,21 @@ def test_hashes_ignore_padding_on_either_side():
     assert hashes[0] == token_hashes(torch.tensor([[5, 6, 7]]), None).item()
 
 
+def test_hash_powers_are_one_table_per_device_whatever_the_batch_width():
+    """Dynamic padding gives a new batch width almost every step: the powers must not be rebuilt."""
+    from ftft_ds.integrations import hf
+
+    widest_first = range(297, 2, -7)
+    tables = {hf._powers(width, torch.device("cpu")).data_ptr() for width in widest_first}
+    assert len(tables) == 1  # every narrower batch reads a slice of the same table
+    expected, power = [], 1
+    for _ in range(5):
+        expected.append(power)
+        power = (power * hf._HASH_BASE) % 2 ** 64
+    signed = [p - 2 ** 64 if p >= 2 ** 63 else p for p in expected]
+    assert hf._powers(5, torch.device("cpu")).tolist() == signed
+
+
 def test_callback_records_each_rows_own_logits_every_epoch(data, tmp_path):
     """With learning rate 0 and no dropout the model never changes, so every recorded logit must be
     exactly what the model gives that row alone: the rows were recognised correctly."""

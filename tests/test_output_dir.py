@@ -73,3 +73,37 @@ def test_atomic_writes_clear_temporary_paths_left_by_a_killed_writer(tmp_path):
     with atomic_path(tmp_path / "model", is_dir=True) as tmp:
         (tmp / "weights").write_text("w")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".metrics.json.xyz.tmp", "model"]
+
+
+def test_file_systems_without_flock_get_an_exclusive_lock_file(tmp_path, monkeypatch):
+    """Lustre mounted without `flock` (and NFS without a lock daemon) answer ENOSYS/ENOLCK."""
+    import errno
+    import fcntl
+    import socket
+    import subprocess
+    import sys
+
+    from ftft_ds.io import EXCLUSIVE_LOCK_NAME, run_in_progress
+
+    def no_flock(handle, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    folder = tmp_path / "run"
+    with own_output_dir(folder, resume=False, overwrite=False):
+        assert (folder / EXCLUSIVE_LOCK_NAME).read_text() == f"process {os.getpid()} on {socket.gethostname()}"
+        with pytest.raises(FtftError, match=f"in use by another run .*delete {folder / EXCLUSIVE_LOCK_NAME}"):
+            with own_output_dir(folder, resume=True, overwrite=False):
+                pass
+        assert run_in_progress(folder) is not None
+    assert not (folder / EXCLUSIVE_LOCK_NAME).exists() and run_in_progress(folder) is None
+    # A run killed on this host left its file behind: its process is gone, so the lock is free.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (folder / EXCLUSIVE_LOCK_NAME).write_text(f"process {dead.stdout.strip()} on {socket.gethostname()}")
+    with own_output_dir(folder, resume=True, overwrite=False):
+        pass
+    # One left by a run on another host cannot be judged from here.
+    (folder / EXCLUSIVE_LOCK_NAME).write_text("process 1 on some-other-node")
+    with pytest.raises(FtftError, match="process 1 on some-other-node"):
+        with own_output_dir(folder, resume=True, overwrite=False):
+            pass

@@ -1,7 +1,9 @@
 """ShardedSampler: disjoint shards that cover the rows, seeded order, exact resumption."""
+import pytest
 import torch
 
 from ftft_ds.data.sampler import ShardedSampler
+from ftft_ds.errors import FtftError
 
 
 def shards(rows, world, seed, epoch):
@@ -39,10 +41,15 @@ def test_resume_continues_with_the_next_sample():
     full = ShardedSampler(rows, 2, 1, seed=9)
     full.set_epoch(3)
     expected = list(full)
+    saved = ShardedSampler(rows, 2, 1, seed=9)
+    saved.set_epoch(3)
     resumed = ShardedSampler(rows, 2, 1, seed=9)
-    resumed.load_state_dict({"epoch": 3, "start": 7, "seed": 9})
+    resumed.load_state_dict(saved.state_dict())
+    resumed.set_epoch(resumed.epoch, start=7)  # the trainer's position: 7 samples trained on
     assert list(resumed) == expected[7:]
     assert len(resumed) == len(expected) - 7
+    with pytest.raises(FtftError, match="seed 9"):
+        ShardedSampler(rows, 2, 1, seed=8).load_state_dict(saved.state_dict())
 
 
 def test_unshuffled_order_is_the_row_order():

@@ -7,10 +7,11 @@ rank r takes every world_size-th element, giving disjoint shards. Like PyTorch's
 `DistributedSampler`, the permutation is padded by wrapping around so all ranks take the same
 number of steps (a rank that stopped early would hang the collectives).
 
-The sampler counts the samples it has handed out, so its position inside the epoch is part of a
-checkpoint: `state_dict` / `load_state_dict` let a resumed run continue with the very next
-example, and refuse a checkpoint taken with another data-order seed. (The loader must draw indices
-as it builds batches, i.e. run without worker processes, as the trainer's loader does.)
+A resumed run continues with the very next example: the trainer, which counts the batches it
+has trained on, starts the epoch past them (`set_epoch(epoch, start)`). The position is the
+trainer's and not a count of the indices this sampler has handed out, because a loader with worker
+processes draws indices ahead of the batches it trains on. `state_dict` / `load_state_dict` keep
+the epoch and refuse a checkpoint taken with another data-order seed.
 """
 from __future__ import annotations
 
@@ -38,7 +39,6 @@ class ShardedSampler(Sampler[int]):
         self.shuffle = shuffle
         self.epoch = 0
         self.start = 0  # samples of this epoch skipped on this rank when it began (resuming)
-        self.position = 0  # samples of this epoch handed out so far on this rank, skipped ones included
 
     @property
     def per_rank(self) -> int:
@@ -48,7 +48,7 @@ class ShardedSampler(Sampler[int]):
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Begin `epoch`, skipping its first `start` samples on this rank (for resuming)."""
         self.epoch = epoch
-        self.start = self.position = start
+        self.start = start
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """The global order of rows in `epoch`, padded to a multiple of the world size."""
@@ -65,17 +65,16 @@ class ShardedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         shard = self.epoch_order(self.epoch)[self.rank::self.world_size]
-        for row in shard[self.start:].tolist():
-            self.position += 1
-            yield row
+        yield from shard[self.start:].tolist()
 
     def __len__(self) -> int:
         return self.per_rank - self.start
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "start": self.position, "seed": self.seed}
+        return {"epoch": self.epoch, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
+        """Take a checkpoint's epoch; where inside it to start is the trainer's (`set_epoch`)."""
         if state["seed"] != self.seed:
             raise FtftError(f"checkpoint used data-order seed {state['seed']}, this run uses {self.seed}")
-        self.set_epoch(state["epoch"], state["start"])
+        self.set_epoch(state["epoch"])

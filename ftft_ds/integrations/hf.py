@@ -20,7 +20,6 @@ not matter.
 """
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
@@ -51,13 +50,22 @@ def token_hashes(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]
     return ((ids + 1) * powers * keep).sum(-1)
 
 
-@functools.lru_cache(maxsize=64)
+_POWERS: dict = {}
+"""device -> BASE**i for i below the widest batch seen so far on it."""
+
+
 def _powers(length: int, device: torch.device) -> torch.Tensor:
-    """BASE**i for i < length on `device`, made once per batch width: the hook runs every step."""
-    powers = torch.ones(max(length, 1), dtype=torch.long)
-    for i in range(1, length):
-        powers[i] = powers[i - 1] * _HASH_BASE  # wraps modulo 2**64, as on every device
-    return powers.to(device)
+    """BASE**i for i < length on `device`: a slice of one table per device, which grows (doubling)
+    only when a wider batch arrives. Dynamic padding gives a new width almost every step, so a
+    table per width would be rebuilt, and copied to the device, at most steps."""
+    table = _POWERS.get(device)
+    if table is None or len(table) < length:
+        size = max(length, 2 * len(table) if table is not None else 128)
+        powers = torch.ones(size, dtype=torch.long)
+        for i in range(1, size):
+            powers[i] = powers[i - 1] * _HASH_BASE  # wraps modulo 2**64, as on every device
+        table = _POWERS[device] = powers.to(device)
+    return table[:max(length, 1)]
 
 
 class DynamicsCallback(transformers.TrainerCallback):

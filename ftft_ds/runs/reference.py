@@ -21,7 +21,7 @@ from ..config import ReferenceConfig, save_config
 from ..dynamics.recorder import DynamicsRecorder
 from ..train.budget import Budget
 from ..io import write_json
-from ..train.evaluate import predict, split_loader
+from ..train.evaluate import predict
 from .prepare import PreparedRun, prepare_run
 from .record import write_dynamics
 from ..train.runtime import DistEnv, init_distributed, run_folder
@@ -71,5 +71,5 @@ def _run_reference(cfg: ReferenceConfig, env: DistEnv) -> Path:
 
 def _eval_pass(run: PreparedRun, recorder: DynamicsRecorder, env: DistEnv) -> None:
     """Record eval-mode logits of every training example (every rank joins: ZeRO-3 needs it)."""
-    loader = split_loader(run.train, run.loader.batch_size, run.collate, env)
+    loader = run.loading.split_loader(run.train, run.collate, env)
     recorder.add_epoch(*predict(run.engine, loader, env, run.ledger))

@@ -7,6 +7,7 @@ gathered back by row index. Rows the sampler padded in twice are counted once.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,17 +40,39 @@ def classification_metrics(predictions: np.ndarray, labels: np.ndarray, num_labe
     }
 
 
-def split_loader(data, micro_batch_size: int, collate, env: DistEnv) -> DataLoader:
-    """A loader that walks this rank's share of `data` in order (for evaluation-style passes).
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How a run's data loaders batch and feed its rows, resolved for the device it runs on."""
 
-    It has a generator of its own: without one, every pass would draw its base seed from the
-    global stream that dropout uses, and a run that evaluates would train differently from one
-    that does not.
-    """
-    return DataLoader(
-        data, batch_size=micro_batch_size, collate_fn=collate, generator=torch.Generator(),
-        sampler=ShardedSampler(range(len(data)), env.world_size, env.rank, seed=0, shuffle=False),
-    )
+    eval_batch_size: int
+    pad_to_multiple_of: int | None
+    num_workers: int
+    pin_memory: bool
+
+    @classmethod
+    def of(cls, cfg, env: DistEnv) -> "LoaderSettings":
+        """`cfg`'s loader options (an `OptimConfig`), their None defaults filled in for `env`'s device."""
+        on_gpu = env.device.type == "cuda"
+        return cls(
+            eval_batch_size=cfg.eval_batch_size or 2 * cfg.micro_batch_size,
+            pad_to_multiple_of=cfg.pad_to_multiple_of if cfg.pad_to_multiple_of is not None else (8 if on_gpu else None),
+            num_workers=cfg.num_workers if cfg.num_workers is not None else (2 if on_gpu else 0),
+            pin_memory=on_gpu,
+        )
+
+    def loader(self, data, batch_size: int, sampler, collate, persistent: bool = False) -> DataLoader:
+        """A loader over `data` in `sampler`'s order. It has a generator of its own: without one,
+        every pass would draw its base seed from the global stream that dropout uses, and a run
+        that evaluates would train differently from one that does not. Pinned batches let
+        `to_device`'s non-blocking copies overlap with compute on GPUs."""
+        return DataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                          generator=torch.Generator(), num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=persistent and self.num_workers > 0)
+
+    def split_loader(self, data, collate, env: DistEnv) -> DataLoader:
+        """A loader that walks this rank's share of `data` in order (for evaluation-style passes)."""
+        sampler = ShardedSampler(range(len(data)), env.world_size, env.rank, seed=0, shuffle=False)
+        return self.loader(data, self.eval_batch_size, sampler, collate)
 
 
 @torch.no_grad()
@@ -78,10 +101,10 @@ def predict(engine, loader: DataLoader, env: DistEnv, ledger=None) -> tuple[np.n
 class Evaluator:
     """Evaluates a DeepSpeed engine on named, tokenized splits."""
 
-    def __init__(self, splits: dict, num_labels: int, micro_batch_size: int, collate, env: DistEnv):
+    def __init__(self, splits: dict, num_labels: int, loading: LoaderSettings, collate, env: DistEnv):
         self.num_labels = num_labels
         self.env = env
-        self.loaders = {name: split_loader(data, micro_batch_size, collate, env) for name, data in splits.items()}
+        self.loaders = {name: loading.split_loader(data, collate, env) for name, data in splits.items()}
         self.labels = {name: np.asarray(data["labels"]) for name, data in splits.items()}
 
     def only(self, names) -> "Evaluator":
