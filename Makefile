@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 # them all with their run times): by default the ones that take minutes on 2 CPU cores.
 BENCH ?= metrics recorder trainer
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu-check clean
 
 $(BIN)/ftft: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: setup
 
 bench: setup
 	for name in $(BENCH); do $(BIN)/python bench/bench_$$name.py || exit 1; done
+
+# The GPU tests and GPU benchmarks (bench/gpu_check.py), under 10 minutes on one H100-class GPU.
+# GPU_PYTHON: an interpreter with a CUDA torch and this package installed (default: .venv's).
+GPU_PYTHON ?= $(BIN)/python
+gpu-check: $(if $(filter $(BIN)/python,$(GPU_PYTHON)),setup)
+	$(GPU_PYTHON) bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) runs
