@@ -32,7 +32,7 @@ from ftft_ds.data.load import load_split
 from ftft_ds.data.task import CONSTRUCTIONS, generate_task, shortcut_label
 from ftft_ds.demo import demo_config
 from ftft_ds.dynamics.select import Subset
-from ftft_ds.jobs import Job, ftft_command, run_jobs
+from ftft_ds.jobs import Job, LocalExecutor
 from ftft_ds.pipeline import main_config, run_recipe
 from ftft_ds.pipeline.report import collect_rows, compare, comparison_line, markdown_table, summarize
 from ftft_ds.pipeline.stages import Stage, file_digest
@@ -99,8 +99,9 @@ def main() -> None:
 
         def train(folder: Path, run=run, seed=seed) -> None:
             save_config(run, folder / "run_config.json")
-            run_jobs([Job(ftft_command("train", folder / "run_config.json", cfg.num_ranks), folder / "log.txt",
-                          f"main run on the ideal subset, seed {seed}")], show_progress=True)
+            LocalExecutor().run([Job("train", folder / "run_config.json", folder, folder / "log.txt",
+                                     f"main run on the ideal subset, seed {seed}", ranks=cfg.num_ranks)],
+                                show_progress=True)
 
         stage = Stage(f"{IDEAL}/seed{seed}", folder, {"config": to_dict(run), "subset": file_digest(subset_path)},
                       train, ["metrics.json", "cost.json"])

@@ -107,17 +107,22 @@ def demo(output_dir, overrides, dry_run):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any recipe field, e.g. --set seeds=[0,1,2] --set main.lr=3e-5.")
 @click.option("--dry-run", is_flag=True, help="Print the projected cost of every method and stop.")
-def run_cmd(config, output_dir, overrides, dry_run):
+@click.option("--executor", type=click.Choice(["local", "slurm"]),
+              help="Where runs execute (overrides executor.kind): child processes here, or SLURM jobs.")
+@click.option("--detach", is_flag=True,
+              help="On SIGINT/SIGTERM leave the SLURM jobs running; the same command later re-attaches to them.")
+def run_cmd(config, output_dir, overrides, dry_run, executor, detach):
     """The whole FTFT recipe with its baselines: references, selection, main runs, results table.
 
     Prints each method's projected cost first. Stages already done with the same config and inputs
-    are skipped; changed or failed ones re-run.
+    are skipped, jobs still queued or running re-attached to; changed or failed stages re-run.
     """
     from ..config import load_config
     from ..pipeline import RecipeConfig, run_recipe
 
+    overrides = (*overrides, f"executor.kind={executor}") if executor else overrides
     _print_report(run_recipe(load_config(RecipeConfig, config, overrides, output_dir=output_dir), echo=click.echo,
-                               dry_run=dry_run))
+                               dry_run=dry_run, detach=detach))
 
 
 def _print_report(report: dict) -> None:

@@ -1,8 +1,10 @@
-"""`ftft sweep` and `ftft report`: seed sweeps with early stopping, and what they show."""
+"""`ftft sweep`, `ftft report` and `ftft status`: seed sweeps with early stopping, what they show, and
+where a recipe's or a sweep's runs stand."""
 from __future__ import annotations
 
 import click
 
+from ..errors import FtftError
 from . import cli
 
 
@@ -11,12 +13,18 @@ from . import cli
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Overrides the config's output_dir.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any sweep field, e.g. --set policy=halving:t=8,eta=2,min=0.125.")
-def sweep(config, output_dir, overrides):
+@click.option("--executor", type=click.Choice(["local", "slurm"]),
+              help="Where runs execute (overrides executor.kind): child processes here, or SLURM jobs.")
+@click.option("--detach", is_flag=True,
+              help="On SIGINT/SIGTERM leave the SLURM jobs running; the same command later re-attaches to them.")
+def sweep(config, output_dir, overrides, executor, detach):
     """Run (or resume) a seed sweep: WI x DO trials stopped early by a policy."""
     from ..config import load_config
     from ..sweep.runner import SweepConfig, run_sweep
 
-    summary = run_sweep(load_config(SweepConfig, config, overrides, output_dir=output_dir), echo=click.echo)
+    overrides = (*overrides, f"executor.kind={executor}") if executor else overrides
+    summary = run_sweep(load_config(SweepConfig, config, overrides, output_dir=output_dir), echo=click.echo,
+                        detach=detach)
     click.echo(f"compute: {summary['budget_full_runs']:.2f} full runs "
                f"(policy budget {summary['policy_budget_full_runs']:.2f}); winner: trial {summary['winner']}")
 
@@ -34,3 +42,15 @@ def report(sweep_dir, compare, bootstrap):
     click.echo(result["markdown"])
     for name, path in result["figures"].items():
         click.echo(f"{name:>9}: {path}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+def status(run_dir):
+    """What is done, running, queued and failed in a recipe's or a sweep's folder, with job ids and logs."""
+    from ..jobs.status import folder_states, status_table
+
+    rows = folder_states(run_dir)
+    if not rows:
+        raise FtftError(f"{run_dir} holds no stages or trials; expected the output_dir of ftft run or ftft sweep")
+    click.echo(status_table(rows))

@@ -1,18 +1,21 @@
 """`ftft run`: reference run(s) → selection → main runs, with the papers' baselines side by side.
 
-Every training run is a separate process: references as one process (one GPU), main runs on
-`num_ranks` ranks through the `deepspeed` launcher, each on a free port. Each stage is a folder
-with a manifest (see `stages.py`), so a re-run skips what is done and redoes what changed or failed.
+Every training run is a job of the recipe's executor (`jobs`): references one process (one GPU),
+main runs on `num_ranks` ranks through the `deepspeed` launcher here, or SLURM jobs of
+`executor.nodes` x `executor.ranks_per_node` ranks, submitted together. Each stage is a folder with
+a manifest (see `stages.py`), so a re-run skips what is done, re-attaches to the jobs still queued
+or running, and redoes what changed or failed.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 
 import numpy as np
 
-from ..config import MainConfig, OptimConfig, ReferenceConfig, save_config, to_dict
+from ..config import MainConfig, OptimConfig, ReferenceConfig, fields_set, save_config, to_dict
 from ..data.load import load_split
 from ..dynamics.metrics import compute_metrics
 from ..dynamics.plot import plot_data_map
@@ -24,7 +27,7 @@ from .config import EARLY_STOPPING_METHODS, RecipeConfig
 from .forecast import forecast
 from .gate import gate_references
 from .report import collect_rows, summarize, write_report
-from ..jobs import Job, ftft_command, run_jobs
+from ..jobs import Job, make_executor, run_ranks
 from .stages import Stage, file_digest
 
 __all__ = ["RecipeConfig", "run_recipe"]
@@ -58,11 +61,14 @@ def main_config(cfg: RecipeConfig, method: str, seed: int) -> MainConfig:
         init_seed=seed, data_seed=seed, dropout_seed=seed)
 
 
-def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False) -> dict:
+def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: bool = False) -> dict:
     """Run (or resume) the whole recipe and write the results table; return the report's paths.
 
-    The cost forecast is printed first; `dry_run` stops there.
+    The cost forecast is printed first; `dry_run` stops there. `detach`: a signal to this process
+    leaves its SLURM jobs running (a later run re-attaches to them) instead of cancelling them.
     """
+    cfg = dataclasses.replace(cfg, num_ranks=run_ranks(cfg.num_ranks, cfg.executor, "recipe",
+                                                       "num_ranks" in fields_set(cfg)))
     out = Path(cfg.output_dir)
     split = load_split(cfg.data, cfg.data.train_split)
     data = {"config": to_dict(cfg.data), "fingerprint": split.fingerprint}
@@ -73,6 +79,7 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False) -> dict:
     if dry_run:
         return {"forecast": projected}
     make_output_dir(out)
+    executor = make_executor(cfg.executor, out, echo, detach=detach)
 
     references = reference_configs(cfg)
     mains = {(method, seed): main_config(cfg, method, seed) for method in cfg.methods for seed in cfg.seeds}
@@ -86,7 +93,7 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False) -> dict:
             echo(f"{prefix}: done before, skipped")
             return
         echo(f"{prefix}: running ...")
-        _, seconds = stage.execute()
+        _, seconds = stage.execute(keep=executor.live_job(stage.folder) is not None)
         echo(f"{prefix}: finished in {seconds:.0f} s")
 
     subsets = {}
@@ -95,8 +102,8 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False) -> dict:
 
         def train_reference(folder: Path, ref=ref) -> None:
             save_config(ref, folder / "run_config.json")
-            run_jobs([Job(ftft_command("reference", folder / "run_config.json", None), folder / "log.txt",
-                          f"reference run '{folder.name}'")], show_progress=True)
+            executor.run([Job("reference", folder / "run_config.json", folder, folder / "log.txt",
+                              f"reference run '{folder.name}'")], show_progress=True)
 
         execute(Stage(f"reference/{name}", folder, {"config": to_dict(ref), "data": data}, train_reference,
                       ["dynamics/manifest.json", "cost.json", "metrics.json"]))
@@ -113,7 +120,7 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False) -> dict:
         write_json(out / "gate.json", gate)
         raise FtftError(f"{weak[0]['summary']}; no main run was launched (reference_gate: refuse)")
 
-    runs = {}
+    runs, todo = {}, []
     for (method, seed), main in mains.items():
         subset_name = SUBSET_METHODS.get(method)
         if subset_name is not None:
@@ -122,14 +129,19 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False) -> dict:
         key = {"config": to_dict(main), "data": data,
                "subset": file_digest(Path(main.subset)) if main.subset else None}
 
-        def train_main(folder: Path, main=main) -> None:
+        stage = Stage(f"main/{method}/seed{seed}", folder, key, None, ["metrics.json", "cost.json"])
+        progress["done"] += 1
+        if stage.is_done():
+            echo(f"[{progress['done']}/{total}] {stage.name}: done before, skipped")
+        else:
+            stage.begin(keep=executor.live_job(folder) is not None)
             save_config(main, folder / "run_config.json")
-            run_jobs([Job(ftft_command("train", folder / "run_config.json", cfg.num_ranks), folder / "log.txt",
-                          f"main run '{method}' seed {seed}")], show_progress=True)
-
-        execute(Stage(f"main/{method}/seed{seed}", folder, key, train_main, ["metrics.json", "cost.json"]))
+            todo.append((f"[{progress['done']}/{total}] {stage.name}", stage,
+                         Job("train", folder / "run_config.json", folder, folder / "log.txt",
+                             f"main run '{method}' seed {seed}", ranks=cfg.num_ranks)))
         reference = {"ftft": "small", "dm": "main"}.get(method)
         runs[(method, seed)] = (folder, Path(references[reference].output_dir) if reference else None)
+    _run_mains(executor, todo, echo)
 
     rows = collect_rows(runs)
     metric_keys = [f"{s}/accuracy" for s in cfg.data.eval_splits] + \
@@ -139,6 +151,21 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False) -> dict:
     headline = f"{ood_split}/accuracy" if ood_split else (metric_keys[0] if metric_keys else "")
     save_config(cfg, out / "recipe.json")
     return write_report(out, rows, summary, metric_keys, gate, headline, projected)
+
+
+def _run_mains(executor, todo: list, echo) -> None:
+    """Run the main runs' stages (name, `Stage`, `Job`), as many at once as the executor takes:
+    one after the other locally, every one submitted at once to SLURM."""
+    for start in range(0, len(todo), executor.batch_size(len(todo))):
+        chunk = todo[start:start + executor.batch_size(len(todo))]
+        for name, _, _ in chunk:
+            echo(f"{name}: running ...")
+        started = time.time()
+        executor.run([job for _, _, job in chunk], show_progress=True)
+        seconds = time.time() - started
+        for name, stage, _ in chunk:
+            stage.finish(seconds)
+            echo(f"{name}: finished in {seconds:.0f} s")
 
 
 def _select_stage(execute, folder: Path, cfg: RecipeConfig, dynamics: Dynamics | None, split=None, data=None) -> Path:

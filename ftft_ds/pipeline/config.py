@@ -7,6 +7,7 @@ import typing
 from ..config import MainConfig, ReferenceConfig, derive
 from ..data.load import DataConfig
 from ..errors import FtftError
+from ..jobs import ExecutorConfig
 from ..train.budget import Budget
 
 METHODS = ("erm", "erm_es", "dm", "random", "ftft")
@@ -126,7 +127,10 @@ class RecipeConfig:
     gate: GateConfig = dataclasses.field(default_factory=GateConfig)
     """The gate's thresholds (a `GateConfig`)."""
     num_ranks: int = 2
-    """Ranks (GPUs; CPU processes without GPUs) per main run, through the `deepspeed` launcher."""
+    """Ranks (GPUs; CPU processes without GPUs) per main run, through the `deepspeed` launcher
+    (the local executor; SLURM main runs have `executor.nodes` x `executor.ranks_per_node`)."""
+    executor: ExecutorConfig = dataclasses.field(default_factory=ExecutorConfig)
+    """Where the runs execute: `local` child processes or `slurm` jobs (an `ExecutorConfig`)."""
 
     def __post_init__(self):
         if self.reference_gate not in GATE_MODES:

@@ -2,9 +2,10 @@
 
 A stage's key holds everything its output depends on: its resolved config and the fingerprints of
 the files it reads. `stage.json` records the key's digest and whether the stage finished. A stage
-is skipped only when it finished with the same digest and its outputs exist; a stage that failed
-(or was interrupted) is run again from scratch, and a changed input changes the digest, so nothing
-is silently reused across changed inputs.
+is skipped only when it has the same digest and its outputs exist: finished, or finished by a job
+that outlived the orchestrator which started it (a detached SLURM job). A stage that failed (or was
+interrupted) is run again from scratch, and a changed input changes the digest, so nothing is
+silently reused across changed inputs.
 """
 from __future__ import annotations
 
@@ -57,13 +58,28 @@ class Stage:
             recorded = json.loads(manifest.read_text())
         except json.JSONDecodeError:
             return False
-        return (recorded.get("status") == "done" and recorded.get("digest") == digest(self.key)
-                and all((self.folder / output).exists() for output in self.outputs))
+        if recorded.get("digest") != digest(self.key) or not all((self.folder / o).exists() for o in self.outputs):
+            return False
+        if recorded.get("status") == "running" and run_in_progress(self.folder) is None:
+            self.finish(recorded.get("seconds", 0.0))  # its job finished it while no orchestrator watched
+            return True
+        return recorded.get("status") == "done"
 
-    def execute(self) -> tuple[bool, float]:
-        """Run the stage unless it is done; return (whether it ran, seconds it took)."""
+    def execute(self, keep: bool = False) -> tuple[bool, float]:
+        """Run the stage unless it is done; return (whether it ran, seconds it took). `keep`: see `begin`."""
         if self.is_done():
             return False, 0.0
+        self.begin(keep)
+        started = time.time()
+        self.run(self.folder)
+        seconds = time.time() - started
+        self.finish(seconds)
+        return True, seconds
+
+    def begin(self, keep: bool = False) -> None:
+        """Clear the folder for a fresh run, unless `keep`: a job re-attached to is still writing it."""
+        if keep:
+            return
         holder = run_in_progress(self.folder)
         if holder is not None:
             raise FtftError(f"stage {self.name} cannot re-run: {self.folder} is still being written by {holder}; "
@@ -72,12 +88,11 @@ class Stage:
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True)
         write_json(self.folder / MANIFEST, {"digest": digest(self.key), "status": "running", "key": self.key})
-        started = time.time()
-        self.run(self.folder)
-        seconds = time.time() - started
+
+    def finish(self, seconds: float) -> None:
+        """Mark the stage done, once its outputs are there."""
         missing = [o for o in self.outputs if not (self.folder / o).exists()]
         if missing:
             raise FtftError(f"stage {self.name} finished without writing {missing[0]} in {self.folder}")
         write_json(self.folder / MANIFEST, {"digest": digest(self.key), "status": "done", "key": self.key,
                                             "seconds": seconds})
-        return True, seconds

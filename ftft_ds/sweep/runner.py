@@ -2,8 +2,9 @@
 
 A trial is a main run with its own weight-initialisation (WI) and data-order (DO) seeds: ERM on the
 full split, or FTFT/DM on a subset. The policy's rungs cut every trial's full budget into segments;
-each segment is a fresh `deepspeed` process that resumes the trial from the checkpoint its previous
-segment left (never from scratch) and stops exactly at the rung. At each rung the policy ranks the
+each segment is a fresh job (a `deepspeed` process here, or a SLURM job: see `jobs`) that resumes
+the trial from the checkpoint its previous segment left (never from scratch) and stops exactly at
+the rung; a stopped trial's next segment is never started. At each rung the policy ranks the
 live trials by their best evaluation score so far and only the survivors get another segment.
 
 The sweep's state lives in the trial folders (each segment's `metrics.json` and `log.jsonl`), so a
@@ -21,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import jobs
-from ..config import MainConfig, derive, save_config
+from ..config import MainConfig, derive, fields_set, save_config
 from ..data.load import DataConfig, load_split
 from ..dynamics.select import Subset
 from ..errors import FtftError
 from ..io import iter_jsonl, make_output_dir, write_json
+from ..jobs import ExecutorConfig, Job, make_executor, run_ranks
 from ..runs.plan import plan_steps
 from ..train.budget import Budget
 from ..train.stop import running_best
@@ -72,9 +73,13 @@ class SweepConfig:
     """Stop trials within this of majority-class accuracy after warm-up (None: never). Off by
     default: small models can sit at majority level well past warm-up and then learn."""
     num_ranks: int = 1
-    """Ranks per trial (through the `deepspeed` launcher)."""
+    """Ranks per trial (through the `deepspeed` launcher; SLURM trials have `executor.nodes` x
+    `executor.ranks_per_node`)."""
     parallel: int = 1
-    """Trials run at once; with GPUs, each gets its own `num_ranks` of them."""
+    """Trials run at once by the local executor; with GPUs, each gets its own `num_ranks` of them
+    (SLURM: `executor.max_in_flight`)."""
+    executor: ExecutorConfig = dataclasses.field(default_factory=ExecutorConfig)
+    """Where the trials' segments execute: `local` child processes or `slurm` jobs."""
 
     def __post_init__(self):
         self.policy_obj = parse(self.policy)
@@ -106,11 +111,11 @@ class SweepConfig:
         return [(int(w), int(d)) for w, d in pairs]
 
 
-def _full_steps(cfg: SweepConfig, base: MainConfig) -> tuple[int, float]:
-    """Optimizer steps of a full trial, and steps per epoch over its training rows."""
+def _full_steps(cfg: SweepConfig, base: MainConfig, ranks: int) -> tuple[int, float]:
+    """Optimizer steps of a full trial on `ranks` ranks, and steps per epoch over its training rows."""
     split = load_split(cfg.data, cfg.data.train_split)
     rows = len(Subset.load(cfg.subset).uids) if cfg.subset else len(split)
-    plan = plan_steps(rows, len(split), cfg.num_ranks, base.micro_batch_size, base.grad_accum,
+    plan = plan_steps(rows, len(split), ranks, base.micro_batch_size, base.grad_accum,
                       base.budget, base.erm_epochs)
     if plan.max_steps is None:
         raise FtftError(f"a sweep needs a budget counted in steps (steps, epochs or erm), not {base.budget}")
@@ -129,12 +134,17 @@ def _best_so_far(log: Path, metric: str, full_steps: int) -> dict:
 class SweepRunner:
     """Runs the segments of a sweep's trials, rung by rung, and records what happened."""
 
-    def __init__(self, cfg: SweepConfig, echo=print):
+    def __init__(self, cfg: SweepConfig, echo=print, detach: bool = False):
         self.cfg = cfg
         self.echo = echo
         self.out = Path(cfg.output_dir)
         self.policy = cfg.policy_obj
-        self.full_steps, per_epoch = _full_steps(cfg, cfg.main)
+        if cfg.executor.kind == "slurm" and "parallel" in fields_set(cfg):
+            raise FtftError("parallel applies to the local executor; SLURM runs executor.max_in_flight "
+                            "trials at once")
+        self.ranks = run_ranks(cfg.num_ranks, cfg.executor, "sweep", "num_ranks" in fields_set(cfg))
+        self.executor = make_executor(cfg.executor, self.out, echo, parallel=cfg.parallel, detach=detach)
+        self.full_steps, per_epoch = _full_steps(cfg, cfg.main, self.ranks)
         self.eval_every = max(1, round(per_epoch / cfg.evals_per_epoch))
         self.rung_steps = [max(1, math.ceil(f * self.full_steps - 1e-9)) for f in self.policy.rungs()]
         self.trials = cfg.trials()
@@ -179,22 +189,23 @@ class SweepRunner:
         return json.loads((self.out / "sweep.json").read_text())
 
     def _run_segments(self, todo: list[int], steps: int) -> None:
-        """Run trials' next segments, `parallel` at a time (each on its own GPUs when there are GPUs).
+        """Run trials' next segments, as many at once as the executor takes (locally `parallel`,
+        each on its own GPUs when there are GPUs).
 
         A signal to this process, or a failed segment, stops the segments still running (see `jobs`).
         """
-        slots = jobs.device_slots(self.cfg.num_ranks, self.cfg.parallel)
-        for start in range(0, len(todo), len(slots)):
-            indices = todo[start:start + len(slots)]
+        size = self.executor.batch_size(len(todo))
+        for start in range(0, len(todo), size):
+            indices = todo[start:start + size]
             batch = []
-            for index, devices in zip(indices, slots):
+            for index in indices:
                 cfg = self.trial_config(index, steps)
                 folder = Path(cfg.output_dir)
                 folder.mkdir(parents=True, exist_ok=True)
                 save_config(cfg, folder / "run_config.json")
-                batch.append(jobs.Job(jobs.ftft_command("train", folder / "run_config.json", self.cfg.num_ranks, devices),
-                                      folder / "segments.log", f"trial {index}", append=True))
-            jobs.run_jobs(batch)
+                batch.append(Job("train", folder / "run_config.json", folder, folder / "segments.log",
+                                 f"trial {index}", ranks=self.ranks, append=True))
+            self.executor.run(batch)
             for index in indices:
                 state = self.status(index)
                 self.echo(f"  trial {index:3d} (WI {self.trials[index][0]}, DO {self.trials[index][1]}) "
@@ -221,8 +232,9 @@ class SweepRunner:
         })
 
 
-def run_sweep(cfg: SweepConfig, echo=print) -> dict:
-    """Run (or resume) a sweep; return the contents of its `sweep.json`."""
+def run_sweep(cfg: SweepConfig, echo=print, detach: bool = False) -> dict:
+    """Run (or resume) a sweep; return the contents of its `sweep.json`. `detach`: a signal to this
+    process leaves its SLURM jobs running (a later run re-attaches to them) instead of cancelling them."""
     make_output_dir(cfg.output_dir)
     save_config(cfg, Path(cfg.output_dir) / "sweep_config.json")
-    return SweepRunner(cfg, echo).run()
+    return SweepRunner(cfg, echo, detach).run()

@@ -1,8 +1,9 @@
-"""The one owner of child processes, for `ftft run` and `ftft sweep` alike: command lines, device
-slots, logs, error lines, signals.
+"""The local executor: jobs as child processes of this one, with command lines, device slots, logs,
+error lines and signals.
 
-`run_jobs` starts a batch of `Job`s (each an `ftft` command with its log file; on GPUs the command
-names its own devices), waits for all of them, and names the first failure by its log's last error line.
+`LocalExecutor.run` starts a batch of `Job`s, `parallel` at a time (each an `ftft` command with its
+log file; on GPUs the command names its own devices), waits for them, and names the first failure
+by its log's last error line.
 
 A training stage is a `deepspeed` launcher with one process per rank below it. Schedulers and
 `kill PID` signal the `ftft` process alone, not its group; a launcher left behind would go on
@@ -19,12 +20,11 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .errors import FtftError
-from .train.runtime import free_port
+from ..errors import FtftError
+from ..train.runtime import free_port
 
 GRACE_SECONDS = 30
 """How long stopped children get to exit (DeepSpeed's launcher stops its ranks) before SIGKILL."""
@@ -57,17 +57,6 @@ def machine_device_ids(devices: Sequence[int]) -> list[int]:
     return [int(ids[index]) for index in devices]
 
 
-@dataclass
-class Job:
-    """One child process: its command line, the log its output goes to, and what to call it."""
-
-    args: Sequence[str]
-    log: Path
-    what: str
-    append: bool = False
-    """Add to `log` (a sweep's trial runs several segments) instead of starting it afresh."""
-
-
 def device_slots(num_ranks: int, parallel: int) -> list:
     """Device groups for `parallel` concurrent jobs of `num_ranks` ranks: GPUs split `num_ranks` at a
     time, or, without GPUs, `parallel` CPU slots (None)."""
@@ -82,51 +71,80 @@ def device_slots(num_ranks: int, parallel: int) -> list:
     return groups[:parallel]
 
 
-def run_jobs(batch: Sequence[Job], show_progress: bool = False) -> None:
-    """Run `batch` concurrently and wait for all of it. A failed job raises `FtftError` with its log's
-    last error line (the others are stopped); a signal to this process stops them all first.
-    `show_progress` echoes the newest progress bar of the first job's log on a terminal."""
+class LocalExecutor:
+    """Runs jobs as child processes on this machine, `parallel` at a time, each on its own GPUs."""
+
+    def __init__(self, parallel: int = 1):
+        self.parallel = parallel
+
+    def live_job(self, folder: Path) -> None:
+        """Child processes do not outlive the orchestrator: there is never a job to re-attach to."""
+        return None
+
+    def batch_size(self, pending: int) -> int:
+        """How many of `pending` jobs to hand over at once: `parallel`."""
+        return self.parallel
+
+    def run(self, batch: Sequence, show_progress: bool = False) -> None:
+        """Run `batch` (`Job`s), `parallel` at a time; see `run_processes`."""
+        for start in range(0, len(batch), self.parallel):
+            chunk = batch[start:start + self.parallel]
+            ranks = chunk[0].ranks
+            slots = device_slots(ranks, len(chunk)) if ranks is not None else [None] * len(chunk)
+            run_processes([(ftft_command(job.command, job.config, job.ranks, devices), job)
+                           for job, devices in zip(chunk, slots)], show_progress)
+
+
+def run_processes(batch: Sequence, show_progress: bool = False) -> None:
+    """Run `batch` ((command line, `Job`) pairs) concurrently and wait for all of it. A failed job
+    raises `FtftError` with its log's last error line (the others are stopped); a signal to this
+    process stops them all first. `show_progress` echoes the newest progress bar of the first
+    job's log on a terminal."""
     procs: list = []
     handles = []
     with forwarding_signals(procs):
         try:
-            for job in batch:
+            for args, job in batch:
                 handles.append(open(job.log, "a" if job.append else "w", encoding="utf-8"))
-                procs.append(start(job.args, handles[-1]))
+                procs.append(start(args, handles[-1]))
             while any(proc.poll() is None for proc in procs):
                 if any(proc.poll() not in (None, 0) for proc in procs):
                     break  # one failed: the `finally` stops the others rather than letting them run on
                 time.sleep(0.5)
-                if show_progress:
-                    _show_progress(batch[0].log)
+                if show_progress and sys.stdout.isatty():
+                    line = progress_line(batch[0][1].log)
+                    if line:
+                        sys.stdout.write("\r\033[K    " + line[:110])
+                        sys.stdout.flush()
             if show_progress and sys.stdout.isatty():
                 sys.stdout.write("\r\033[K")
         finally:
             stop(procs)
             for handle in handles:
                 handle.close()
-    for job, proc in zip(batch, procs):
+    for (_, job), proc in zip(batch, procs):
         if proc.returncode != 0:
-            raise FtftError(f"{job.what} failed (exit {proc.returncode}): {_last_error(job.log)} — see {job.log}")
+            raise FtftError(f"{job.what} failed (exit {proc.returncode}): {last_error(job.log)} — see {job.log}")
 
 
-def _last_error(log: Path) -> str:
+def last_error(log: Path) -> str:
+    """The last `error:` line of `log` (else its last line), as a failed job's message."""
+    if not log.is_file():
+        return "(no output)"
     lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     return (errors or lines or ["(no output)"])[-1].strip()[:300]
 
 
-def _show_progress(log: Path) -> None:
-    """Echo the newest progress-bar state in `log` on one terminal line (nothing when not a terminal)."""
-    if not sys.stdout.isatty():
-        return
+def progress_line(log: Path) -> str | None:
+    """The newest progress-bar state in `log` (a tqdm line), or None."""
+    if not log.is_file():
+        return None
     with open(log, "rb") as handle:
         handle.seek(max(0, log.stat().st_size - 2048))
         tail = handle.read().decode(errors="replace")
     bars = [part for part in tail.replace("\n", "\r").split("\r") if "it/s" in part or "s/it" in part]
-    if bars:
-        sys.stdout.write("\r\033[K    " + bars[-1].strip()[:110])
-        sys.stdout.flush()
+    return bars[-1].strip() if bars else None
 
 
 def start(args: Sequence[str], output) -> subprocess.Popen:

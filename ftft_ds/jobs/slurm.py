@@ -1,0 +1,218 @@
+"""The SLURM executor: every job a SLURM job, submitted through submitit, watched through squeue.
+
+submitit writes the sbatch scripts, submits batches as job arrays (throttled to `max_in_flight`),
+runs each task's `StageTask` under `srun`, and requeues a job whose time limit nears (SIGUSR2 from
+`--signal`) or that is preempted; the task then resumes from its last checkpoint. Main runs are
+`nodes` x `ranks_per_node` tasks, one per GPU, that form one world from SLURM's variables;
+references are one task. Job states come from `squeue` and `scontrol`, not from `sacct`, which
+needs the accounting daemon that many clusters (and submitit's own state) lack.
+
+Each job's id, log file and, once it ended, its state and times are recorded in its folder
+(`job.json`, with the records of a trial's earlier segments): a second orchestrator on the
+same folder finds a job still queued or running there and waits for it instead of submitting it
+again. SIGINT or SIGTERM to the orchestrator cancels its jobs (`scancel`), unless it was started
+with `detach`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from ..errors import FtftError
+from ..io import write_json
+from .local import FORWARDED, last_error, progress_line
+
+RECORD = "job.json"
+ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+          "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "PREEMPTED"}
+"""States of a job that is not over (a preempted or requeued job comes back)."""
+
+
+def queue_states(job_ids: Sequence[str]) -> dict:
+    """Job id -> state for the jobs of `job_ids` that `squeue` still lists (array tasks one by one)."""
+    if not job_ids:
+        return {}
+    proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)],
+                          capture_output=True, text=True, timeout=60)
+    states = {}
+    for line in proc.stdout.splitlines():
+        job_id, _, state = line.strip().partition(" ")
+        states[job_id] = state
+    return states
+
+
+def final_state(job_id: str) -> dict:
+    """`state`, `exit_code`, `submit`, `start` and `end` times of a job that has left the queue, from
+    `scontrol` while it still knows it (a few minutes); state UNKNOWN after that."""
+    proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
+    fields = dict(part.split("=", 1) for part in proc.stdout.split() if "=" in part)
+    return {"state": fields.get("JobState", "UNKNOWN"), "exit_code": fields.get("ExitCode", ""),
+            **{key.lower().removesuffix("time"): fields.get(key) for key in ("SubmitTime", "StartTime", "EndTime")}}
+
+
+def read_record(folder: Path) -> dict | None:
+    path = Path(folder) / RECORD
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def cancel(job_ids: Sequence[str]) -> None:
+    if job_ids:
+        subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
+
+
+class SlurmExecutor:
+    """Submits `Job`s to SLURM and waits for them (see the module docstring)."""
+
+    def __init__(self, cfg, root: Path, echo: Callable[[str], None] = print, detach: bool = False):
+        self.cfg = cfg
+        self.folder = Path(root) / ".slurm"
+        self.echo = echo
+        self.detach = detach
+
+    def live_job(self, folder: Path) -> str | None:
+        """The id of the job recorded in `folder` if it is still queued or running."""
+        record = read_record(folder)
+        if record is None:
+            return None
+        state = queue_states([record["job_id"]]).get(record["job_id"])
+        return record["job_id"] if state in ACTIVE else None
+
+    def batch_size(self, pending: int) -> int:
+        """All `pending` jobs at once: the job array's throttle (`max_in_flight`) paces them."""
+        return max(1, pending)
+
+    def run(self, batch: Sequence, show_progress: bool = False) -> None:
+        """Submit the jobs of `batch` that are not already queued or running, then wait for all of them.
+
+        A failed job cancels the others and raises `FtftError` with its log's error line."""
+        ids = {}
+        fresh = []
+        for job in batch:
+            live = self.live_job(job.folder)
+            if live is not None:
+                ids[live] = job
+                self.echo(f"  {job.what}: re-attached to SLURM job {live}")
+            else:
+                fresh.append(job)
+        for ranks in dict.fromkeys(job.ranks for job in fresh):
+            group = [job for job in fresh if job.ranks == ranks]
+            ids.update(zip(self._submit(group, ranks), group))
+        with self._cancelling_on_signal(list(ids)):
+            self._wait(ids, show_progress)
+
+    def _submit(self, group: Sequence, ranks: int | None) -> list[str]:
+        """Submit `group` (jobs of one shape) as one job array; record each job's id in its folder."""
+        import submitit
+
+        from .task import StageTask
+
+        executor = submitit.SlurmExecutor(folder=self.folder, max_num_timeout=100)
+        executor.update_parameters(**self._parameters(ranks, len(group)))
+        with executor.batch():
+            submitted = [executor.submit(StageTask(job.command, str(job.config))) for job in group]
+        ids = []
+        for job, handle in zip(group, submitted):
+            previous = read_record(job.folder)  # a trial's earlier segment
+            earlier = [*previous.pop("earlier", []), previous] if previous else []
+            write_json(job.folder / RECORD, {"job_id": handle.job_id, "what": job.what, "submitted": time.time(),
+                                             "stdout": str(handle.paths.stdout), "earlier": earlier})
+            self.echo(f"  {job.what}: submitted as SLURM job {handle.job_id}")
+            ids.append(handle.job_id)
+        return ids
+
+    def _parameters(self, ranks: int | None, count: int) -> dict:
+        """submitit's sbatch parameters for a job of `ranks` ranks (None: a one-process reference)."""
+        cfg = self.cfg
+        main = ranks is not None
+        gpus = cfg.gpus_per_node if main else (1 if cfg.gpus_per_node else None)
+        parameters = {
+            "job_name": "ftft-main" if main else "ftft-reference",
+            "nodes": cfg.nodes if main else 1,
+            "ntasks_per_node": cfg.ranks_per_node if main else 1,
+            "time": cfg.time_limit_min,
+            "array_parallelism": min(cfg.max_in_flight, count),
+            "stderr_to_stdout": True,
+            "additional_parameters": dict(cfg.sbatch_options),
+            "setup": list(cfg.setup),
+            # A job restarted by SLURM takes its share of the limit afresh: signal it well before.
+            "signal_delay_s": min(90, max(10, cfg.time_limit_min * 60 // 10)),
+        }
+        optional = {"gpus_per_node": gpus or None, "cpus_per_task": cfg.cpus_per_task, "partition": cfg.partition,
+                    "account": cfg.account, "qos": cfg.qos}
+        parameters.update({key: value for key, value in optional.items() if value is not None})
+        return parameters
+
+    def _wait(self, ids: dict, show_progress: bool) -> None:
+        """Poll the queue until every job of `ids` (job id -> `Job`) has ended; report state changes."""
+        states: dict = {}
+        waiting = dict(ids)
+        while waiting:
+            queued = queue_states(list(waiting))
+            for job_id, job in list(waiting.items()):
+                state = queued.get(job_id)
+                if state is None:
+                    del waiting[job_id]
+                    self._finished(job_id, job, list(waiting))
+                    state = "ENDED"
+                if states.get(job_id) != state:
+                    states[job_id] = state
+                    if state != "ENDED":
+                        self.echo(f"  {job.what}: SLURM job {job_id} {state.lower()}")
+            if waiting:
+                if show_progress and sys.stdout.isatty():
+                    running = [job for job_id, job in waiting.items() if states.get(job_id) == "RUNNING"]
+                    line = progress_line(_log(running[0])) if running else None
+                    if line:
+                        sys.stdout.write("\r\033[K    " + line[:110])
+                        sys.stdout.flush()
+                time.sleep(self.cfg.poll_seconds)
+        if show_progress and sys.stdout.isatty():
+            sys.stdout.write("\r\033[K")
+
+    def _finished(self, job_id: str, job, others: list) -> None:
+        """Record how job `job_id` ended in its folder; if it failed, cancel `others` and raise."""
+        ended = final_state(job_id)
+        state, exit_code = ended["state"], ended["exit_code"]
+        write_json(job.folder / RECORD, {**read_record(job.folder), "ended": ended})
+        log = _log(job)
+        failed = state not in ("COMPLETED", "UNKNOWN") or (state == "UNKNOWN" and last_error(log).startswith("error:"))
+        if failed:
+            cancel(others)
+            raise FtftError(f"{job.what} failed (SLURM job {job_id} {state.lower()}, exit {exit_code or '?'}): "
+                            f"{last_error(log)} — see {log}")
+        self.echo(f"  {job.what}: SLURM job {job_id} completed")
+
+    @contextlib.contextmanager
+    def _cancelling_on_signal(self, job_ids: list) -> Iterator[None]:
+        """While inside, SIGINT/SIGTERM cancel `job_ids` (unless detached), then stop this process."""
+        def handler(signum, frame):
+            if self.detach:
+                self.echo(f"detached: SLURM jobs {', '.join(job_ids)} go on; run the same command again to re-attach")
+            else:
+                cancel(job_ids)
+                self.echo(f"cancelled SLURM jobs {', '.join(job_ids)}")
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+
+        previous = {signum: signal.signal(signum, handler) for signum in FORWARDED}
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+
+def _log(job) -> Path:
+    """The SLURM log of `job` (recorded when it was submitted), else its local log path."""
+    record = read_record(job.folder)
+    return Path(record["stdout"]) if record else job.log

@@ -1,0 +1,165 @@
+"""`ftft run` and `ftft sweep` on a real two-node SLURM cluster (loopback; `.ci/slurm_cluster.sh`):
+main runs as two-node jobs, requeue and exact resume, re-attaching, cancelling, `ftft status`."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from .helpers import REPO, assert_same_losses, ftft, quiet_env, tail
+
+pytestmark = pytest.mark.slurm
+
+EXECUTOR = {"kind": "slurm", "nodes": 2, "ranks_per_node": 1, "poll_seconds": 1, "time_limit_min": 30}
+RECIPE = {
+    "data": {"embedded_train_size": 120, "eval_splits": ["dev", "ood"]},
+    "main": {"model": "tiny-bert", "micro_batch_size": 4, "lr": 1.0e-3, "erm_epochs": 6, "log_every": 1,
+             "checkpoint_every": 5, "export_model": False},
+    "reference": {"model": "tiny-bert", "num_layers": 1, "epochs": 2, "micro_batch_size": 8, "lr": 1.0e-3,
+                  "evaluate": False},
+    "methods": ["erm", "ftft"],
+    "seeds": [0],
+    "reference_gate": "off",
+    "executor": EXECUTOR,
+}
+
+
+def start(args, log):
+    """An `ftft` orchestrator in the background, in a session of its own, output to `log`."""
+    return subprocess.Popen([sys.executable, "-m", "ftft_ds", *map(str, args)], cwd=REPO, env=quiet_env(),
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(condition, what, seconds=240):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def job_id(folder):
+    return json.loads((folder / "job.json").read_text())["job_id"]
+
+
+def queue(job_ids):
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)], capture_output=True, text=True)
+    return dict(line.split() for line in out.stdout.splitlines())
+
+
+def losses(folder):
+    return [(r["step"], r["train/loss"]) for r in map(json.loads, (folder / "log.jsonl").read_text().splitlines())
+            if "train/loss" in r]
+
+
+def test_recipe_on_two_nodes_requeued_detached_and_re_attached(tmp_path, slurm_cluster):
+    """The recipe's main runs are two-node jobs. The ERM job is requeued after its first checkpoint
+    and resumes exactly; the orchestrator is stopped while detached, and a second one re-attaches
+    to the jobs instead of submitting them again."""
+    out = tmp_path / "recipe"
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(out)}))
+    first = start(["run", config, "--detach"], tmp_path / "first.log")
+    erm, ftft_main = out / "main" / "erm" / "seed0", out / "main" / "ftft" / "seed0"
+    wait_for(lambda: (erm / "job.json").is_file() and (ftft_main / "job.json").is_file(), "the main jobs' records")
+    ids = {job_id(erm), job_id(ftft_main)}
+    wait_for(lambda: (erm / "checkpoints" / "latest").is_file(), "the ERM job's first checkpoint")
+    subprocess.run(["scontrol", "requeue", job_id(erm)], check=True)
+    os.killpg(first.pid, signal.SIGTERM)
+    assert first.wait(timeout=60) == 128 + signal.SIGTERM
+    assert "detached" in (tmp_path / "first.log").read_text()
+    # Detached: the jobs go on (still queued or running, or already completed), none cancelled.
+    from ftft_ds.jobs.slurm import final_state
+
+    assert all(job in queue(ids) or final_state(job)["state"] == "COMPLETED" for job in ids)
+
+    second = ftft(["run", config], timeout=600)
+    assert second.returncode == 0, tail(second)
+    assert "re-attached to SLURM job" in second.stdout and "submitted as" not in second.stdout
+    assert {job_id(erm), job_id(ftft_main)} == ids  # nothing submitted twice
+    for folder in (erm, ftft_main):
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["world_size"] == 2
+    assert (out / "results.md").is_file()
+    # The requeued job resumed from its checkpoint: the same losses as a straight local run.
+    straight = json.loads((erm / "run_config.json").read_text())
+    straight.update(output_dir=str(tmp_path / "straight"))
+    (tmp_path / "straight.json").write_text(json.dumps(straight))
+    from .helpers import deepspeed_launch
+
+    proc = deepspeed_launch("launch/main.py", [tmp_path / "straight.json"], num_ranks=2)
+    assert proc.returncode == 0, tail(proc)
+    assert_same_losses(losses(erm), losses(tmp_path / "straight"))
+    restarts = subprocess.run(["grep", "-c", "Starting with JobEnvironment", json.loads(
+        (erm / "job.json").read_text())["stdout"]], capture_output=True, text=True).stdout.strip()
+    assert int(restarts or 0) >= 2, "the ERM job did not start twice"
+
+    status = ftft(["status", out])
+    assert status.returncode == 0, tail(status)
+    lines = {line.split()[0]: line for line in status.stdout.splitlines()[1:]}
+    assert "done" in lines["main/erm/seed0"] and job_id(erm) in lines["main/erm/seed0"]
+
+
+def test_sigterm_cancels_the_jobs(tmp_path, slurm_cluster):
+    out = tmp_path / "recipe"
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(out), "methods": ["erm"]}))
+    orchestrator = start(["run", config], tmp_path / "log")
+    erm = out / "main" / "erm" / "seed0"
+    wait_for(lambda: (erm / "job.json").is_file(), "the main job's record")
+    ids = [job_id(erm)]
+    os.killpg(orchestrator.pid, signal.SIGTERM)
+    assert orchestrator.wait(timeout=60) == 128 + signal.SIGTERM
+    wait_for(lambda: not queue(ids), "the cancelled job to leave the queue", seconds=60)
+    assert "cancelled SLURM jobs" in (tmp_path / "log").read_text()
+
+
+def test_sweep_survivors_continue_in_new_jobs(tmp_path, slurm_cluster):
+    out = tmp_path / "sweep"
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({
+        "output_dir": str(out), "data": {"embedded_train_size": 80},
+        "main": {"model": "tiny-bert", "micro_batch_size": 4, "lr": 1.0e-3, "budget": "steps:12", "log_every": 1},
+        "policy": "ssc:t=2,f=0.5,p=1", "wi_seeds": [1, 2], "do_seeds": [3], "evals_per_epoch": 2,
+        "executor": EXECUTOR}))
+    proc = ftft(["sweep", config], timeout=600)
+    assert proc.returncode == 0, tail(proc)
+    summary = json.loads((out / "sweep.json").read_text())
+    steps = {row["trial"]: row["steps"] for row in summary["trials"]}
+    assert sorted(steps.values()) == [6, 12]
+    survivor = next(t for t, s in steps.items() if s == 12)
+    folder = out / "trials" / f"trial{survivor:03d}"
+    assert proc.stdout.count("submitted as SLURM job") == 3  # two first segments, one continuation
+    straight = json.loads((folder / "run_config.json").read_text())
+    straight.update(output_dir=str(tmp_path / "straight"), resume=False, overwrite=False, budget="steps:12")
+    (tmp_path / "straight.json").write_text(json.dumps(straight))
+    from .helpers import deepspeed_launch
+
+    local = deepspeed_launch("launch/main.py", [tmp_path / "straight.json"], num_ranks=2)
+    assert local.returncode == 0, tail(local)
+    assert_same_losses(losses(folder), losses(tmp_path / "straight"))
+
+
+def test_the_sbatch_example_trains_across_two_nodes(tmp_path, slurm_cluster):
+    """examples/slurm_main.sbatch as shipped, less its GPU and CPU requests (the loopback nodes have
+    no GPUs): one deepspeed launcher per node, reading a hostfile in the shared run folder."""
+    script = tmp_path / "slurm_main.sbatch"
+    lines = (REPO / "examples" / "slurm_main.sbatch").read_text().splitlines()
+    script.write_text("\n".join(line for line in lines if not line.startswith(("#SBATCH --gpus", "#SBATCH --cpus"))))
+    run_dir = tmp_path / "run"
+    env = quiet_env(RUN_DIR=str(run_dir), GPUS_PER_NODE="1", PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
+    proc = subprocess.run(["sbatch", "--wait", "--time=10", "-o", str(tmp_path / "job.log"), str(script),
+                           "--model", "tiny-bert", "--set", "subset=null", "--set", "data.embedded_train_size=64",
+                           "--set", "micro_batch_size=4", "--budget", "steps:3", "--set", "data.eval_splits=[dev]",
+                           "--set", "patience_metric=dev/accuracy", "--set", "checkpoint_every=0",
+                           "--set", "export_model=false"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (tmp_path / "job.log").read_text()[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 3
+    assert (run_dir / "hostfile").read_text().split() == ["n1", "slots=1", "n2", "slots=1"]
