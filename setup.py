@@ -24,6 +24,7 @@ setup(
         "click>=8.1",
         "tensorboard>=2.14",
         "numpy>=1.24",
+        "scipy>=1.10",  # the statistics: t-intervals, Spearman, permutation tests
         "matplotlib>=3.7",
         "pyyaml>=6.0",
         "tqdm>=4.66",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy import stats
 
 from .metrics import Metrics
 from .store import Dynamics, encode_uids
@@ -123,12 +124,17 @@ def assess_reference(name: str, dynamics: Dynamics, subset_uids, dev_accuracy: f
 
 
 def variability_spearman(a: Metrics, b: Metrics) -> float:
-    """Spearman rank correlation of variability over the uids both metrics hold."""
-    from ..sweep.analysis import early_final_rank_correlation as spearman
+    """Spearman rank correlation of variability over the uids both metrics hold.
 
+    NaN, which fails the check, when fewer than two uids are shared or either side's variability
+    is constant over them: no ranking to agree with.
+    """
     order = {uid: i for i, uid in enumerate(b.uids)}
     pairs = [(i, order[uid]) for i, uid in enumerate(a.uids) if uid in order]
     if len(pairs) < 2:
         return float("nan")
     left, right = (np.array(side) for side in zip(*pairs))
-    return float(spearman(np.asarray(a.variability)[left], np.asarray(b.variability)[right]))
+    mine, theirs = np.asarray(a.variability)[left], np.asarray(b.variability)[right]
+    if np.ptp(mine) == 0 or np.ptp(theirs) == 0:
+        return float("nan")
+    return float(stats.spearmanr(mine, theirs).statistic)

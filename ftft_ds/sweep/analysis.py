@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from scipy import stats
 
 from ..errors import FtftError
 from ..io import atomic_path
@@ -47,7 +48,8 @@ class VarianceAttribution:
     with one trial per cell); `residual_share` is what is left, the interaction of the two seeds.
     A p-value is the fraction of rearrangements without that seed's effect (see
     `seed_variance_attribution`) whose share is at least the observed one, counting the observed
-    arrangement, so it is never 0.
+    arrangement, so it is never 0. `permutations` is the number of random rearrangements asked
+    for; a grid with no more distinct rearrangements than that gets them all, and an exact p-value.
     """
 
     wi_share: float
@@ -97,7 +99,8 @@ def seed_variance_attribution(
     For WI, each DO seed's scores are shuffled across the WI seeds: that destroys any WI effect but
     keeps the DO effect, so a strong DO effect cannot hide or fake a WI one (and likewise for DO,
     shuffling within each WI seed). Such shuffles leave the total sum of squares unchanged, so
-    ranking shares ranks the main-effect sums of squares themselves.
+    ranking shares ranks the main-effect sums of squares themselves. Both tests draw from one
+    generator, WI first, so a seed fixes both p-values.
     """
     if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) or permutations < 1:
         raise FtftError(f"permutations must be a whole number >= 1, got {permutations!r}")
@@ -107,20 +110,14 @@ def seed_variance_attribution(
     wi_share, do_share = (float(s) for s in _shares(grid))
 
     rng = np.random.default_rng(seed)
-    block = max(1, PERMUTATION_BLOCK // grid.size)
-    wi_hits = do_hits = 0
-    for start in range(0, permutations, block):
-        stack = np.tile(grid, (min(block, permutations - start), 1, 1))
-        wi_null, _ = _shares(rng.permuted(stack, axis=1))
-        _, do_null = _shares(rng.permuted(stack, axis=2))
-        wi_hits += int(np.sum(wi_null >= wi_share - 1e-12))
-        do_hits += int(np.sum(do_null >= do_share - 1e-12))
+    wi_p = _row_effect_p(grid, int(permutations), rng)
+    do_p = _row_effect_p(grid.T, int(permutations), rng)
     return VarianceAttribution(
         wi_share=wi_share,
         do_share=do_share,
         residual_share=max(0.0, 1.0 - wi_share - do_share),
-        wi_p=(wi_hits + 1) / (permutations + 1),
-        do_p=(do_hits + 1) / (permutations + 1),
+        wi_p=wi_p,
+        do_p=do_p,
         wi_means={_plain(s): float(m) for s, m in zip(wi_levels, grid.mean(axis=1))},
         do_means={_plain(s): float(m) for s, m in zip(do_levels, grid.mean(axis=0))},
         permutations=int(permutations),
@@ -131,19 +128,16 @@ def early_final_rank_correlation(early, final) -> float:
     """Spearman's rank correlation of early and final scores (ties get their average rank).
 
     High values mean the early ranking already picks the trials that finish best, which is what
-    stopping at a fraction f relies on. NaN when either side is constant (the correlation is
-    undefined).
+    stopping at a fraction f relies on. NaN when either side is constant: the correlation is
+    undefined, and callers read NaN as "no information" (e.g. every trial still at majority level).
     """
     a = _finite(early, "early")
     b = _finite(final, "final")
     if a.shape != b.shape or a.size < 2:
         raise FtftError(f"early and final must be paired lists of >= 2 scores, got {a.size} and {b.size}")
-    ra = _average_ranks(a)
-    rb = _average_ranks(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denom = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    return float(ra @ rb) / denom if denom > 0 else math.nan
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def compare_policy_vs_full(
@@ -304,10 +298,26 @@ def _shares(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return wi / total, do / total
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks from 1, with tied values sharing the mean of the ranks they span."""
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse.ravel()]
+def _row_effect_p(grid: np.ndarray, permutations: int, rng: np.random.Generator) -> float:
+    """Permutation p-value of the row seeds' share of `grid` (rows x columns).
+
+    scipy's "samples" permutations rearrange the values of each observation across the samples;
+    with the rows as samples, that shuffles each column's scores across the row seeds, which is
+    the null of no row effect that keeps any column effect.
+    """
+    result = stats.permutation_test(
+        tuple(grid), _row_share, permutation_type="samples", vectorized=True, n_resamples=permutations,
+        batch=max(1, PERMUTATION_BLOCK // grid.size), alternative="greater", random_state=rng,
+    )
+    return float(result.pvalue)
+
+
+def _row_share(*rows: np.ndarray, axis: int) -> np.ndarray:
+    """The row seeds' share of the total sum of squares, for rows shaped (..., columns).
+
+    scipy calls a vectorized statistic with the observations on the last axis, so `axis` is -1.
+    """
+    return _shares(np.stack(rows, axis=axis - 1))[0]
 
 
 def best_so_far(early: Mapping, fraction: float) -> float:
