@@ -91,3 +91,17 @@ def assert_same_losses(a: list, b: list) -> None:
     for x, y in zip(a, b):
         x, y = (x, y) if isinstance(x, tuple) else ((None, x), (None, y))
         assert x[0] == y[0] and x[1] == pytest.approx(y[1], rel=GPU_LOSS_RTOL)
+
+
+def refused_in_process(args: list) -> list:
+    """`ftft ARGS` run in this process through click's test runner, for a mistake refused before any
+    process group starts: asserts exit code 2 and no traceback, returns the stderr lines."""
+    from click.testing import CliRunner
+
+    from ftft_ds.cli import _register, cli
+
+    _register()
+    result = CliRunner().invoke(cli, [str(arg) for arg in args])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    return result.stderr.strip().splitlines()

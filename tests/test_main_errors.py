@@ -2,12 +2,10 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from ftft_ds.cli import _register, cli
 from ftft_ds.dynamics.select import Subset
 
-from .helpers import deepspeed_launch, ftft, tail, assert_same_losses
+from .helpers import assert_same_losses, deepspeed_launch, ftft, refused_in_process, tail
 
 COMMON = ["--model", "tiny-bert", "--set", "data.embedded_train_size=120", "--set", "micro_batch_size=8",
           "--set", "log_every=1"]
@@ -91,11 +89,10 @@ def test_subset_from_another_dataset_fails_on_every_rank(tmp_path):
     (["--num-layers", "abc"], "Invalid value for '--num-layers': 'abc' is not a valid integer"),
 ])
 def test_bad_options_give_one_line(tmp_path, args, message):
-    proc = ftft(["train", *COMMON, *args, "-o", tmp_path / "run"], timeout=120)
-    assert proc.returncode == 2, tail(proc)
-    assert proc.stderr.strip().startswith("error:") and message in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "run" / "metrics.json").exists()
+    """Refused before any process group starts (`check_before_start`), so checked in-process."""
+    errors = refused_in_process(["train", *COMMON, *args, "-o", tmp_path / "run"])
+    assert len(errors) == 1 and errors[0].startswith("error:") and message in errors[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_impossible_batch_arithmetic_and_malformed_config(tmp_path):
@@ -109,14 +106,18 @@ def test_impossible_batch_arithmetic_and_malformed_config(tmp_path):
     typo.write_text(json.dumps({"optimizer": {"type": "Adamm", "params": {}}}))
     (tmp_path / "empty_model").mkdir()
     for args, message in (
-            (["--ds-config", fixed], "train_batch_size=7"), (["--ds-config", broken], "not valid JSON"),
+            (["--ds-config", broken], "not valid JSON"),
             (["--ds-config", worded], "zero_optimization.stage must be 0, 1, 2 or 3, got 'two'"),
             (["--ds-config", typo], "optimizer.type 'Adamm' is unknown"),
             (["--model", tmp_path / "empty_model"], "has no config.json; expected a Hugging Face model folder")):
-        proc = ftft(["train", *COMMON, *args, "-o", tmp_path / "run"], timeout=120)
-        assert proc.returncode == 2 and message in proc.stderr, tail(proc)
-        assert proc.stderr.strip().splitlines()[-1].startswith("error:") and "Traceback" not in proc.stderr
+        errors = refused_in_process(["train", *COMMON, *args, "-o", tmp_path / "run"])
+        assert len(errors) == 1 and errors[0].startswith("error:") and message in errors[0]
         assert not (tmp_path / "run").exists()  # nothing half-written: not even the folder
+    # The batch arithmetic needs the world size, known once the process group is up.
+    proc = ftft(["train", *COMMON, "--ds-config", fixed, "-o", tmp_path / "run"], timeout=120)
+    assert proc.returncode == 2 and "train_batch_size=7" in proc.stderr, tail(proc)
+    assert proc.stderr.strip().splitlines()[-1].startswith("error:") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_budget_past_the_schedule_warns_and_exports_name_the_labels(tmp_path):
@@ -132,9 +133,8 @@ def test_a_budget_past_the_schedule_warns_and_exports_name_the_labels(tmp_path):
 
 
 def test_config_errors_need_no_process_group(tmp_path):
-    _register()
-    result = CliRunner().invoke(cli, ["train", *COMMON, "--set", "micro_batch_size=0", "-o", str(tmp_path)])
-    assert result.exit_code == 2 and "micro_batch_size must be at least 1" in result.output
+    assert "micro_batch_size must be at least 1" in refused_in_process(
+        ["train", *COMMON, "--set", "micro_batch_size=0", "-o", tmp_path])[-1]
 
 
 def test_evaluating_does_not_change_training(tmp_path):

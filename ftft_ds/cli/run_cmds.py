@@ -28,6 +28,13 @@ def _common_options(fn):
     return fn
 
 
+def _is_rank_zero() -> bool:
+    """Whether this process prints a run's summary: rank 0 of the job that just ran."""
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
 def _values(config, model, num_layers, data_source, output_dir, ds_config, overwrite, overrides, **extra) -> dict:
     values = dict(model=model, num_layers=num_layers, output_dir=output_dir, ds_config=ds_config,
                   overwrite=overwrite, **extra)
@@ -50,13 +57,11 @@ def reference(config, model, num_layers, data_source, output_dir, ds_config, ove
     """
     from ..config import ReferenceConfig, load_config
     from ..runs.reference import run_reference
-    from ..train.runtime import init_distributed
 
     cfg = load_config(ReferenceConfig, **_values(config, model, num_layers, data_source, output_dir, ds_config,
                                                  overwrite, overrides, epochs=epochs, eval_pass=eval_pass))
-    env = init_distributed()
-    store = run_reference(cfg, env)
-    if env.is_main:
+    store = run_reference(cfg)
+    if _is_rank_zero():
         click.echo(f"dynamics: {store}")
         click.echo(f"tensorboard: {store.parent / 'tensorboard'}")
 
@@ -74,13 +79,11 @@ def train(config, model, num_layers, data_source, output_dir, ds_config, overwri
     """
     from ..config import MainConfig, load_config
     from ..runs.main import run_main
-    from ..train.runtime import init_distributed
 
     cfg = load_config(MainConfig, **_values(config, model, num_layers, data_source, output_dir, ds_config,
                                             overwrite, overrides, subset=subset, budget=budget, resume=resume))
-    env = init_distributed()
-    metrics = run_main(cfg, env)
-    if env.is_main:
+    metrics = run_main(cfg)
+    if _is_rank_zero():
         selected = ", ".join(f"{k}={v:.4f}" for k, v in metrics["selected"].items() if k != "step")
         click.echo(f"stopped by {metrics['stopped']} after {metrics['steps']} steps; "
                    f"at step {metrics['selected_step']}: {selected}")

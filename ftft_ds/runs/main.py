@@ -28,7 +28,7 @@ from ..dynamics.recorder import DynamicsRecorder
 from ..dynamics.select import Subset
 from ..io import versions, write_json
 from ..train.checkpoint import Checkpointer, export_hf_model
-from .prepare import prepare_run
+from .prepare import check_before_start, prepare_run
 from ..train.runtime import DistEnv, init_distributed, peak_memory_bytes, run_folder
 from ..train.stop import Divergence, Patience
 from ..train.trainer import Trainer
@@ -52,8 +52,11 @@ def subset_rows(path: str):
 def run_main(cfg: MainConfig, env: DistEnv | None = None, on_step_end: Callable | None = None) -> dict:
     """Run a main model to its budget; return the metrics written to `metrics.json`.
 
-    `on_step_end(trainer)` is called after every optimizer step (see `Trainer`)."""
-    env = env or init_distributed()
+    `on_step_end(trainer)` is called after every optimizer step (see `Trainer`). Without `env` the
+    config is checked (`check_before_start`) before this process joins the process group."""
+    if env is None:
+        check_before_start(cfg)
+        env = init_distributed()
     with run_folder(cfg, env):
         return _run_main(cfg, env, on_step_end)
 

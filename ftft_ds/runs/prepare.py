@@ -23,6 +23,7 @@ from ..train.models import check_max_length, count_flops_parameters, count_param
 from ..train.budget import Budget
 from ..train.evaluate import Evaluator, LoaderSettings
 from ..train.memory import refuse_if_it_cannot_fit
+from ..train.ds_config import check_ds_config, read_ds_config
 from ..train.engine import build_model_for, initialize_engine, run_ds_config, take_monitor
 from ..train.runtime import DistEnv, reset_memory_peaks
 from ..train.stop import StopRule
@@ -54,6 +55,15 @@ class PreparedRun:
         return Evaluator(self.eval_data, self.split.num_labels, self.loading, self.collate, env)
 
 
+def check_before_start(cfg: OptimConfig) -> None:
+    """Refuse, before a process group starts or any data loads, what set-up would trip over later:
+    a DeepSpeed config that cannot be read or names a bad stage or optimizer, a model that cannot
+    be found, a `max_length` beyond its positions. Every rank checks the same and stops with the
+    same line, and on a cluster a typo costs no process-group start-up."""
+    check_ds_config(read_ds_config(cfg.ds_config))
+    check_max_length(cfg.model, cfg.max_length, load_tokenizer(cfg.model))
+
+
 def seed_dropout(seed: int, env: DistEnv) -> None:
     """Seed the global generator, which only dropout draws from (data order and head init have their own)."""
     torch.manual_seed(seed * 10_007 + env.rank)
@@ -72,7 +82,6 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     """
     seed_dropout(cfg.dropout_seed, env)
     tokenizer = load_tokenizer(cfg.model)
-    check_max_length(cfg.model, cfg.max_length, tokenizer)
 
     def load_and_tokenize() -> tuple[dict, dict]:
         splits = load_splits(cfg.data, [cfg.data.train_split, *eval_splits])

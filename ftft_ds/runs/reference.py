@@ -22,7 +22,7 @@ from ..dynamics.recorder import DynamicsRecorder
 from ..train.budget import Budget
 from ..io import write_json
 from ..train.evaluate import predict
-from .prepare import PreparedRun, prepare_run
+from .prepare import PreparedRun, check_before_start, prepare_run
 from .record import write_dynamics
 from ..train.runtime import DistEnv, init_distributed, run_folder
 from ..train.trainer import Trainer
@@ -31,8 +31,11 @@ JOB_NAME = "reference"
 
 
 def run_reference(cfg: ReferenceConfig, env: DistEnv | None = None) -> Path:
-    """Run a reference model and return the path of the dynamics store it wrote."""
-    env = env or init_distributed()
+    """Run a reference model and return the path of the dynamics store it wrote. Without `env` the
+    config is checked (`check_before_start`) before this process joins the process group."""
+    if env is None:
+        check_before_start(cfg)
+        env = init_distributed()
     with run_folder(cfg, env):
         return _run_reference(cfg, env)
 
