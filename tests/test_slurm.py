@@ -58,9 +58,10 @@ def losses(folder):
 
 
 def test_recipe_on_two_nodes_requeued_detached_and_re_attached(tmp_path, slurm_cluster):
-    """The recipe's main runs are two-node jobs. The ERM job is requeued after its first checkpoint
-    and resumes exactly; the orchestrator is stopped while detached, and a second one re-attaches
-    to the jobs instead of submitting them again."""
+    """The recipe's main runs are two-node jobs. The ERM job is requeued twice, by submitit on the
+    signal that precedes a time limit and by SLURM as on preemption, and resumes exactly; the
+    orchestrator is stopped while detached, and a second one re-attaches to the jobs instead of
+    submitting them again."""
     out = tmp_path / "recipe"
     config = tmp_path / "recipe.yaml"
     config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(out)}))
@@ -68,7 +69,13 @@ def test_recipe_on_two_nodes_requeued_detached_and_re_attached(tmp_path, slurm_c
     erm, ftft_main = out / "main" / "erm" / "seed0", out / "main" / "ftft" / "seed0"
     wait_for(lambda: (erm / "job.json").is_file() and (ftft_main / "job.json").is_file(), "the main jobs' records")
     ids = {job_id(erm), job_id(ftft_main)}
-    wait_for(lambda: (erm / "checkpoints" / "latest").is_file(), "the ERM job's first checkpoint")
+    latest = erm / "checkpoints" / "latest"
+    wait_for(latest.is_file, "the ERM job's first checkpoint")
+    # What SLURM sends before a time limit (--signal=USR2@...): submitit requeues the job ...
+    cut = int(latest.read_text().split("_")[1])
+    subprocess.run(["scancel", "--signal=USR2", job_id(erm)], check=True)
+    wait_for(lambda: int(latest.read_text().split("_")[1]) > cut + 5, "a checkpoint after the restart")
+    # ... and a preempted job is requeued by SLURM itself.
     subprocess.run(["scontrol", "requeue", job_id(erm)], check=True)
     os.killpg(first.pid, signal.SIGTERM)
     assert first.wait(timeout=60) == 128 + signal.SIGTERM
@@ -97,7 +104,7 @@ def test_recipe_on_two_nodes_requeued_detached_and_re_attached(tmp_path, slurm_c
     assert_same_losses(losses(erm), losses(tmp_path / "straight"))
     restarts = subprocess.run(["grep", "-c", "Starting with JobEnvironment", json.loads(
         (erm / "job.json").read_text())["stdout"]], capture_output=True, text=True).stdout.strip()
-    assert int(restarts or 0) >= 2, "the ERM job did not start twice"
+    assert int(restarts or 0) >= 3, "the ERM job did not start three times"
 
     status = ftft(["status", out])
     assert status.returncode == 0, tail(status)
@@ -163,3 +170,15 @@ def test_the_sbatch_example_trains_across_two_nodes(tmp_path, slurm_cluster):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 3
     assert (run_dir / "hostfile").read_text().split() == ["n1", "slots=1", "n2", "slots=1"]
+
+
+def test_a_failed_job_fails_its_stage_with_its_error_line(tmp_path, slurm_cluster):
+    out = tmp_path / "recipe"
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(out), "methods": ["erm"],
+                                      "main": {**RECIPE["main"], "max_length": 900}}))
+    proc = ftft(["run", config], timeout=300)
+    assert proc.returncode == 2, tail(proc)
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: main run 'erm' seed 0 failed (SLURM job ")
+    assert "max_length 900 is more than model 'tiny-bert' takes (512 positions)" in error
