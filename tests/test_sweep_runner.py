@@ -20,12 +20,12 @@ from .helpers import REPO, ftft, quiet_env, tail, assert_same_losses
 
 SWEEP = {
     "data": {"embedded_train_size": 160},
-    "main": {"model": "tiny-bert", "micro_batch_size": 8, "lr": 1.0e-3, "budget": "steps:40", "log_every": 1},
+    "main": {"model": "tiny-bert", "micro_batch_size": 8, "lr": 1.0e-3, "budget": "steps:20", "log_every": 1},
     "policy": "ssc:t=4,f=0.25,p=2",
     "wi_seeds": [1, 2],
     "do_seeds": [10, 20],
     "parallel": 2,  # two trials at a time, each in its own process
-    "evals_per_epoch": 2,
+    "evals_per_epoch": 4,  # every 5 of the 20 steps an epoch: scores before the first rung
     "divergence_margin": None,  # tiny random models stay at majority level; keep them all
 }
 
@@ -65,19 +65,19 @@ def test_sweep_runs_exact_steps_continues_survivors_and_resumes(tmp_path):
     assert proc.returncode == 0, tail(proc)
     assert "4 trials alive, 2 to run" in proc.stdout
     summary = json.loads((out / "sweep.json").read_text())
-    assert summary["rung_steps"] == [10, 40]
+    assert summary["rung_steps"] == [5, 20]
     steps = {row["trial"]: row["steps"] for row in summary["trials"]}
-    survivors = [t for t, s in steps.items() if s == 40]
-    assert sorted(steps.values()) == [10, 10, 40, 40] and len(survivors) == 2
+    survivors = [t for t, s in steps.items() if s == 20]
+    assert sorted(steps.values()) == [5, 5, 20, 20] and len(survivors) == 2
     assert summary["budget_full_runs"] == summary["policy_budget_full_runs"] == 4 * 0.25 + 2 * 0.75
 
     # A survivor's second segment resumed from the checkpoint at the cut: its losses equal those of
-    # the same trial trained 40 steps in one go.
+    # the same trial trained 20 steps in one go.
     folder = out / "trials" / f"trial{survivors[0]:03d}"
     assert json.loads((folder / "run_config.json").read_text())["resume"] is True
-    assert sorted(losses(folder)) == list(range(1, 41))
+    assert sorted(losses(folder)) == list(range(1, 21))
     straight = json.loads((folder / "run_config.json").read_text())
-    straight.update(output_dir=str(tmp_path / "straight"), resume=False, budget="steps:40")
+    straight.update(output_dir=str(tmp_path / "straight"), resume=False, budget="steps:20")
     (tmp_path / "straight.json").write_text(json.dumps(straight))
     proc = ftft(["train", tmp_path / "straight.json"])
     assert proc.returncode == 0, tail(proc)
@@ -115,5 +115,5 @@ def test_divergence_guard_stops_trials_stuck_at_majority(tmp_path):
     proc = ftft(["sweep", config])
     assert proc.returncode == 0, tail(proc)
     rows = json.loads((tmp_path / "out" / "sweep.json").read_text())["trials"]
-    assert all(r["status"] == "diverged" and r["steps"] < 40 for r in rows)
+    assert all(r["status"] == "diverged" and r["steps"] < 20 for r in rows)
     assert '"step": 99' not in (stale / "log.jsonl").read_text()
