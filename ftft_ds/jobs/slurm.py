@@ -15,18 +15,16 @@ with `detach`.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from ..errors import FtftError
 from ..io import write_json
-from .local import FORWARDED, last_error, progress_line
+from .local import last_error, on_stop_signal, progress_line
 
 RECORD = "job.json"
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
@@ -191,25 +189,16 @@ class SlurmExecutor:
                             f"{last_error(log)} — see {log}")
         self.echo(f"  {job.what}: SLURM job {job_id} completed")
 
-    @contextlib.contextmanager
-    def _cancelling_on_signal(self, job_ids: list) -> Iterator[None]:
+    def _cancelling_on_signal(self, job_ids: list):
         """While inside, SIGINT/SIGTERM cancel `job_ids` (unless detached), then stop this process."""
-        def handler(signum, frame):
+        def leave(signum: int) -> None:
             if self.detach:
                 self.echo(f"detached: SLURM jobs {', '.join(job_ids)} go on; run the same command again to re-attach")
             else:
                 cancel(job_ids)
                 self.echo(f"cancelled SLURM jobs {', '.join(job_ids)}")
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            raise SystemExit(128 + signum)
 
-        previous = {signum: signal.signal(signum, handler) for signum in FORWARDED}
-        try:
-            yield
-        finally:
-            for signum, old in previous.items():
-                signal.signal(signum, old)
+        return on_stop_signal(leave)
 
 
 def _log(job) -> Path:
