@@ -156,8 +156,9 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
 def _run_mains(executor, todo: list, echo) -> None:
     """Run the main runs' stages (name, `Stage`, `Job`), as many at once as the executor takes:
     one after the other locally, every one submitted at once to SLURM."""
-    for start in range(0, len(todo), executor.batch_size(len(todo))):
-        chunk = todo[start:start + executor.batch_size(len(todo))]
+    size = executor.batch_size(len(todo))
+    for start in range(0, len(todo), size):
+        chunk = todo[start:start + size]
         for name, _, _ in chunk:
             echo(f"{name}: running ...")
         started = time.time()
