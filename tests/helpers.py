@@ -93,15 +93,73 @@ def assert_same_losses(a: list, b: list) -> None:
         assert x[0] == y[0] and x[1] == pytest.approx(y[1], rel=GPU_LOSS_RTOL)
 
 
-def refused_in_process(args: list) -> list:
-    """`ftft ARGS` run in this process through click's test runner, for a mistake refused before any
-    process group starts: asserts exit code 2 and no traceback, returns the stderr lines."""
+def in_process(args: list):
+    """`ftft ARGS` run in this process through click's test runner (no interpreter to start): for
+    commands that start no process group, such as select, map and mistakes refused up front."""
     from click.testing import CliRunner
 
     from ftft_ds.cli import _register, cli
 
     _register()
-    result = CliRunner().invoke(cli, [str(arg) for arg in args])
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def refused_in_process(args: list) -> list:
+    """`ftft ARGS` in this process (`in_process`), for a mistake refused before any process group
+    starts: asserts exit code 2 and no traceback, returns the stderr lines."""
+    result = in_process(args)
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit), result.exception
     return result.stderr.strip().splitlines()
+
+
+def save_without_dropout(path: Path, num_labels: int = 3, init_seed: int = 0, train_rows: int = 0) -> Path:
+    """tiny-bert with its dropout off, saved with its tokenizer as a model folder: a model whose
+    training-mode logits are its eval-mode ones, for row-by-row comparisons. With `train_rows`, it
+    first takes 4 epochs of Adam steps on that many embedded training rows, so that its predictions
+    differ from row to row (a fresh model gives every row the same class)."""
+    import torch
+
+    from ftft_ds.data.load import DataConfig, load_split
+    from ftft_ds.data.tokenize import Collator, tokenize_split
+    from ftft_ds.train.models import build_model, load_tokenizer
+
+    model = build_model("tiny-bert", num_labels, init_seed=init_seed)
+    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
+    tokenizer = load_tokenizer("tiny-bert")
+    if train_rows:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        rows = tokenize_split(load_split(DataConfig(embedded_train_size=train_rows), "train"), tokenizer, 64)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        collate = Collator(tokenizer)
+        starts = [start for _ in range(4) for start in range(0, len(rows), 16)]  # 4 epochs
+        for start in starts:
+            batch = collate([rows[i] for i in range(start, min(start + 16, len(rows)))])
+            loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         labels=batch["labels"]).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def forward_alone(model_path: Path, split, max_length: int | None = None):
+    """Logits (rows x labels, numpy) of the model in `model_path` on each row of `split` alone, in
+    one process, in eval mode: what every rank's share of a run must reproduce."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from ftft_ds.config import ReferenceConfig
+    from ftft_ds.data.tokenize import tokenize_split
+    from ftft_ds.train.models import load_tokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_path).eval()
+    rows = tokenize_split(split, load_tokenizer(str(model_path)), max_length or ReferenceConfig().max_length)
+    inputs = [name for name in ("input_ids", "token_type_ids", "attention_mask") if name in rows.column_names]
+    with torch.no_grad():
+        return torch.cat([model(**{name: torch.tensor([row[name]]) for name in inputs}).logits
+                          for row in rows]).numpy()

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import yaml
 
 from ftft_ds.dynamics.gate import assess_reference, learnt_late_mask
@@ -55,6 +56,49 @@ def test_weak_reference_is_named_with_every_reason():
     line = verdict.summary()
     assert line.startswith("reference 'small': WEAK, dev accuracy 0.600") and "2 epoch(s)" in line
     assert learnt_late_mask(dynamics)[labels == 1].all() and not learnt_late_mask(dynamics)[labels == 0].any()
+
+
+THRESHOLDS = {"accuracy_lift": "min_accuracy_lift", "epochs": "min_epochs", "train_accuracy": "min_train_accuracy",
+              "label_skew": "max_label_skew", "learnt_late": "max_learnt_late", "probe_spearman": "min_probe_spearman"}
+"""Each check's threshold in `GateConfig`: a `min_` passes at or above it, a `max_` at or below."""
+
+
+def _borderline_gold():
+    """Gold probabilities on which no check sits at 0 or 1, so each can be moved across its
+    threshold alone: an uneven label mix, some examples learnt only at the last epoch, some never."""
+    rng = np.random.default_rng(4)
+    n = 300
+    labels = np.zeros(n, np.int64)
+    labels[:40] = labels[140:200] = 1  # a third positive overall, 44% of the ambiguous rows
+    gold = np.full((n, 4), 0.9) + rng.uniform(-0.05, 0.05, size=(n, 4))
+    gold[:90] = [0.3, 0.7, 0.4, 0.8] + rng.uniform(-0.05, 0.05, size=(90, 4))
+    gold[90:120] = [0.2, 0.3, 0.35, 0.8]  # learnt late
+    gold[120:140, -1] = 0.3  # still wrong at the last epoch
+    return gold, labels
+
+
+@pytest.mark.parametrize("name", list(THRESHOLDS))
+def test_each_check_flips_alone_at_its_threshold(name):
+    """A threshold equal to the measured value passes; one a hair past it fails that check and no other."""
+    gold, labels = _borderline_gold()
+    dynamics = _dynamics(gold, labels)
+    noisy = gold + np.random.default_rng(5).uniform(-0.2, 0.2, gold.shape)
+    probe = _dynamics(np.clip(noisy, 0.02, 0.98), labels)  # the main model's own, loosely agreeing
+    subset = select_subset(dynamics, "ambiguous", fraction=0.33).uids
+
+    def verdict(**thresholds):
+        return assess_reference("small", dynamics, subset, 0.85, 0.6, GateConfig(**thresholds),
+                                probe=compute_metrics(probe), reference_metrics=compute_metrics(dynamics))
+
+    sound = verdict()
+    assert sound.sound, sound.summary()
+    measured = {c.name: c.value for c in sound.checks}
+    assert set(measured) == set(THRESHOLDS)
+    field, at = THRESHOLDS[name], measured[name]
+    epsilon = 1 if name == "epochs" else 1e-9
+    past = at + epsilon if field.startswith("min_") else at - epsilon
+    assert verdict(**{field: at}).sound, (name, at)
+    assert [c.name for c in verdict(**{field: past}).failures] == [name]
 
 
 def test_probe_agreement_is_checked_when_the_main_models_dynamics_exist():

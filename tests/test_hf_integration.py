@@ -12,7 +12,7 @@ from ftft_ds.errors import FtftError
 from ftft_ds.integrations.hf import DynamicsCallback, subset_of, token_hashes
 from ftft_ds.train.models import build_model, load_tokenizer
 
-from .helpers import deepspeed_launch, ftft, tail
+from .helpers import deepspeed_launch, forward_alone, in_process, save_without_dropout, tail
 
 ROWS = 50  # not a multiple of the batch: the last batch of an epoch is short
 
@@ -110,40 +110,47 @@ import sys, transformers
 from ftft_ds.data.load import DataConfig, load_split
 from ftft_ds.data.tokenize import Collator, tokenize_split
 from ftft_ds.integrations.hf import DynamicsCallback
-from ftft_ds.train.models import build_model, load_tokenizer
+from ftft_ds.train.models import load_tokenizer
 from ftft_ds.train.ds_config import TrainArgs, resolve_ds_config
 
-out = sys.argv[-1]
+model_path, out = sys.argv[-2:]
 split = load_split(DataConfig(embedded_train_size=51), "train")
 tokenizer = load_tokenizer("tiny-bert")
 train = tokenize_split(split, tokenizer, 40).remove_columns(["index"])
 collate = Collator(tokenizer)
-ds = resolve_ds_config("zero2", TrainArgs(micro_batch_size=8, grad_accum=1, world_size=2, lr=1e-3,
+ds = resolve_ds_config("zero2", TrainArgs(micro_batch_size=8, grad_accum=1, world_size=2, lr=0.0,
                                           weight_decay=0.0, warmup_steps=1, total_steps=8))
 args = transformers.TrainingArguments(output_dir=out + "/hf", num_train_epochs=2, per_device_train_batch_size=8,
-                                      learning_rate=1e-3, weight_decay=0.0, max_grad_norm=1.0, warmup_steps=1,
+                                      learning_rate=0.0, weight_decay=0.0, max_grad_norm=1.0, warmup_steps=1,
                                       deepspeed=ds, report_to=[], save_strategy="no", logging_strategy="no",
                                       use_cpu=True, dataloader_num_workers=0)
 callback = DynamicsCallback(train, out + "/dynamics", uids=list(split.dataset["uid"]))
-transformers.Trainer(model=build_model("tiny-bert", 3), args=args, train_dataset=train, callbacks=[callback],
+model = transformers.AutoModelForSequenceClassification.from_pretrained(model_path)  # dropout off
+transformers.Trainer(model=model, args=args, train_dataset=train, callbacks=[callback],
                      data_collator=lambda rows: {k: v for k, v in collate([{**r, "index": 0} for r in rows]).items()
                                                  if k != "index"}).train()
 '''
 
 
 def test_callback_under_deepspeed_on_two_ranks(tmp_path):
-    """51 rows on 2 ranks: each rank sees 26 (one padded repeat); the store holds each row once per epoch."""
+    """51 rows on 2 ranks: each rank sees 26 (one padded repeat). At learning rate 0 with dropout
+    off, the store holds each row once per epoch, with the logits one process gives that row."""
     script = tmp_path / "train_hf.py"
     script.write_text(TWO_RANK_SCRIPT)
-    proc = deepspeed_launch(str(script), [tmp_path])
+    model = save_without_dropout(tmp_path / "model", train_rows=307)
+    proc = deepspeed_launch(str(script), [model, tmp_path])
     assert proc.returncode == 0, tail(proc)
     dynamics = Dynamics.load(tmp_path / "dynamics")
     split = load_split(DataConfig(embedded_train_size=51), "train")
     assert dynamics.uid_strings() == list(split.dataset["uid"]) and dynamics.logits.shape == (51, 2, 3)
-    assert np.isfinite(dynamics.logits).all() and not np.allclose(dynamics.logits[:, 0], dynamics.logits[:, 1])
+    np.testing.assert_array_equal(dynamics.labels, np.asarray(split.dataset["label"]))
+    alone = forward_alone(model, split, max_length=40)
+    assert len(set(alone.argmax(axis=1))) > 1  # rows mixed up would show
+    for epoch in range(2):
+        np.testing.assert_allclose(dynamics.logits[:, epoch], alone, atol=1e-5)
     # The store feeds `ftft select` unchanged, and selects exactly as our own selection does.
-    proc = ftft(["select", tmp_path / "dynamics", "--region", "ambiguous", "--fraction", "0.33",
-                 "-o", tmp_path / "subset.json"])
-    assert proc.returncode == 0, tail(proc)
+    selected = in_process(["select", tmp_path / "dynamics", "--region", "ambiguous", "--fraction", "0.33",
+                           "-o", tmp_path / "subset.json"])
+    assert selected.exit_code == 0, selected.output
     expected = select_subset(dynamics, "ambiguous", fraction=0.33).uids
     assert Subset.load(tmp_path / "subset.json").uids == expected and len(expected) == 17

@@ -27,3 +27,11 @@ def test_devices_are_counted_among_the_visible_ones(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f6c1a2e,GPU-77aa")
     with pytest.raises(FtftError, match="UUID"):
         ftft_command("train", "run.json", 1, devices=[1])
+
+
+def test_a_one_rank_job_without_devices_is_one_process():
+    """No launcher for a world of one on CPU: its runner and per-node launcher would only add start-up."""
+    import sys
+
+    assert ftft_command("train", "run.json", 1) == [sys.executable, "-m", "ftft_ds", "train", "run.json"]
+    assert _gpus_used(ftft_command("train", "run.json", 1, devices=[5])) == {"localhost": [5]}

@@ -8,17 +8,29 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from ftft_ds.data.load import DataConfig, load_split
 from ftft_ds.dynamics.store import Dynamics
 
-from .helpers import deepspeed_launch, ftft, tail
+from ftft_ds.train.evaluate import classification_metrics
 
-TRAIN_SIZE = 301  # odd: the distributed sampler must pad, and the recorder must drop the repeat
-COMMON = ["--model", "tiny-bert", "--set", f"data.embedded_train_size={TRAIN_SIZE}",
+from .helpers import deepspeed_launch, forward_alone, ftft, save_without_dropout, tail
+
+TRAIN_SIZE = 307  # odd, as its dev split (51): the samplers must pad, and the gathers drop the repeats
+COMMON = ["--set", f"data.embedded_train_size={TRAIN_SIZE}",
           "--set", "micro_batch_size=16", "--set", "lr=1e-3", "--set", "log_every=2"]
 
 
 @pytest.fixture(scope="module")
-def two_rank_run(tmp_path_factory):
+def frozen_model(tmp_path_factory):
+    """tiny-bert with dropout off, partly trained so that its predictions vary from row to row, saved
+    as a model folder: at a learning rate of 1e-12 the weights
+    stay what they were (Adam's steps of about 1e-12 vanish in float32 weights of order 1e-2), so
+    every recorded logit and every evaluation must be what this model gives on its own."""
+    return save_without_dropout(tmp_path_factory.mktemp("frozen") / "model", train_rows=TRAIN_SIZE)
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory, frozen_model):
     out = tmp_path_factory.mktemp("ref2")
-    proc = deepspeed_launch("launch/reference.py", [*COMMON, "--epochs", "2", "--eval-pass", "-o", out])
+    args = [*COMMON, "--model", frozen_model, "--set", "lr=1e-12", "--epochs", "2", "--eval-pass", "-o", out]
+    proc = deepspeed_launch("launch/reference.py", args)
     assert proc.returncode == 0, tail(proc)
     return out
 
@@ -27,20 +39,30 @@ def dataset_split():
     return load_split(DataConfig(embedded_train_size=TRAIN_SIZE), "train")
 
 
-def test_two_ranks_record_every_uid_once_per_epoch(two_rank_run):
+def test_two_ranks_record_every_row_as_one_process_sees_it(two_rank_run, frozen_model):
+    """Row for row, the logits both ranks recorded (odd row count: one padded repeat) are those of a
+    single-process forward pass, so no row's logits landed under another row's uid or label."""
     dyn = Dynamics.load(two_rank_run / "dynamics")
     split = dataset_split()
-    assert dyn.logits.shape == (TRAIN_SIZE, 2, 3)
-    assert dyn.eval_logits.shape == (TRAIN_SIZE, 2, 3)
+    assert dyn.logits.shape == dyn.eval_logits.shape == (TRAIN_SIZE, 2, 3)
     assert dyn.uid_strings() == list(split.dataset["uid"])
-    assert len(set(dyn.uid_strings())) == TRAIN_SIZE
     np.testing.assert_array_equal(dyn.labels, np.asarray(split.dataset["label"]))
     assert dyn.manifest["dataset_fingerprint"] == split.fingerprint
     assert dyn.manifest["world_size"] == 2
-    # Training-pass logits change between epochs (the model trains); eval-pass logits of an epoch
-    # differ from that epoch's training-pass logits (other weights, no dropout).
-    assert not np.allclose(dyn.logits[:, 0], dyn.logits[:, 1])
-    assert not np.allclose(dyn.logits[:, 1], dyn.eval_logits[:, 1])
+    alone = forward_alone(frozen_model, split)
+    for epoch in range(2):
+        np.testing.assert_allclose(dyn.logits[:, epoch], alone, atol=1e-5)
+        np.testing.assert_allclose(dyn.eval_logits[:, epoch], alone, atol=1e-5)
+
+
+def test_two_rank_evaluation_equals_one_process(two_rank_run, frozen_model):
+    """Every eval split's metrics, gathered from both ranks' shards, equal one process's."""
+    final = json.loads((two_rank_run / "metrics.json").read_text())["final"]
+    for name in ("dev", "ood"):
+        split = load_split(DataConfig(embedded_train_size=TRAIN_SIZE), name)
+        predictions = forward_alone(frozen_model, split).argmax(axis=1)
+        expected = classification_metrics(predictions, np.asarray(split.dataset["label"]), 3)
+        assert {k: final[f"{name}/{k}"] for k in expected} == pytest.approx(expected, abs=1e-12)
 
 
 def test_two_rank_run_logs_cost_and_loss_to_tensorboard(two_rank_run):
@@ -50,20 +72,21 @@ def test_two_rank_run_logs_cost_and_loss_to_tensorboard(two_rank_run):
     assert {"train/loss", "train/lr", "train/accuracy", "train/examples_per_s",
             "cost/flops", "cost/tokens", "cost/device_hours"} <= tags
     cost = json.loads((two_rank_run / "cost.json").read_text())
-    # 301 rows on 2 ranks: 151 per rank (one padded repeat), 10 micro-batches of <= 16 per epoch.
+    # 307 rows on 2 ranks: 154 per rank (one padded repeat), 10 micro-batches of <= 16 per epoch.
     assert cost["optimizer_steps"] == 2 * 10
     assert cost["world_size"] == 2
-    assert cost["train_examples"] == 2 * 2 * 151
+    assert cost["train_examples"] == 2 * 2 * 154
     assert cost["train_flops"] == 6 * cost["flops_parameters"] * cost["train_tokens"]
     manifest = Dynamics.load(two_rank_run / "dynamics").manifest
     embeddings = manifest["num_parameters"] - cost["flops_parameters"]
     assert 30522 * 32 < embeddings < manifest["num_parameters"]  # tiny-bert: the embeddings dominate
 
 
-def test_single_process_run_is_deterministic(tmp_path):
+def test_single_process_run_is_deterministic_and_learns(tmp_path):
     runs = []
     for name in ("a", "b"):
-        proc = ftft(["reference", *COMMON, "--epochs", "1", "-o", tmp_path / name])
+        proc = ftft(["reference", "--model", "tiny-bert", *COMMON, "--epochs", "2", "-o", tmp_path / name])
         assert proc.returncode == 0, tail(proc)
         runs.append(Dynamics.load(tmp_path / name / "dynamics"))
     np.testing.assert_array_equal(runs[0].logits, runs[1].logits)
+    assert not np.allclose(runs[0].logits[:, 0], runs[0].logits[:, 1])  # the model trains between epochs

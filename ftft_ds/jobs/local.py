@@ -34,8 +34,13 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM)
 def ftft_command(command: str, config: Path, num_ranks: int | None, devices: Sequence[int] | None = None) -> list[str]:
     """`ftft COMMAND CONFIG` in one process, or on `num_ranks` ranks through the `deepspeed` launcher
     on a free port (so that several recipes on one machine do not collide), on GPUs `devices`
-    where given (indices among the GPUs this process sees)."""
-    if num_ranks is None:
+    where given (indices among the GPUs this process sees).
+
+    One rank with no devices to place it on is one process too: the launcher would only add two
+    interpreters (its runner and its per-node launcher) that each import DeepSpeed, for a world
+    of one that the run sets up by itself.
+    """
+    if num_ranks is None or (num_ranks == 1 and devices is None):
         return [sys.executable, "-m", "ftft_ds", command, str(config)]
     # The launcher ignores and deletes CUDA_VISIBLE_DEVICES whenever --num_gpus or --include is
     # given, and reads GPU ids as the machine numbers them: devices are named by those ids.
