@@ -40,12 +40,22 @@ def read_json(path):
     return json.loads(path.read_text())
 
 
-def test_zero2_subset_run_stops_at_budget_and_covers_the_subset(tmp_path, subset_file, split):
-    out = tmp_path / "zero2"
-    proc = deepspeed_launch("launch/main.py", [
-        *COMMON, "--ds-config", "zero2", "--subset", subset_file, "--budget", "epochs:2",
-        "--set", "record_dynamics=true", "--set", "eval_every=5", "-o", out])
+def subset_run_args(subset_file) -> list:
+    return [*COMMON, "--ds-config", "zero2", "--subset", subset_file, "--budget", "epochs:2",
+            "--set", "record_dynamics=true", "--set", "eval_every=5"]
+
+
+@pytest.fixture(scope="module")
+def zero2_subset_run(subset_file, tmp_path_factory):
+    """2 ranks on one node, ZeRO-2, on the subset for 2 epochs, recording dynamics."""
+    out = tmp_path_factory.mktemp("zero2")
+    proc = deepspeed_launch("launch/main.py", [*subset_run_args(subset_file), "-o", out])
     assert proc.returncode == 0, tail(proc)
+    return out
+
+
+def test_zero2_subset_run_stops_at_budget_and_covers_the_subset(zero2_subset_run, subset_file):
+    out = zero2_subset_run
     metrics = read_json(out / "metrics.json")
     # 77 rows on 2 ranks: 39 per rank, 5 micro-batches of <= 8, so 5 steps per epoch.
     assert metrics["steps"] == metrics["max_steps"] == 10
@@ -88,7 +98,12 @@ def test_zero3_partitions_parameters_and_exports_a_consolidated_model(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_two_nodes_on_loopback(tmp_path):
+def test_two_nodes_on_loopback_train_as_the_same_two_ranks_on_one_node(tmp_path, subset_file, zero2_subset_run):
+    """One rank on each of two loopback "nodes" (a hostfile, --no_ssh, --node_rank): the same run
+    as two ranks on one node, loss for loss, with the same recorded rows and the same final weights.
+    Two worlds of one, or two ranks reading one shard, would each give other losses and rows."""
+    from transformers import AutoModelForSequenceClassification
+
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("localhost slots=1\n127.0.0.1 slots=1\n")
     port = free_port()
@@ -97,14 +112,25 @@ def test_two_nodes_on_loopback(tmp_path):
         subprocess.Popen(
             [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile), "--no_ssh",
              "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port),
-             str(REPO / "launch/main.py"), *map(str, COMMON), "--budget", "steps:3", "-o", str(out)],
+             str(REPO / "launch/main.py"), *map(str, subset_run_args(subset_file)), "-o", str(out)],
             cwd=REPO, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for rank in (0, 1)
     ]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    metrics = read_json(out / "metrics.json")
-    assert metrics["world_size"] == 2 and metrics["steps"] == 3
+    one_node, two_nodes = read_json(zero2_subset_run / "metrics.json"), read_json(out / "metrics.json")
+    assert two_nodes["world_size"] == 2 and two_nodes["steps"] == one_node["steps"] == 10
+    assert_same_losses(losses(out), losses(zero2_subset_run))
+    assert two_nodes["final"] == pytest.approx(one_node["final"])
+    both_shards = Dynamics.load(out / "dynamics")
+    assert sorted(both_shards.uid_strings()) == sorted(Subset.load(subset_file).uids)
+    torch.testing.assert_close(torch.from_numpy(both_shards.logits[:]),
+                               torch.from_numpy(Dynamics.load(zero2_subset_run / "dynamics").logits[:]))
+    weights = [AutoModelForSequenceClassification.from_pretrained(folder / "model").state_dict()
+               for folder in (out, zero2_subset_run)]
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        torch.testing.assert_close(weights[0][name], weights[1][name])
 
 
 def losses(out):
