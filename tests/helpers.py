@@ -28,10 +28,10 @@ def deepspeed_launch(script: str, args: list, num_ranks: int = 2, timeout: int =
     return subprocess.run(cmd, cwd=REPO, env=quiet_env(**env), capture_output=True, text=True, timeout=timeout)
 
 
-def ftft(args: list, timeout: int = 600) -> subprocess.CompletedProcess:
-    """The `ftft` command in a fresh process (a world of one)."""
+def ftft(args: list, timeout: int = 600, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """The `ftft` command in a fresh process (a world of one), in folder `cwd`."""
     cmd = [sys.executable, "-m", "ftft_ds", *map(str, args)]
-    return subprocess.run(cmd, cwd=REPO, env=quiet_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env=quiet_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def tail(proc: subprocess.CompletedProcess, lines: int = 40) -> str:

@@ -2,6 +2,7 @@
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from ftft_ds.config import MainConfig, from_dict, load_config
 from ftft_ds.errors import FtftError
@@ -29,6 +32,7 @@ RECIPE = {
     "seeds": [0, 1],
     "num_ranks": 1,
 }
+ALL_METHODS = ["erm", "erm_es", "dm", "random", "ftft"]
 
 
 def read(path):
@@ -37,10 +41,12 @@ def read(path):
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
+    """Every method on one seed, run with paths relative to the recipe's folder (so that a copy of
+    the folder is the same recipe, done)."""
     folder = tmp_path_factory.mktemp("recipe")
     config = folder / "recipe.yaml"
-    config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(folder / "out")}))
-    proc = ftft(["run", config])
+    config.write_text(yaml.safe_dump({**RECIPE, "methods": ALL_METHODS, "seeds": [0], "output_dir": "out"}))
+    proc = ftft(["run", config], cwd=folder)
     assert proc.returncode == 0, tail(proc)
     return folder, proc
 
@@ -49,29 +55,60 @@ def test_table_structure_and_costs_add_up(recipe):
     folder, proc = recipe
     out = folder / "out"
     results = read(out / "results.json")
-    assert [s["method"] for s in results["summary"]] == ["erm", "ftft"]
-    assert {(r["method"], r["seed"]) for r in results["rows"]} == {("erm", 0), ("erm", 1), ("ftft", 0), ("ftft", 1)}
-    erm_flops = [read(out / "main" / "erm" / f"seed{s}" / "cost.json")["train_flops"] for s in (0, 1)]
-    reference_flops = read(out / "reference" / "small" / "cost.json")["train_flops"]
-    for row in results["rows"]:
-        main = read(out / "main" / row["method"] / f"seed{row['seed']}" / "cost.json")["train_flops"]
-        expected = main + (reference_flops if row["method"] == "ftft" else 0.0)
-        assert row["relative_cost"] == pytest.approx(100 * expected / (sum(erm_flops) / 2))
-    ftft_row = next(r for r in results["rows"] if r["method"] == "ftft")
-    assert ftft_row["train_rows"] == round(0.33 * 120)  # the subset, not the full split
+    assert [s["method"] for s in results["summary"]] == ALL_METHODS
+    assert {(r["method"], r["seed"]) for r in results["rows"]} == {(m, 0) for m in ALL_METHODS}
+    rows = {r["method"]: r for r in results["rows"]}
+    erm_flops = read(out / "main" / "erm" / "seed0" / "cost.json")["train_flops"]
+    reference_flops = {name: read(out / "reference" / name / "cost.json")["train_flops"] for name in ("small", "main")}
+    for method, row in rows.items():
+        main = read(out / "main" / method / "seed0" / "cost.json")["train_flops"]
+        expected = main + {"ftft": reference_flops["small"], "dm": reference_flops["main"]}.get(method, 0.0)
+        assert row["relative_cost"] == pytest.approx(100 * expected / erm_flops)
+    subset_rows = round(0.33 * 120)
+    assert {m: r["train_rows"] for m, r in rows.items()} == {
+        "erm": 120, "erm_es": 120, "dm": subset_rows, "random": subset_rows, "ftft": subset_rows}
+    # erm and dm train their whole budget; the early-stopping methods evaluate 12 times over it
+    # and stop by patience on the OOD validation split, or at the cap.
+    full = read(out / "main" / "erm" / "seed0" / "metrics.json")["steps"]
+    assert rows["erm"]["steps"] == full and rows["erm"]["stopped"] == "budget"
+    for method in ("erm_es", "random", "ftft"):
+        run = read(out / "main" / method / "seed0" / "run_config.json")
+        assert run["patience_metric"] == "ood_dev/accuracy" and run["evals_per_schedule"] == 12
+        assert rows[method]["stopped"] in ("patience", "budget") and rows[method]["steps"] <= full
+    # DM's reference is the main model itself, trained like ERM while it records its dynamics.
+    dm_reference = read(out / "reference" / "main" / "run_config.json")
+    assert dm_reference["model"] == "tiny-bert" and dm_reference["epochs"] == 2 and dm_reference["num_layers"] is None
+    # The random baseline's subset: the fraction, stratified or not, from no dynamics at all.
+    assert len(json.loads((out / "select" / "random" / "subset.json").read_text())["uids"]) == subset_rows
     table = (out / "results.md").read_text()
-    assert "| erm | 2 |" in table and "| ftft | 2 |" in table and "ood/accuracy" in table
-    assert "| erm | 2 |" in proc.stdout
+    assert all(f"| {m} | 1 |" in table and f"| {m} | 1 |" in proc.stdout for m in ALL_METHODS)
+    assert "ood/accuracy" in table
     assert (out / "cost_vs_ood.png").is_file() and (out / "select" / "small" / "data_map.png").is_file()
-    assert results["gate"]["verdicts"][0]["reference"] == "small" and "## Reference gate" in table
-    assert "ftft vs erm: ood/accuracy" in table and "ftft vs erm: ood/accuracy" in proc.stdout
+    assert [v["reference"] for v in results["gate"]["verdicts"]] == ["small", "main"] and "## Reference gate" in table
+    # The subsets' overlaps, beside two random subsets' expected overlap, 0.33 / 1.67.
+    overlaps = results["gate"]["subset_overlap"]
+    assert set(overlaps) == {"main~small", "random~small", "main~random"}
+    for pair, value in overlaps.items():
+        assert f"- subset overlap {pair}: Jaccard {value:.2f} (two random subsets: 0.20)" in table
+    for method in ("erm_es", "dm", "random", "ftft"):
+        assert f"{method} vs erm: ood/accuracy" in table and "with one seed" in table
+    assert table.index("ftft vs erm") > table.index("random vs erm")  # the verdict comes last
     assert "projected training cost" in proc.stdout
-    comparison = results["comparisons"][0]
-    assert comparison["seeds"] == [0, 1] and len(comparison["ci95"]) == 2
+    comparison = next(c for c in results["comparisons"] if c["method"] == "ftft")
+    assert comparison["seeds"] == [0] and comparison["ci95"] is None
     # The forecast made before training used the cost ledger's own count: it matches what was spent.
     forecast = results["forecast"]
-    assert forecast["erm_flops"] == pytest.approx(sum(erm_flops) / 2, rel=1e-6)
-    assert forecast["methods"][1]["relative_reference"] == pytest.approx(100 * reference_flops / forecast["erm_flops"])
+    assert forecast["erm_flops"] == pytest.approx(erm_flops, rel=1e-6)
+    ftft_forecast = next(m for m in forecast["methods"] if m["method"] == "ftft")
+    assert ftft_forecast["relative_reference"] == pytest.approx(100 * reference_flops["small"] / erm_flops)
+    # TensorBoard's hparams view: one run per (method, seed) with its metrics and cost.
+    for method, row in rows.items():
+        events = EventAccumulator(str(out / "tensorboard" / "results" / f"{method}-seed0")).Reload()
+        assert events.Scalars("hparam/relative_cost")[0].value == pytest.approx(row["relative_cost"], rel=1e-6)
+        assert events.Scalars("hparam/ood/accuracy")[0].value == pytest.approx(row["ood/accuracy"], rel=1e-6)
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+        assert start.hparams["method"].string_value == method and start.hparams["seed"].number_value == 0
 
 
 def test_dry_run_prints_the_forecast_and_trains_nothing(tmp_path):
@@ -113,19 +150,22 @@ def test_table_with_several_seeds_shows_spread_and_a_paired_interval():
                                                 "than half its cost.")
 
 
-def test_rerun_skips_and_changed_input_reruns(recipe):
-    folder, _ = recipe
-    config = folder / "recipe.yaml"
-    again = ftft(["run", config])
+def test_rerun_skips_and_changed_input_reruns(recipe, tmp_path):
+    """On a copy of the finished recipe (the fixture stays as it was for the other tests)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(recipe[0], copy)
+    again = ftft(["run", "recipe.yaml"], cwd=copy)
     assert again.returncode == 0, tail(again)
-    assert again.stdout.count("done before, skipped") == 6 and "running" not in again.stdout
+    assert again.stdout.count("done before, skipped") == 10 and "running" not in again.stdout
 
-    changed = ftft(["run", config, "--set", "selection.fraction=0.5"])
+    changed = ftft(["run", "recipe.yaml", "--set", "selection.fraction=0.5"], cwd=copy)
     assert changed.returncode == 0, tail(changed)
     lines = changed.stdout.splitlines()
     reran = {line.split(":")[0].split("] ")[1] for line in lines if line.endswith("running ...")}
-    assert reran == {"select/small", "main/ftft/seed0", "main/ftft/seed1"}
-    assert read(folder / "out" / "main" / "ftft" / "seed0" / "metrics.json")["train_rows"] == 60
+    assert reran == {"select/small", "select/main", "select/random", "main/dm/seed0", "main/random/seed0",
+                     "main/ftft/seed0"}
+    assert read(copy / "out" / "main" / "ftft" / "seed0" / "metrics.json")["train_rows"] == 60
+    assert read(recipe[0] / "out" / "main" / "ftft" / "seed0" / "metrics.json")["train_rows"] == 40
 
 
 def test_bad_recipe_is_one_line(tmp_path):
