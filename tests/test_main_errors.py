@@ -5,7 +5,7 @@ import pytest
 
 from ftft_ds.dynamics.select import Subset
 
-from .helpers import assert_same_losses, deepspeed_launch, ftft, refused_in_process, tail
+from .helpers import assert_same_losses, deepspeed_launch, ftft, refused_in_process, save_without_dropout, tail
 
 COMMON = ["--model", "tiny-bert", "--set", "data.embedded_train_size=120", "--set", "micro_batch_size=8",
           "--set", "log_every=1"]
@@ -164,3 +164,26 @@ def test_loader_workers_resume_with_the_very_next_example(tmp_path):
               for name in ("straight", "cut")}
     assert len(losses["straight"]) == 10
     assert_same_losses(losses["cut"], losses["straight"])
+
+
+def test_grad_accum_2_walks_the_trajectory_of_a_batch_twice_as_big_on_a_compressed_schedule(tmp_path):
+    """Micro-batches of 4 accumulated twice are batches of 8: the same examples per optimizer step,
+    the same losses (dropout off), the same learning rates. `compressed` squeezes warm-up and
+    linear decay into the run's own budget (half the ERM schedule here), so the decay reaches
+    zero one step past the last."""
+    model = save_without_dropout(tmp_path / "model")
+    runs = {}
+    for micro, accum in ((8, 1), (4, 2)):
+        out = tmp_path / f"accum{accum}"
+        proc = ftft(["train", *COMMON, "--model", model, "--set", f"micro_batch_size={micro}", "--set",
+                     f"grad_accum={accum}", "--set", "lr_schedule=compressed", "--set", "erm_epochs=2",
+                     "--set", "data.eval_splits=[dev]", "--budget", "erm:0.5", "-o", out])
+        assert proc.returncode == 0, tail(proc)
+        trained = [r for r in log_records(out) if "train/loss" in r]
+        runs[accum] = ([r["train/loss"] for r in trained], [r["train/lr"] for r in trained],
+                       json.loads((out / "cost.json").read_text()))
+    (losses, lrs, cost), (accumulated, accumulated_lrs, accumulated_cost) = runs[1], runs[2]
+    assert len(losses) == cost["optimizer_steps"] == accumulated_cost["optimizer_steps"] == 15  # erm:0.5 of 2 x 15
+    assert accumulated_cost["train_examples"] == cost["train_examples"] == 120
+    assert accumulated == pytest.approx(losses, rel=1e-5)
+    assert accumulated_lrs == lrs and lrs[-1] == pytest.approx(lrs[-2] / 2) and max(lrs) == pytest.approx(5e-5)
