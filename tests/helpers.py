@@ -34,6 +34,18 @@ def ftft(args: list, timeout: int = 600, cwd: Path = REPO) -> subprocess.Complet
     return subprocess.run(cmd, cwd=cwd, env=quiet_env(), capture_output=True, text=True, timeout=timeout)
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains `text`."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
 def tail(proc: subprocess.CompletedProcess, lines: int = 40) -> str:
     return "\n".join((proc.stdout + proc.stderr).splitlines()[-lines:])
 

@@ -1,4 +1,6 @@
-"""Where the deepspeed launcher puts a job's ranks: exactly the GPUs the job was given."""
+"""Where the deepspeed launcher puts a job's ranks (exactly the GPUs the job was given), and how jobs are stopped."""
+import sys
+
 import pytest
 from deepspeed.launcher import runner
 
@@ -31,7 +33,25 @@ def test_devices_are_counted_among_the_visible_ones(monkeypatch):
 
 def test_a_one_rank_job_without_devices_is_one_process():
     """No launcher for a world of one on CPU: its runner and per-node launcher would only add start-up."""
-    import sys
-
     assert ftft_command("train", "run.json", 1) == [sys.executable, "-m", "ftft_ds", "train", "run.json"]
     assert _gpus_used(ftft_command("train", "run.json", 1, devices=[5])) == {"localhost": [5]}
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_time(monkeypatch):
+    import signal
+    import subprocess
+    import time
+
+    from ftft_ds.jobs import local
+
+    monkeypatch.setattr(local, "GRACE_SECONDS", 1.0)
+    stubborn = local.start([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                            "print('ready', flush=True); time.sleep(60)"], subprocess.PIPE)
+    polite = local.start([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
+                         subprocess.PIPE)
+    for child in (stubborn, polite):
+        assert child.stdout.readline() == b"ready\n"  # its handler is in place
+    started = time.monotonic()
+    local.stop([stubborn, polite])
+    assert 1.0 <= time.monotonic() - started < 10
+    assert polite.returncode == -signal.SIGTERM and stubborn.returncode == -signal.SIGKILL

@@ -22,7 +22,7 @@ from ftft_ds.pipeline import RecipeConfig
 from ftft_ds.pipeline.stages import Stage
 from ftft_ds.pipeline.report import compare, comparison_line, markdown_table, summarize
 
-from .helpers import REPO, ftft, quiet_env, refused_in_process, tail
+from .helpers import REPO, ftft, processes_mentioning, quiet_env, refused_in_process, tail
 
 RECIPE = {
     "data": {"embedded_train_size": 120},
@@ -200,20 +200,9 @@ def test_a_boolean_is_never_a_number():
         load_config(MainConfig, None, ["lr=yes"])
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line contains `text`."""
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                pids.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return pids
-
-
-def test_sigterm_to_ftft_run_alone_stops_its_training_processes(tmp_path):
-    """Schedulers and `kill PID` signal the ftft process, not its group: no launcher or rank may outlive it."""
+def test_ctrl_c_to_ftft_run_alone_stops_its_training_processes(tmp_path):
+    """Ctrl-C, schedulers and `kill PID` signal the ftft process, not its group: no launcher or rank
+    may outlive it (SIGTERM to `ftft sweep` is tested with the sweep, and to SLURM jobs there)."""
     out = tmp_path / "out"
     recipe = {**RECIPE, "output_dir": str(out), "methods": ["erm"], "seeds": [0], "num_ranks": 2,
               "data": {"embedded_train_size": 3000}, "main": {**RECIPE["main"], "erm_epochs": 20}}
@@ -228,8 +217,8 @@ def test_sigterm_to_ftft_run_alone_stops_its_training_processes(tmp_path):
             time.sleep(0.2)
         assert log.is_file(), "training never started"
         assert len(processes_mentioning(str(out))) >= 3  # launcher(s) and two ranks
-        os.kill(victim.pid, signal.SIGTERM)
-        assert victim.wait(timeout=60) == 128 + signal.SIGTERM
+        os.kill(victim.pid, signal.SIGINT)
+        assert victim.wait(timeout=60) == 1  # click's answer to KeyboardInterrupt: "Aborted!", exit 1
         assert processes_mentioning(str(out)) == []
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -1,4 +1,5 @@
-"""`ftft sweep`: exact steps per trial, survivors continue from their checkpoint, resume after a kill."""
+"""`ftft sweep`: exact steps per trial, survivors continue from their checkpoint, resume after SIGTERM."""
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from ftft_ds.errors import FtftError
 from ftft_ds.sweep.runner import SweepConfig
 from ftft_ds.train.models import build_model
 
-from .helpers import REPO, ftft, quiet_env, tail, assert_same_losses
+from .helpers import REPO, assert_same_losses, ftft, processes_mentioning, quiet_env, tail
 
 SWEEP = {
     "data": {"embedded_train_size": 160},
@@ -49,16 +50,21 @@ def test_sweep_runs_exact_steps_continues_survivors_and_resumes(tmp_path):
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump({**SWEEP, "output_dir": str(out)}))
 
-    # Kill the whole sweep (orchestrator and trial processes) once the first two trials, run side by
-    # side, have finished rung 1.
+    # Stop the sweep with SIGTERM to the orchestrator alone, as `kill PID` or a scheduler does, once
+    # the first two trials, run side by side, have finished rung 1: its trial processes stop too.
     victim = subprocess.Popen([sys.executable, "-m", "ftft_ds", "sweep", str(config)], cwd=REPO, env=quiet_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     done = [out / "trials" / f"trial{i:03d}" / "metrics.json" for i in range(2)]
-    deadline = time.time() + 400
-    while time.time() < deadline and not all(p.is_file() for p in done):
-        time.sleep(0.1)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and not all(p.is_file() for p in done):
+            time.sleep(0.1)
+        os.kill(victim.pid, signal.SIGTERM)
+        assert victim.wait(timeout=60) == 128 + signal.SIGTERM
+        assert processes_mentioning(str(out)) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(victim.pid, signal.SIGKILL)
     assert all(p.is_file() for p in done) and not (out / "trials" / "trial003" / "metrics.json").exists()
 
     proc = ftft(["sweep", config])
