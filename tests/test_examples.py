@@ -1,11 +1,12 @@
-"""Every config in examples/ loads as the command it is written for."""
+"""Every config in examples/ loads as the command it is written for, and those that can dry-run do."""
 import pytest
 
 from ftft_ds.config import MainConfig, ReferenceConfig, load_config
 from ftft_ds.pipeline import RecipeConfig
+from ftft_ds.runs.prepare import check_before_start
 from ftft_ds.sweep.runner import SweepConfig
 
-from .helpers import REPO
+from .helpers import REPO, in_process
 
 KINDS = {"recipe.yaml": RecipeConfig, "slurm_recipe.yaml": RecipeConfig, "sweep.yaml": SweepConfig,
          "slurm_sweep.yaml": SweepConfig, "main.yaml": MainConfig, "reference.yaml": ReferenceConfig}
@@ -20,3 +21,18 @@ def test_example_config_loads(name):
 
 def test_every_example_is_covered():
     assert {path.name for path in (REPO / "examples").glob("*.yaml")} == set(KINDS)
+
+
+@pytest.mark.parametrize("name", ["recipe.yaml", "slurm_recipe.yaml"])
+def test_example_recipe_dry_runs(name):
+    """`ftft run EXAMPLE --dry-run`: the task loads, every model's tokenizer and size are read, and
+    the forecast prints, before anything trains or is submitted."""
+    result = in_process(["run", REPO / "examples" / name, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "projected training cost" in result.output and "| ftft |" in result.output
+
+
+@pytest.mark.parametrize("name", ["main.yaml", "reference.yaml"])
+def test_example_run_config_passes_the_checks_made_before_start(name):
+    """The checks every rank makes before its process group starts: DeepSpeed config, model, max_length."""
+    check_before_start(load_config(KINDS[name], REPO / "examples" / name))

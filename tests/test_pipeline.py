@@ -237,3 +237,15 @@ def test_a_stage_being_written_by_a_live_run_is_never_deleted(tmp_path):
             stage.execute()
         assert (folder / "log.jsonl").is_file() and not ran
     assert stage.execute()[0] and ran == [folder]  # once the run is gone, the stage re-runs
+
+
+def test_demo_at_a_tiny_size_prints_its_table_and_verdict(tmp_path):
+    """`ftft demo` end to end, its recipe shrunk by --set: reference, selection, ERM and FTFT."""
+    out = tmp_path / "demo"
+    proc = ftft(["demo", "-o", out, "--set", "data.embedded_train_size=60", "--set", "main.model=tiny-bert",
+                 "--set", "reference.epochs=3", "--set", "num_ranks=1"])
+    assert proc.returncode == 0, tail(proc)
+    assert "projected training cost" in proc.stdout and "| erm | 1 |" in proc.stdout and "| ftft | 1 |" in proc.stdout
+    verdict = [line for line in proc.stdout.splitlines() if line.startswith("ftft vs erm: ood/accuracy")]
+    assert len(verdict) == 1 and "of erm's cost" in verdict[0]
+    assert (out / "results.md").is_file() and (out / "cost_vs_ood.png").is_file()
