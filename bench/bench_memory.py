@@ -23,6 +23,7 @@ GPU memory comes from PyTorch's caching allocator instead, which this does not c
     python bench/bench_memory.py                   # ~270M parameters, 4 set-ups, about 6 minutes
     python bench/bench_memory.py --layers 4 --hidden 256   # a quick look
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,26 +69,58 @@ def main(argv=None) -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_memory."))
     model = work / "decoder"
     if not (model / "config.json").is_file():
-        save_tiny_decoder("llama", model, num_layers=args.layers, hidden_size=args.hidden,
-                          intermediate_size=int(2.75 * args.hidden), num_heads=max(2, args.hidden // 64),
-                          vocab_size=args.vocab)
+        save_tiny_decoder(
+            "llama",
+            model,
+            num_layers=args.layers,
+            hidden_size=args.hidden,
+            intermediate_size=int(2.75 * args.hidden),
+            num_heads=max(2, args.hidden // 64),
+            vocab_size=args.vocab,
+        )
     rows = []
     for index, (label, ranks, ds_config, env) in enumerate(SETUPS):
         out = work / f"setup{index}"
         started = time.perf_counter()
-        proc = deepspeed_launch("launch/main.py", [
-            "--model", model, "--ds-config", ds_config, "--budget", f"steps:{args.steps}", "-o", out,
-            "--set", "data.embedded_train_size=64", "--set", "micro_batch_size=2", "--set", "max_length=32",
-            "--set", "export_model=false", "--set", "log_every=1", "--set", "data.eval_splits=[]", "--overwrite",
-        ], num_ranks=ranks, timeout=3600, **env)
+        proc = deepspeed_launch(
+            "launch/main.py",
+            [
+                "--model",
+                model,
+                "--ds-config",
+                ds_config,
+                "--budget",
+                f"steps:{args.steps}",
+                "-o",
+                out,
+                "--set",
+                "data.embedded_train_size=64",
+                "--set",
+                "micro_batch_size=2",
+                "--set",
+                "max_length=32",
+                "--set",
+                "export_model=false",
+                "--set",
+                "log_every=1",
+                "--set",
+                "data.eval_splits=[]",
+                "--overwrite",
+            ],
+            num_ranks=ranks,
+            timeout=3600,
+            **env,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"{label} failed:\n{tail(proc)}")
         metrics = json.loads((out / "metrics.json").read_text())
         rows.append((label, ranks, metrics, time.perf_counter() - started))
     parameters = rows[0][2]["num_parameters"]
     print(f"\nLlama-style decoder, {parameters / 1e6:.0f}M parameters, fp32 + Adam on CPU, {args.steps} steps\n")
-    print("| set-up | parameters held per rank | model states expected per rank, GiB "
-          "| RSS while training per rank, GiB | vs 1 rank | peak RSS per rank, GiB | vs 1 rank | wall s |")
+    print(
+        "| set-up | parameters held per rank | model states expected per rank, GiB "
+        "| RSS while training per rank, GiB | vs 1 rank | peak RSS per rank, GiB | vs 1 rank | wall s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     single = {key: max(rows[0][2][key]) for key in ("training_memory_mib_per_rank", "peak_memory_mib_per_rank")}
     for label, ranks, metrics, seconds in rows:
@@ -95,8 +128,10 @@ def main(argv=None) -> None:
         cells = []
         for key, one_rank in single.items():
             cells += [" / ".join(f"{m / 1024:.2f}" for m in metrics[key]), f"{max(metrics[key]) / one_rank:.2f}"]
-        print(f"| {label} | {held} | {expected_model_states(parameters, ranks, metrics['zero_stage']) / 2 ** 30:.2f} "
-              f"| {' | '.join(cells)} | {seconds:.0f} |")
+        print(
+            f"| {label} | {held} | {expected_model_states(parameters, ranks, metrics['zero_stage']) / 2**30:.2f} "
+            f"| {' | '.join(cells)} | {seconds:.0f} |"
+        )
 
 
 if __name__ == "__main__":

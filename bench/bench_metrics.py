@@ -9,6 +9,7 @@ hiding in another's. Targets: 10M examples in at most 5 s and 2 GiB.
     python bench/bench_metrics.py                  # N = 1M and 10M
     python bench/bench_metrics.py --sizes 100000   # a quick run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,8 @@ EPOCHS, CLASSES, FRACTION = 5, 3, 0.33
 TARGET_SECONDS, TARGET_GIB = 5.0, 2.0
 
 # Runs in the fresh process: argv[1] is the store directory; prints one JSON line.
-CHILD = """
+CHILD = (
+    """
 import json, resource, sys, time
 from ftft_ds.dynamics.store import Dynamics
 from ftft_ds.dynamics.metrics import compute_metrics
@@ -40,7 +42,9 @@ t3 = time.perf_counter()
 print(json.dumps({"load": t1 - t0, "metrics": t2 - t1, "select": t3 - t2, "total": t3 - t0,
                   "selected": len(subset.uids),
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-""" % FRACTION
+"""
+    % FRACTION
+)
 
 
 def make_store(n: int, path: Path) -> None:
@@ -70,7 +74,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per size; the fastest is reported")
     args = parser.parse_args()
 
-    header = f"{'N':>11} {'E':>2} {'C':>2} {'load s':>7} {'metrics s':>9} {'select s':>8} {'total s':>7} {'peak RSS MiB':>12}  target"
+    header = (
+        f"{'N':>11} {'E':>2} {'C':>2} {'load s':>7} {'metrics s':>9} {'select s':>8} {'total s':>7} "
+        f"{'peak RSS MiB':>12}  target"
+    )
     print(header)
     print("-" * len(header))
     for n in args.sizes:
@@ -85,7 +92,9 @@ def main() -> None:
             f"{best['total']:>7.2f} {best['peak_rss_mib']:>12.0f}  {'met' if ok else 'MISSED'}"
         )
         sys.stdout.flush()
-    print(f"\nselect = {FRACTION:.0%} ambiguous; target: total <= {TARGET_SECONDS:g} s and peak RSS <= {TARGET_GIB:g} GiB")
+    print(
+        f"\nselect = {FRACTION:.0%} ambiguous; target: total <= {TARGET_SECONDS:g} s and peak RSS <= {TARGET_GIB:g} GiB"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ The demo's single-seed numbers are representative only if this table shows the s
 
 Re-running on the same --output-dir keeps the stages already done.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,18 @@ from ftft_ds.pipeline.config import METHODS
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per method (0..N-1)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="change the demo's recipe (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the demo's recipe (repeatable)",
+    )
     parser.add_argument("--output-dir", default="runs/bench_recipe")
     args = parser.parse_args()
 
-    overrides = [f"methods=[{','.join(METHODS)}]", f"seeds=[{','.join(map(str, range(args.seeds)))}]",
-                 *args.overrides]
+    overrides = [f"methods=[{','.join(METHODS)}]", f"seeds=[{','.join(map(str, range(args.seeds)))}]", *args.overrides]
     started = time.time()
     report = run_recipe(demo_config(args.output_dir, overrides))
     print("\n" + report["markdown"])

@@ -7,6 +7,7 @@ over an epoch of `--epoch-steps` steps.
 
     python bench/bench_recorder.py [--model minilm] [--batch 32] [--seq 64] [--blocks 10] [--steps 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,9 @@ import time
 import torch
 
 from ftft_ds.dynamics.recorder import DynamicsRecorder
-from ftft_ds.train.models import build_model
 from ftft_ds.train.ds_config import TrainArgs, resolve_ds_config
 from ftft_ds.train.engine import initialize_engine
+from ftft_ds.train.models import build_model
 from ftft_ds.train.runtime import init_distributed
 
 
@@ -35,9 +36,18 @@ def main() -> None:
     env = init_distributed()
     torch.manual_seed(0)
     model = build_model(args.model, 3)
-    ds_config = resolve_ds_config("zero1", TrainArgs(
-        micro_batch_size=args.batch, grad_accum=1, world_size=1, lr=1e-5, weight_decay=0.0,
-        warmup_steps=0, total_steps=10_000))
+    ds_config = resolve_ds_config(
+        "zero1",
+        TrainArgs(
+            micro_batch_size=args.batch,
+            grad_accum=1,
+            world_size=1,
+            lr=1e-5,
+            weight_decay=0.0,
+            warmup_steps=0,
+            total_steps=10_000,
+        ),
+    )
     engine = initialize_engine(model, ds_config)
     vocab = model.config.vocab_size
     batch = {
@@ -83,13 +93,17 @@ def main() -> None:
     gather_s = time.perf_counter() - start
 
     base, rec = statistics.median(times[False]), statistics.median(times[True])
-    print(f"model={args.model} batch={args.batch} seq={args.seq} device={env.device} "
-          f"steps/variant={args.blocks * args.steps}")
+    print(
+        f"model={args.model} batch={args.batch} seq={args.seq} device={env.device} "
+        f"steps/variant={args.blocks * args.steps}"
+    )
     print(f"median step without recording: {base * 1e3:9.2f} ms")
     print(f"median step with recording:    {rec * 1e3:9.2f} ms")
     print(f"per-step overhead:             {100 * (rec - base) / base:+9.2f} %  (target <= 1 %)")
-    print(f"end-of-epoch gather ({args.epoch_steps} steps, {num_examples} examples): {gather_s * 1e3:.1f} ms "
-          f"= {100 * gather_s / (args.epoch_steps * base):.3f} % of the epoch")
+    print(
+        f"end-of-epoch gather ({args.epoch_steps} steps, {num_examples} examples): {gather_s * 1e3:.1f} ms "
+        f"= {100 * gather_s / (args.epoch_steps * base):.3f} % of the epoch"
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ selection is what falls short.
 
     python bench/bench_selection.py [--seeds 3] [--set key=value ...] [--output-dir runs/bench_recipe]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,10 +45,13 @@ def example_kinds(cfg) -> dict:
     """uid -> (construction, cue-breaking, mislabelled) for the recipe's embedded training split."""
     split = load_split(cfg.data, cfg.data.train_split)
     raw = generate_task(cfg.data.embedded_train_size, cfg.data.embedded_seed)["train"]
-    truth = {(p, h): (c, noisy) for p, h, c, noisy in zip(raw["text"], raw["text_pair"], raw["construction"], raw["noisy"])}
+    truth = {
+        (p, h): (c, noisy) for p, h, c, noisy in zip(raw["text"], raw["text_pair"], raw["construction"], raw["noisy"])
+    }
     kinds = {}
-    for uid, premise, hypothesis, label in zip(split.uids(), split.dataset["text"], split.dataset["text_pair"],
-                                               split.dataset["label"]):
+    for uid, premise, hypothesis, label in zip(
+        split.uids(), split.dataset["text"], split.dataset["text_pair"], split.dataset["label"]
+    ):
         construction, noisy = truth[(premise, hypothesis)]
         kinds[uid] = (construction, shortcut_label(premise, hypothesis) != label, noisy)
     return {"split": split, "kinds": kinds}
@@ -70,15 +74,28 @@ def ideal_subset(split, kinds: dict, size: int, seed: int) -> Subset:
     following = [u for u in uids if not kinds[u][1]]
     rng = np.random.default_rng(seed)
     fill = [following[i] for i in rng.permutation(len(following))[: max(0, size - len(breaking))]]
-    return Subset(breaking[:size] + fill, {"dataset_fingerprint": split.fingerprint, "region": IDEAL,
-                                           "num_selected": min(size, len(breaking) + len(fill)), "seed": seed})
+    return Subset(
+        breaking[:size] + fill,
+        {
+            "dataset_fingerprint": split.fingerprint,
+            "region": IDEAL,
+            "num_selected": min(size, len(breaking) + len(fill)),
+            "seed": seed,
+        },
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per method (0..N-1)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="change the demo's recipe (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the demo's recipe (repeatable)",
+    )
     parser.add_argument("--output-dir", default="runs/bench_recipe")
     args = parser.parse_args()
 
@@ -99,18 +116,35 @@ def main() -> None:
 
         def train(folder: Path, run=run, seed=seed) -> None:
             save_config(run, folder / "run_config.json")
-            LocalExecutor().run([Job("train", folder / "run_config.json", folder, folder / "log.txt",
-                                     f"main run on the ideal subset, seed {seed}", ranks=cfg.num_ranks)],
-                                show_progress=True)
+            LocalExecutor().run(
+                [
+                    Job(
+                        "train",
+                        folder / "run_config.json",
+                        folder,
+                        folder / "log.txt",
+                        f"main run on the ideal subset, seed {seed}",
+                        ranks=cfg.num_ranks,
+                    )
+                ],
+                show_progress=True,
+            )
 
-        stage = Stage(f"{IDEAL}/seed{seed}", folder, {"config": to_dict(run), "subset": file_digest(subset_path)},
-                      train, ["metrics.json", "cost.json"])
+        stage = Stage(
+            f"{IDEAL}/seed{seed}",
+            folder,
+            {"config": to_dict(run), "subset": file_digest(subset_path)},
+            train,
+            ["metrics.json", "cost.json"],
+        )
         print(f"{stage.name}: {'running' if stage.execute()[0] else 'done before, skipped'}", flush=True)
         runs[(IDEAL, seed)] = (folder, None)
     for method in ("erm", "ftft"):
         for seed in seeds:
-            runs[(method, seed)] = (out / "main" / method / f"seed{seed}",
-                                    out / "reference" / "small" if method == "ftft" else None)
+            runs[(method, seed)] = (
+                out / "main" / method / f"seed{seed}",
+                out / "reference" / "small" if method == "ftft" else None,
+            )
 
     print("\nsubset composition (share of each group; the training split has the same groups):")
     ideal_uids = Subset.load(out / IDEAL / "subset_seed0.json").uids

@@ -12,6 +12,7 @@ training trials to the end:
 
 Re-running on the same --output-dir keeps the trials already trained and only replays.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,26 +39,42 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2.0e-4)
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--num-layers", type=int, default=2)
-    parser.add_argument("--policy", action="append",
-                        help="policy to replay (repeatable; the first goes into the sweep report); default: "
-                             + ", ".join(DEFAULT_POLICIES))
+    parser.add_argument(
+        "--policy",
+        action="append",
+        help="policy to replay (repeatable; the first goes into the sweep report); default: "
+        + ", ".join(DEFAULT_POLICIES),
+    )
     parser.add_argument("--output-dir", default="runs/bench_sweep")
     args = parser.parse_args()
     args.policy = args.policy or list(DEFAULT_POLICIES)
 
     trials = args.wi * args.do
     # Every trial is kept (no divergence guard), so that the replay sees the weak ones too.
-    cfg = load_config(SweepConfig, None, ["divergence_margin=null"], **{
-        "output_dir": args.output_dir,
-        # Trials evaluate often, so only on the validation split they are ranked by.
-        "data": {"embedded_train_size": args.train_size, "eval_splits": ["dev"]},
-        "main": {"model": args.model, "num_layers": args.num_layers, "micro_batch_size": 16, "lr": args.lr,
-                 "max_length": 48, "budget": "erm:1", "erm_epochs": args.epochs, "log_every": 10},
-        "policy": f"none:t={trials}",
-        "wi_seeds": list(range(1, args.wi + 1)),
-        "do_seeds": list(range(101, 101 + args.do)),
-        "evals_per_epoch": 10,
-    })
+    cfg = load_config(
+        SweepConfig,
+        None,
+        ["divergence_margin=null"],
+        **{
+            "output_dir": args.output_dir,
+            # Trials evaluate often, so only on the validation split they are ranked by.
+            "data": {"embedded_train_size": args.train_size, "eval_splits": ["dev"]},
+            "main": {
+                "model": args.model,
+                "num_layers": args.num_layers,
+                "micro_batch_size": 16,
+                "lr": args.lr,
+                "max_length": 48,
+                "budget": "erm:1",
+                "erm_epochs": args.epochs,
+                "log_every": 10,
+            },
+            "policy": f"none:t={trials}",
+            "wi_seeds": list(range(1, args.wi + 1)),
+            "do_seeds": list(range(101, 101 + args.do)),
+            "evals_per_epoch": 10,
+        },
+    )
     started = time.time()
     run_sweep(cfg)  # trials already trained to the end in output_dir are kept, not re-run
     seconds = time.time() - started
@@ -72,9 +89,12 @@ def main() -> None:
     for spec in args.policy:
         result = compare_policy_vs_full(rows, spec)
         double = min(trials, math.floor(2 * result.budget + 1e-9))
-        print(f"| `{result.policy}` | {result.budget:.2f} | {result.policy_mean:.4f} ± {result.policy_std:.4f} "
-              f"| {result.full_mean:.4f} ({result.full_trials} trials) "
-              f"| {expected_max(finals, double, method='unbiased'):.4f} ({double} trials) |")
+        print(
+            f"| `{result.policy}` | {result.budget:.2f} | {result.policy_mean:.4f} ± {result.policy_std:.4f} "
+            f"| {result.full_mean:.4f} ({result.full_trials} trials) "
+            f"| {expected_max(finals, double, method='unbiased'):.4f} ({double} trials) |"
+        )
+
 
 if __name__ == "__main__":
     main()

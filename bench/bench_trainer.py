@@ -58,6 +58,7 @@ on one GPU, bf16 under ZeRO-2 and then ZeRO-3:
     python bench/bench_trainer.py --model llama-1b --ds-config zero2 --batch 8 --max-length 256 --steps 30
     python bench/bench_trainer.py --model llama-1b --ds-config zero3 --batch 8 --max-length 256 --steps 30
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,8 +87,11 @@ LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="minilm",
-                        help=f"minilm (pretrained), tiny-bert, a model path, or a decoder built here: {', '.join(DECODERS)}")
+    parser.add_argument(
+        "--model",
+        default="minilm",
+        help=f"minilm (pretrained), tiny-bert, a model path, or a decoder built here: {', '.join(DECODERS)}",
+    )
     parser.add_argument("--ds-config", default="zero2", help="bundled DeepSpeed config name or JSON path")
     parser.add_argument("--ranks", type=int, choices=(1, 2), default=1)
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps (a multiple of --log-every)")
@@ -95,14 +99,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8, help="micro-batch size per rank")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="measurements per variant, interleaved")
-    parser.add_argument("--log-every", type=int, default=10,
-                        help="ftft steps between log points (the library default) and steps per timed block")
-    parser.add_argument("--train-size", type=int, default=None,
-                        help="embedded training examples (default: the task's default, or the run's examples if more)")
+    parser.add_argument(
+        "--log-every",
+        type=int,
+        default=10,
+        help="ftft steps between log points (the library default) and steps per timed block",
+    )
+    parser.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="embedded training examples (default: the task's default, or the run's examples if more)",
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of ftft,bare,hf")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds before a measurement is stopped")
-    parser.add_argument("--peak-tflops", type=float, default=989.0,
-                        help="peak dense TFLOP/s per GPU for MFU (H100 bf16: 989)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="peak dense TFLOP/s per GPU for MFU (H100 bf16: 989)"
+    )
     # Given to the measuring processes only.
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -124,17 +137,35 @@ def parse_args(argv=None) -> argparse.Namespace:
 
         args.train_size = max(DataConfig.embedded_train_size, needed)
     elif args.train_size < needed:
-        parser.error(f"--train-size must hold the {args.total_steps} steps x {args.batch} x {args.ranks} ranks "
-                     f"= {needed} examples of the run")
+        parser.error(
+            f"--train-size must hold the {args.total_steps} steps x {args.batch} x {args.ranks} ranks "
+            f"= {needed} examples of the run"
+        )
     return args
 
 
 def option_argv(args) -> list:
     """The options that define a measurement, as command-line arguments."""
-    return ["--model", args.model, "--ds-config", args.ds_config, "--ranks", str(args.ranks),
-            "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
-            "--max-length", str(args.max_length), "--log-every", str(args.log_every),
-            "--train-size", str(args.train_size)]
+    return [
+        "--model",
+        args.model,
+        "--ds-config",
+        args.ds_config,
+        "--ranks",
+        str(args.ranks),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--batch",
+        str(args.batch),
+        "--max-length",
+        str(args.max_length),
+        "--log-every",
+        str(args.log_every),
+        "--train-size",
+        str(args.train_size),
+    ]
 
 
 def main_config(args, output_dir: Path):
@@ -143,9 +174,15 @@ def main_config(args, output_dir: Path):
     from ftft_ds.data.load import DataConfig
 
     return MainConfig(
-        model=args.model, ds_config=args.ds_config, micro_batch_size=args.batch, max_length=args.max_length,
-        log_every=args.log_every, output_dir=str(output_dir), budget=f"steps:{args.total_steps}",
-        lr_schedule="compressed", export_model=False,
+        model=args.model,
+        ds_config=args.ds_config,
+        micro_batch_size=args.batch,
+        max_length=args.max_length,
+        log_every=args.log_every,
+        output_dir=str(output_dir),
+        budget=f"steps:{args.total_steps}",
+        lr_schedule="compressed",
+        export_model=False,
         data=DataConfig(source="embedded", embedded_train_size=args.train_size, eval_splits=()),
     )
 
@@ -182,8 +219,7 @@ class StepClock:
         if self.cuda:
             torch.cuda.synchronize()
             return {"wall": [start.elapsed_time(end) / 1e3 for start, end in pairs]}
-        return {"wall": [end[0] - start[0] for start, end in pairs],
-                "cpu": [end[1] - start[1] for start, end in pairs]}
+        return {"wall": [end[0] - start[0] for start, end in pairs], "cpu": [end[1] - start[1] for start, end in pairs]}
 
 
 def training_data(cfg, env):
@@ -212,8 +248,8 @@ def plain_ds_config(cfg, env, num_labels: int, steps: int) -> dict:
 
 def build_model(cfg, env, num_labels: int, ds_config: dict):
     """The model as `prepare_run` builds it, after seeding dropout the same way."""
-    from ftft_ds.train.engine import build_model_for
     from ftft_ds.runs.prepare import seed_dropout
+    from ftft_ds.train.engine import build_model_for
 
     seed_dropout(cfg.dropout_seed, env)
     return build_model_for(cfg, num_labels, ds_config)
@@ -282,14 +318,25 @@ def run_hf(cfg, env, clock: StepClock, workdir: Path) -> dict:
     num_labels, train, collate, sampler = training_data(cfg, env)
     ds_config = plain_ds_config(cfg, env, num_labels, clock.total)
     args = TrainingArguments(
-        output_dir=str(workdir / "hf"), deepspeed=ds_config, max_steps=clock.total,
-        per_device_train_batch_size=cfg.micro_batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+        output_dir=str(workdir / "hf"),
+        deepspeed=ds_config,
+        max_steps=clock.total,
+        per_device_train_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
         warmup_steps=ds_config.get("scheduler", {}).get("params", {}).get("warmup_num_steps", 0),
-        max_grad_norm=ds_config["gradient_clipping"], bf16=ds_config["bf16"]["enabled"],
-        logging_steps=10 * clock.total, save_strategy="no", eval_strategy="no", report_to=[],
-        dataloader_num_workers=0, train_sampling_strategy="sequential", remove_unused_columns=False,
-        seed=cfg.dropout_seed, use_cpu=not torch.cuda.is_available(),
+        max_grad_norm=ds_config["gradient_clipping"],
+        bf16=ds_config["bf16"]["enabled"],
+        logging_steps=10 * clock.total,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        dataloader_num_workers=0,
+        train_sampling_strategy="sequential",
+        remove_unused_columns=False,
+        seed=cfg.dropout_seed,
+        use_cpu=not torch.cuda.is_available(),
     )
     model = build_model(cfg, env, num_labels, ds_config)
 
@@ -321,9 +368,15 @@ def measure_here(args) -> None:
     blocks = clock.block_seconds()
     if env.is_main:
         examples_per_block = args.log_every * args.batch * env.world_size
-        result = {"variant": args.variant, **counts, "block_seconds": blocks,
-                  **{f"examples_per_{kind}_s": examples_per_block / statistics.median(seconds)
-                     for kind, seconds in blocks.items()}}
+        result = {
+            "variant": args.variant,
+            **counts,
+            "block_seconds": blocks,
+            **{
+                f"examples_per_{kind}_s": examples_per_block / statistics.median(seconds)
+                for kind, seconds in blocks.items()
+            },
+        }
         (workdir / "result.json").write_text(json.dumps(result))
 
 
@@ -350,13 +403,22 @@ def measure(args, variant: str, env: dict) -> dict:
         if args.ranks == 1:
             cmd = [sys.executable, *script]
         else:
-            cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(args.ranks),
-                   "--master_port", str(free_port()), *script]
+            cmd = [
+                sys.executable,
+                "-m",
+                "deepspeed.launcher.runner",
+                "--num_gpus",
+                str(args.ranks),
+                "--master_port",
+                str(free_port()),
+                *script,
+            ]
         log = Path(tmp) / "output.log"
         with open(log, "w") as out:
             # A session of its own, so that a hung launcher and its ranks can be stopped together.
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
             try:
                 code = proc.wait(timeout=args.timeout)
             except subprocess.TimeoutExpired:
@@ -382,7 +444,7 @@ def window_tokens_per_example(args) -> float:
     lengths = [len(ids) for ids in train["input_ids"]]
     order = ShardedSampler(range(len(train)), args.ranks, 0, seed=cfg.data_seed).epoch_order(0).tolist()
     block = args.batch * args.ranks
-    window = order[args.warmup * block:args.total_steps * block]
+    window = order[args.warmup * block : args.total_steps * block]
     return sum(lengths[i] for i in window) / len(window)
 
 
@@ -390,9 +452,18 @@ def precision(args) -> str:
     """What the DeepSpeed config's bf16 setting resolves to on this machine."""
     from ftft_ds.train.ds_config import TrainArgs, resolve_ds_config
 
-    config = resolve_ds_config(args.ds_config, TrainArgs(
-        micro_batch_size=args.batch, grad_accum=1, world_size=args.ranks, lr=5e-5, weight_decay=0.0,
-        warmup_steps=1, total_steps=args.total_steps))
+    config = resolve_ds_config(
+        args.ds_config,
+        TrainArgs(
+            micro_batch_size=args.batch,
+            grad_accum=1,
+            world_size=args.ranks,
+            lr=5e-5,
+            weight_decay=0.0,
+            warmup_steps=1,
+            total_steps=args.total_steps,
+        ),
+    )
     return "bf16" if config["bf16"]["enabled"] else "fp32"
 
 
@@ -415,18 +486,22 @@ def print_table(args, results: dict, kind: str, unit: str, tokens_per_example: f
         if "ftft" in medians and other in medians:
             ratio = medians["ftft"] / medians[other]
             paired = statistics.median(a / b for a, b in zip(throughput["ftft"], throughput[other]))
-            print(f"target ftft/{other} >= {target:.2f}: {ratio:.3f} ({'met' if ratio >= target else 'NOT met'}); "
-                  f"median of per-repeat ratios {paired:.3f}")
+            print(
+                f"target ftft/{other} >= {target:.2f}: {ratio:.3f} ({'met' if ratio >= target else 'NOT met'}); "
+                f"median of per-repeat ratios {paired:.3f}"
+            )
 
 
 def report(args, results: dict, tokens_per_example: float, device: str, seconds: float) -> None:
     cuda = torch.cuda.is_available()
     counts = next(iter(results.values()))[0]
-    print(f"\n{args.model} ({counts['parameters'] / 1e6:.3g}M parameters, {counts['flops_parameters'] / 1e6:.3g}M "
-          f"outside embeddings), {args.ds_config}, {args.ranks} rank(s), "
-          f"{device}, {precision(args)}; micro-batch {args.batch}, max length {args.max_length}, "
-          f"{tokens_per_example:.1f} tokens/example; {args.steps} timed steps in blocks of {args.log_every} after "
-          f"{args.warmup} warm-up; {args.repeats} interleaved repeats; {seconds:.0f} s in all")
+    print(
+        f"\n{args.model} ({counts['parameters'] / 1e6:.3g}M parameters, {counts['flops_parameters'] / 1e6:.3g}M "
+        f"outside embeddings), {args.ds_config}, {args.ranks} rank(s), "
+        f"{device}, {precision(args)}; micro-batch {args.batch}, max length {args.max_length}, "
+        f"{tokens_per_example:.1f} tokens/example; {args.steps} timed steps in blocks of {args.log_every} after "
+        f"{args.warmup} warm-up; {args.repeats} interleaved repeats; {seconds:.0f} s in all"
+    )
     print("\nWall clock:")
     print_table(args, results, "wall", "s", tokens_per_example, mfu=cuda)
     if not cuda:
@@ -446,8 +521,16 @@ def built_decoder(name: str) -> str:
     layers, width = DECODERS[name]
     path = Path(tempfile.gettempdir()) / f"ftft_bench_{name}"
     if not (path / "config.json").is_file():
-        save_tiny_decoder("llama", path, num_layers=layers, hidden_size=width, intermediate_size=int(2.75 * width),
-                          num_heads=width // 128, vocab_size=32000, max_positions=4096)
+        save_tiny_decoder(
+            "llama",
+            path,
+            num_layers=layers,
+            hidden_size=width,
+            intermediate_size=int(2.75 * width),
+            num_heads=width // 128,
+            vocab_size=32000,
+            max_positions=4096,
+        )
     return str(path)
 
 

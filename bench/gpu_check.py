@@ -11,6 +11,7 @@ Sized to finish in under 10 minutes on one H100-class GPU; each part has its own
 a part that runs out of it is reported as such while the others still run. Without a GPU it
 refuses in one line (exit code 2).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -21,12 +22,54 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PARTS = (
     ("GPU tests", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests"], 240),
-    ("trainer, llama-1b, ZeRO-2, bf16", [sys.executable, "bench/bench_trainer.py", "--model", "llama-1b",
-                                         "--ds-config", "zero2", "--batch", "8", "--max-length", "256",
-                                         "--steps", "20", "--warmup", "3", "--repeats", "1", "--log-every", "10"], 150),
-    ("trainer, llama-1b, ZeRO-3, bf16", [sys.executable, "bench/bench_trainer.py", "--model", "llama-1b",
-                                         "--ds-config", "zero3", "--batch", "8", "--max-length", "256",
-                                         "--steps", "20", "--warmup", "3", "--repeats", "1", "--log-every", "10"], 150),
+    (
+        "trainer, llama-1b, ZeRO-2, bf16",
+        [
+            sys.executable,
+            "bench/bench_trainer.py",
+            "--model",
+            "llama-1b",
+            "--ds-config",
+            "zero2",
+            "--batch",
+            "8",
+            "--max-length",
+            "256",
+            "--steps",
+            "20",
+            "--warmup",
+            "3",
+            "--repeats",
+            "1",
+            "--log-every",
+            "10",
+        ],
+        150,
+    ),
+    (
+        "trainer, llama-1b, ZeRO-3, bf16",
+        [
+            sys.executable,
+            "bench/bench_trainer.py",
+            "--model",
+            "llama-1b",
+            "--ds-config",
+            "zero3",
+            "--batch",
+            "8",
+            "--max-length",
+            "256",
+            "--steps",
+            "20",
+            "--warmup",
+            "3",
+            "--repeats",
+            "1",
+            "--log-every",
+            "10",
+        ],
+        150,
+    ),
     ("recorder overhead, minilm", [sys.executable, "bench/bench_recorder.py", "--blocks", "20", "--steps", "5"], 60),
 )
 
@@ -35,8 +78,11 @@ def main() -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print(f"error: gpu-check needs a CUDA GPU; torch {torch.__version__} sees none "
-              f"(CUDA build: {torch.version.cuda or 'no'})", file=sys.stderr)
+        print(
+            f"error: gpu-check needs a CUDA GPU; torch {torch.__version__} sees none "
+            f"(CUDA build: {torch.version.cuda or 'no'})",
+            file=sys.stderr,
+        )
         return 2
     print(f"gpu-check on {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     failed = []

@@ -3,6 +3,7 @@
 Kept apart from `train/` so that the dynamics recorder and the Hugging Face integration, which run
 inside other training loops, do not depend on this package's own training runtime.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ Configs are plain dataclasses whose fields carry their own docstrings and valida
 `__post_init__`; this module only moves values between files, the command line and those classes,
 and derives the runs an orchestrator (`ftft run`, `ftft sweep`) starts from its typed templates.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -78,9 +79,7 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise FtftError(
-            f"unknown option {where}{unknown[0]!r}; expected one of: {', '.join(sorted(fields))}"
-        )
+        raise FtftError(f"unknown option {where}{unknown[0]!r}; expected one of: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
@@ -157,8 +156,10 @@ def _parsed_in(hint: Any):
 
 
 def _is_tuple(hint: Any) -> bool:
-    return hint is tuple or typing.get_origin(hint) is tuple or any(
-        typing.get_origin(a) is tuple for a in typing.get_args(hint)
+    return (
+        hint is tuple
+        or typing.get_origin(hint) is tuple
+        or any(typing.get_origin(a) is tuple for a in typing.get_args(hint))
     )
 
 
@@ -173,6 +174,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides=(
 def to_dict(config: Any) -> dict:
     """A JSON-friendly copy of a (nested) dataclass config, typed values (budgets) written as strings
     the way a user writes them, so that `from_dict` reads the copy back."""
+
     def plain(value):
         if hasattr(type(value), "parse"):
             return str(value)
@@ -208,7 +210,8 @@ class OptimConfig:
     """How a model is optimised: shared by reference runs and main runs."""
 
     model: str = "minilm"
-    """Model: `minilm` (packaged all-MiniLM-L6-v2), `tiny-bert` (random, 2 layers: tests and the demo's reference), a HF name or a path."""
+    """Model: `minilm` (packaged all-MiniLM-L6-v2), `tiny-bert` (random, 2 layers: tests and the demo's
+    reference), a HF name or a path."""
     num_layers: typing.Optional[int] = None
     """Keep only the first K transformer layers of `model` (a cheaper reference); None keeps all."""
     attn_implementation: typing.Optional[str] = None
@@ -273,8 +276,10 @@ class OptimConfig:
         from .train.models import ATTN_IMPLEMENTATIONS
 
         if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise FtftError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} or None, "
-                            f"got {self.attn_implementation!r}")
+            raise FtftError(
+                f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} or None, "
+                f"got {self.attn_implementation!r}"
+            )
 
 
 @dataclasses.dataclass
@@ -350,8 +355,9 @@ class MainConfig(OptimConfig):
             if getattr(self, name) < 0:
                 raise FtftError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if self.eval_every and self.evals_per_schedule:
-            raise FtftError(f"set eval_every ({self.eval_every}) or evals_per_schedule "
-                            f"({self.evals_per_schedule}), not both")
+            raise FtftError(
+                f"set eval_every ({self.eval_every}) or evals_per_schedule ({self.evals_per_schedule}), not both"
+            )
         if self.resume and self.overwrite:
             raise FtftError("resume continues the earlier run in output_dir and overwrite replaces it: set one")
         if self.record_dynamics and self.resume:
@@ -360,8 +366,8 @@ class MainConfig(OptimConfig):
             raise FtftError(f"patience must be at least 1 (or None), got {self.patience}")
         split, _, metric = self.patience_metric.partition("/")
         if metric not in ("accuracy", "macro_f1", "mcc") or (
-                (self.patience is not None or self.divergence_margin is not None)
-                and split not in self.data.eval_splits):
+            (self.patience is not None or self.divergence_margin is not None) and split not in self.data.eval_splits
+        ):
             raise FtftError(
                 f"patience_metric {self.patience_metric!r} must be <split>/<accuracy|macro_f1|mcc> "
                 f"with split one of the eval splits {list(self.data.eval_splits)}"

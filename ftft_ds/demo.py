@@ -15,6 +15,7 @@ probability swings; MiniLM cut to its first layer, in 3 epochs (already 18% of E
 for most rules and leaves them at low confidence ("hard", not "ambiguous"), so its ambiguous third
 held fewer of them (README, "Measured").
 """
+
 from __future__ import annotations
 
 from .config import load_config
@@ -23,10 +24,24 @@ from .pipeline import RecipeConfig
 DEMO = {
     "output_dir": "runs/demo",
     "data": {"source": "embedded", "embedded_train_size": 3000, "eval_splits": ["dev", "ood_dev", "ood"]},
-    "main": {"model": "minilm", "ds_config": "zero2", "micro_batch_size": 16, "lr": 2.0e-4,
-             "max_length": 40, "erm_epochs": 3, "log_every": 10, "export_model": False},
-    "reference": {"model": "tiny-bert", "epochs": 30, "micro_batch_size": 16, "lr": 2.0e-3,
-                  "max_length": 40, "log_every": 50},
+    "main": {
+        "model": "minilm",
+        "ds_config": "zero2",
+        "micro_batch_size": 16,
+        "lr": 2.0e-4,
+        "max_length": 40,
+        "erm_epochs": 3,
+        "log_every": 10,
+        "export_model": False,
+    },
+    "reference": {
+        "model": "tiny-bert",
+        "epochs": 30,
+        "micro_batch_size": 16,
+        "lr": 2.0e-3,
+        "max_length": 40,
+        "log_every": 50,
+    },
     "selection": {"region": "ambiguous", "fraction": 0.33},
     "methods": ["erm", "ftft"],
     "seeds": [0],

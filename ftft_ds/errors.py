@@ -5,6 +5,7 @@ expected. The CLI turns it into that line on stderr and exit code 2, without a t
 else is a bug and keeps its traceback. Where the library goes on with a documented default instead
 of stopping, `warn` says so in one `warning:` line, once per job (rank 0 alone).
 """
+
 import os
 import sys
 

@@ -6,6 +6,7 @@ A manifest (JSON) beside each artefact records what it was made from. A run hold
 output folder while it runs (`own_output_dir`), and replaces an earlier run's artefacts there only
 when asked to.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -120,8 +121,16 @@ def versions() -> dict[str, str]:
     return out
 
 
-RUN_ARTEFACTS = ("metrics.json", "cost.json", "config.json", "log.jsonl", "checkpoints", "tensorboard",
-                 "dynamics", "model")
+RUN_ARTEFACTS = (
+    "metrics.json",
+    "cost.json",
+    "config.json",
+    "log.jsonl",
+    "checkpoints",
+    "tensorboard",
+    "dynamics",
+    "model",
+)
 """What a reference or main run writes into its output folder (`ftft run` adds its own files beside)."""
 LOCK_NAME = ".ftft.lock"
 
@@ -160,8 +169,10 @@ def own_output_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) ->
         earlier = [name for name in RUN_ARTEFACTS if (folder / name).exists()]
         if earlier and not resume:
             if not overwrite:
-                raise FtftError(f"output folder {folder} holds an earlier run ({', '.join(earlier)}); pass "
-                                f"--overwrite (overwrite=true) to replace it or --resume to continue it")
+                raise FtftError(
+                    f"output folder {folder} holds an earlier run ({', '.join(earlier)}); pass "
+                    f"--overwrite (overwrite=true) to replace it or --resume to continue it"
+                )
             for name in earlier:
                 target = folder / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink()

@@ -3,6 +3,7 @@
 Equivalent to `ftft train ...`; it exists so that the `deepspeed` launcher, which needs a script
 path, can start it on every rank of every node. It accepts the `--local_rank` the launcher appends.
 """
+
 import sys
 
 from ftft_ds.cli import main

@@ -1,5 +1,6 @@
 """Markers that decide where a test runs: `gpu` tests need CUDA, `cpu_only` assertions hold only
 without it (see pytest.ini)."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Running real multi-rank jobs through the `deepspeed` launcher, on CPU, from tests."""
+
 from __future__ import annotations
 
 import os
@@ -15,16 +16,33 @@ def quiet_env(**extra) -> dict:
     env = dict(os.environ)
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    env.update(TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1", **extra)
+    env.update(
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
     return env
 
 
-def deepspeed_launch(script: str, args: list, num_ranks: int = 2, timeout: int = 600,
-                     launcher_args: tuple = (), **env) -> subprocess.CompletedProcess:
+def deepspeed_launch(
+    script: str, args: list, num_ranks: int = 2, timeout: int = 600, launcher_args: tuple = (), **env
+) -> subprocess.CompletedProcess:
     """`deepspeed --num_gpus N script args` on CPU ranks, on a free port, with `env` added; output captured."""
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(num_ranks),
-           "--master_port", str(free_port()), *launcher_args, str(REPO / script), *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepspeed.launcher.runner",
+        "--num_gpus",
+        str(num_ranks),
+        "--master_port",
+        str(free_port()),
+        *launcher_args,
+        str(REPO / script),
+        *map(str, args),
+    ]
     return subprocess.run(cmd, cwd=REPO, env=quiet_env(**env), capture_output=True, text=True, timeout=timeout)
 
 
@@ -53,30 +71,47 @@ def tail(proc: subprocess.CompletedProcess, lines: int = 40) -> str:
 DECODER_FAMILIES = ("llama", "gpt_neox", "qwen2")
 
 
-def save_tiny_decoder(family: str, path: Path, num_layers: int = 3, hidden_size: int = 32,
-                      intermediate_size: int = 64, num_heads: int = 4, vocab_size: int | None = None,
-                      max_positions: int = 128) -> Path:
+def save_tiny_decoder(
+    family: str,
+    path: Path,
+    num_layers: int = 3,
+    hidden_size: int = 32,
+    intermediate_size: int = 64,
+    num_heads: int = 4,
+    vocab_size: int | None = None,
+    max_positions: int = 128,
+) -> Path:
     """A random decoder-only LM saved the way real checkpoints are: a causal-LM model and a
     byte-level BPE tokenizer (trained here on the embedded task's words) with no padding token.
 
     Tiny by default; the sizes build bigger ones (`bench/bench_memory.py`), and `vocab_size` sets
     the embedding table's rows (at least the tokenizer's 400) as a real vocabulary would."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast)
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
     from ftft_ds.data.task import vocabulary
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator([" ".join(vocabulary())] * 10, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        [" ".join(vocabulary())] * 10,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
     assert tokenizer.pad_token is None
     config = AutoConfig.for_model(
-        family, vocab_size=max(len(tokenizer), vocab_size or 0), hidden_size=hidden_size,
-        intermediate_size=intermediate_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
-        max_position_embeddings=max_positions, bos_token_id=0, eos_token_id=1,
+        family,
+        vocab_size=max(len(tokenizer), vocab_size or 0),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        max_position_embeddings=max_positions,
+        bos_token_id=0,
+        eos_token_id=1,
         **({} if family == "gpt_neox" else {"num_key_value_heads": num_heads // 2}),
     )
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
@@ -149,8 +184,9 @@ def save_without_dropout(path: Path, num_labels: int = 3, init_seed: int = 0, tr
         starts = [start for _ in range(4) for start in range(0, len(rows), 16)]  # 4 epochs
         for start in starts:
             batch = collate([rows[i] for i in range(start, min(start + 16, len(rows)))])
-            loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                         labels=batch["labels"]).loss
+            loss = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+            ).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
@@ -173,5 +209,4 @@ def forward_alone(model_path: Path, split, max_length: int | None = None):
     rows = tokenize_split(split, load_tokenizer(str(model_path)), max_length or ReferenceConfig().max_length)
     inputs = [name for name in ("input_ids", "token_type_ids", "attention_mask") if name in rows.column_names]
     with torch.no_grad():
-        return torch.cat([model(**{name: torch.tensor([row[name]]) for name in inputs}).logits
-                          for row in rows]).numpy()
+        return torch.cat([model(**{name: torch.tensor([row[name]]) for name in inputs}).logits for row in rows]).numpy()

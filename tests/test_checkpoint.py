@@ -1,4 +1,5 @@
 """Checkpoints on the paths multi-rank runs take: ZeRO-3's best weights, and `latest` after a slow rank."""
+
 import json
 import subprocess
 import sys
@@ -23,11 +24,33 @@ def test_patience_reports_and_exports_the_selected_steps_weights(tmp_path, stage
     exported model predicts like that step's weights, not the last step's (ZeRO-3 reported the
     last weights once; ZeRO-1 is covered in one process by test_main_errors)."""
     out = tmp_path / stage
-    proc = deepspeed_launch("launch/main.py", [
-        "--model", "tiny-bert", "--ds-config", stage, "--budget", "steps:54",
-        "--set", "data.embedded_train_size=400", "--set", "micro_batch_size=4", "--set", "lr=3e-3",
-        "--set", "eval_every=6", "--set", "patience=100", "--set", "patience_metric=dev/accuracy",
-        "--set", "data.eval_splits=[dev]", "-o", out])
+    proc = deepspeed_launch(
+        "launch/main.py",
+        [
+            "--model",
+            "tiny-bert",
+            "--ds-config",
+            stage,
+            "--budget",
+            "steps:54",
+            "--set",
+            "data.embedded_train_size=400",
+            "--set",
+            "micro_batch_size=4",
+            "--set",
+            "lr=3e-3",
+            "--set",
+            "eval_every=6",
+            "--set",
+            "patience=100",
+            "--set",
+            "patience_metric=dev/accuracy",
+            "--set",
+            "data.eval_splits=[dev]",
+            "-o",
+            out,
+        ],
+    )
     assert proc.returncode == 0, tail(proc)
     metrics = json.loads((out / "metrics.json").read_text())
     logged = {r["step"]: r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "dev/mcc" in r}
@@ -51,8 +74,18 @@ def test_patience_reports_and_exports_the_selected_steps_weights(tmp_path, stage
     rows = tokenize_split(dev, tokenizer, 64)
     collate = Collator(tokenizer)
     with torch.no_grad():
-        logits = torch.cat([model(**{k: v for k, v in collate([rows[i] for i in range(s, min(s + 16, len(rows)))]).items()
-                                     if k not in ("labels", "index")}).logits for s in range(0, len(rows), 16)])
+        logits = torch.cat(
+            [
+                model(
+                    **{
+                        k: v
+                        for k, v in collate([rows[i] for i in range(s, min(s + 16, len(rows)))]).items()
+                        if k not in ("labels", "index")
+                    }
+                ).logits
+                for s in range(0, len(rows), 16)
+            ]
+        )
     exported = classification_metrics(logits.argmax(-1).numpy(), np.asarray(rows["labels"]), dev.num_labels)
     assert exported["accuracy"] == pytest.approx(selected["dev/accuracy"], abs=1e-9)
     assert exported["mcc"] == pytest.approx(selected["dev/mcc"], abs=1e-6)
@@ -62,10 +95,34 @@ def test_latest_names_a_checkpoint_only_once_every_rank_wrote_it(tmp_path):
     """Rank 1 writes its checkpoint files 2 s after rank 0: `latest` must not name the new
     checkpoint before rank 1's files are there, and is never seen half-written."""
     out = tmp_path / "slow"
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(free_port()),
-           str(REPO / "tests/scripts/slow_rank_save.py"), "--model", "tiny-bert", "--ds-config", "zero2",
-           "--budget", "steps:9", "--set", "checkpoint_every=3", "--set", "data.embedded_train_size=64",
-           "--set", "micro_batch_size=4", "--set", "data.eval_splits=[]", "--set", "export_model=false", "-o", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepspeed.launcher.runner",
+        "--num_gpus",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(REPO / "tests/scripts/slow_rank_save.py"),
+        "--model",
+        "tiny-bert",
+        "--ds-config",
+        "zero2",
+        "--budget",
+        "steps:9",
+        "--set",
+        "checkpoint_every=3",
+        "--set",
+        "data.embedded_train_size=64",
+        "--set",
+        "micro_batch_size=4",
+        "--set",
+        "data.eval_splits=[]",
+        "--set",
+        "export_model=false",
+        "-o",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     latest, seen, early = out / "checkpoints" / "latest", [], []
     while proc.poll() is None:

@@ -1,4 +1,5 @@
 """`gather_rows` on real gloo ranks: uneven shards, an empty one, padding never leaks into the result."""
+
 import os
 
 import numpy as np
@@ -32,8 +33,11 @@ def test_gather_rows_concatenates_uneven_shards_in_rank_order():
         results = manager.dict()
         mp.spawn(_rank, args=(free_port(), results), nprocs=len(COUNTS))
         results = dict(results)
-    expected = [row * 10 + rank for rank, count in enumerate(COUNTS)
-                for row in range(sum(COUNTS[:rank]), sum(COUNTS[:rank]) + count)]
+    expected = [
+        row * 10 + rank
+        for rank, count in enumerate(COUNTS)
+        for row in range(sum(COUNTS[:rank]), sum(COUNTS[:rank]) + count)
+    ]
     for rank in range(len(COUNTS)):
         indices, logits = results[rank]
         assert indices == expected  # every rank gets all rows, rank 0's first, no padding rows

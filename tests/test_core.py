@@ -1,5 +1,6 @@
 """The core in-process, without the launcher: the stop rule, the cost ledger, and the trainer in a
 world of one (gloo, tiny BERT), trained, checked on disk, resumed, and counted step by step."""
+
 import json
 import os
 
@@ -15,8 +16,8 @@ from ftft_ds.train.runtime import free_port, init_distributed
 from ftft_ds.train.stop import Divergence, Patience, StopReason, StopRule, running_best
 from ftft_ds.train.trainer import TrainState
 
-
 # -- the stop rule -------------------------------------------------------------------------------
+
 
 def test_a_step_budget_stops_exactly_at_its_last_step():
     rule = StopRule(Budget.parse("steps:3"), 3)
@@ -44,8 +45,12 @@ def test_patience_keeps_the_best_and_stops_after_evals_without_improvement():
 
 
 def test_divergence_only_counts_after_warm_up_and_comes_before_patience():
-    rule = StopRule(Budget.parse("steps:100"), 100, patience=Patience("dev/accuracy", 1),
-                    divergence=Divergence("dev/accuracy", threshold=0.4, after_step=10))
+    rule = StopRule(
+        Budget.parse("steps:100"),
+        100,
+        patience=Patience("dev/accuracy", 1),
+        divergence=Divergence("dev/accuracy", threshold=0.4, after_step=10),
+    )
     state = TrainState(step=5)
     assert rule.after_eval(state, {"dev/accuracy": 0.34}) is None  # still warming up
     state.step = 20
@@ -59,13 +64,15 @@ def test_running_best_is_the_best_so_far_either_way():
 
 # -- a world of one --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def world():
     """One gloo process group in this process, removed (and the environment restored) afterwards,
     so that later tests' child processes do not inherit it."""
     saved = dict(os.environ)
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    os.environ.update(
+        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
+    )
     env = init_distributed()
     yield env
     dist.destroy_process_group()
@@ -87,17 +94,34 @@ def test_the_ledger_sums_a_micro_batch_and_restores_its_totals(world):
 
 
 def _config(out, **fields):
-    return load_config(MainConfig, None, (), **{
-        "model": "tiny-bert", "ds_config": "zero2", "micro_batch_size": 8, "lr": 1e-3, "log_every": 1,
-        "erm_epochs": 4, "lr_schedule": "truncated", "output_dir": str(out), "export_model": False,
-        "data": {"embedded_train_size": 48, "eval_splits": ["dev"]}, **fields})
+    return load_config(
+        MainConfig,
+        None,
+        (),
+        **{
+            "model": "tiny-bert",
+            "ds_config": "zero2",
+            "micro_batch_size": 8,
+            "lr": 1e-3,
+            "log_every": 1,
+            "erm_epochs": 4,
+            "lr_schedule": "truncated",
+            "output_dir": str(out),
+            "export_model": False,
+            "data": {"embedded_train_size": 48, "eval_splits": ["dev"]},
+            **fields,
+        },
+    )
 
 
 def test_trainer_writes_its_files_and_a_resumed_run_takes_exactly_the_remaining_steps(world, tmp_path):
     out = tmp_path / "run"
     steps_seen = []
-    first = run_main(_config(out, budget="steps:4", checkpoint_every=2), world,
-                     on_step_end=lambda trainer: steps_seen.append(trainer.state.step))
+    first = run_main(
+        _config(out, budget="steps:4", checkpoint_every=2),
+        world,
+        on_step_end=lambda trainer: steps_seen.append(trainer.state.step),
+    )
     assert steps_seen == [1, 2, 3, 4]
     assert first["steps"] == 4 and first["stopped"] == "budget" and first["erm_steps"] == 24
     for name in ("metrics.json", "cost.json", "config.json", "log.jsonl", "checkpoints/latest"):
@@ -105,8 +129,11 @@ def test_trainer_writes_its_files_and_a_resumed_run_takes_exactly_the_remaining_
     assert json.loads((out / "cost.json").read_text())["optimizer_steps"] == 4
 
     steps_seen.clear()
-    resumed = run_main(_config(out, budget="steps:7", resume=True), world,
-                       on_step_end=lambda trainer: steps_seen.append(trainer.state.step))
+    resumed = run_main(
+        _config(out, budget="steps:7", resume=True),
+        world,
+        on_step_end=lambda trainer: steps_seen.append(trainer.state.step),
+    )
     assert steps_seen == [5, 6, 7]  # exactly the three missing steps, numbered on from the checkpoint
     assert resumed["steps"] == 7 and resumed["stopped"] == "budget"
     cost = json.loads((out / "cost.json").read_text())

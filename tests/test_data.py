@@ -1,4 +1,5 @@
 """Loading into canonical splits (uids, fingerprints, validation) and tokenization."""
+
 from __future__ import annotations
 
 import json
@@ -152,8 +153,11 @@ def test_hub_failures_become_one_line(monkeypatch):
         raise ConnectionError("Couldn't reach 'someone/nli' on the Hub\nmore detail")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(FtftError, match=r"^could not load dataset 'someone/nli' \(config 'x'\) split 'dev': "
-                                        r"ConnectionError: Couldn't reach 'someone/nli' on the Hub$"):
+    with pytest.raises(
+        FtftError,
+        match=r"^could not load dataset 'someone/nli' \(config 'x'\) split 'dev': "
+        r"ConnectionError: Couldn't reach 'someone/nli' on the Hub$",
+    ):
         load_split(DataConfig(source="someone/nli", hf_config="x"), "dev")
 
 
@@ -163,17 +167,31 @@ def test_hub_failures_become_one_line(monkeypatch):
 @pytest.mark.parametrize(
     "rows, kwargs, message",
     [
-        (ROWS, dict(label_column="gold"), r"column 'gold' \(label column\) not found .*available columns: text, text_pair, label"),
+        (
+            ROWS,
+            dict(label_column="gold"),
+            r"column 'gold' \(label column\) not found .*available columns: text, text_pair, label",
+        ),
         ([{"text": "a", "label": 0}], {}, "column 'text_pair'.*set text_pair_column to None"),
         (ROWS, dict(num_labels=2), "label 2 at row 1 .*out of range; expected 0..1"),
         ([dict(r, label=-1 if i == 3 else r["label"]) for i, r in enumerate(ROWS)], {}, "label -1 at row 3"),
-        ([dict(r, label="maybe" if i == 2 else "yes") for i, r in enumerate(ROWS)],
-         dict(label_names=["yes", "no"]), "label 'maybe' at row 2 .*not one of the label names"),
-        ([dict(r, text=None if i == 4 else r["text"]) for i, r in enumerate(ROWS)], {}, "missing \\(None/NaN\\) text at row 4"),
+        (
+            [dict(r, label="maybe" if i == 2 else "yes") for i, r in enumerate(ROWS)],
+            dict(label_names=["yes", "no"]),
+            "label 'maybe' at row 2 .*not one of the label names",
+        ),
+        (
+            [dict(r, text=None if i == 4 else r["text"]) for i, r in enumerate(ROWS)],
+            {},
+            "missing \\(None/NaN\\) text at row 4",
+        ),
         ([dict(r, label=None if i == 1 else r["label"]) for i, r in enumerate(ROWS)], {}, "missing label at row 1"),
         ([dict(r, label=0.5) for r in ROWS], dict(num_labels=2), "non-integer label 0.5 at row 0"),
-        ([dict(r, label=[0, 1, 5][i % 3]) for i, r in enumerate(ROWS)], {},
-         r"integer labels of split 'train' are \[0, 1, 5\]: \[2, 3, 4\] never occur"),
+        (
+            [dict(r, label=[0, 1, 5][i % 3]) for i, r in enumerate(ROWS)],
+            {},
+            r"integer labels of split 'train' are \[0, 1, 5\]: \[2, 3, 4\] never occur",
+        ),
     ],
 )
 def test_bad_data(tmp_path, rows, kwargs, message):
@@ -215,7 +233,9 @@ def test_bad_sources(tmp_path):
     with pytest.raises(FtftError, match="single file, which holds only the train split"):
         load_split(DataConfig(source=str(tmp_path / "train.jsonl")), "dev")
     (tmp_path / "bad.jsonl").write_text('{"text": "a", "text_pair": "b", "label": 0}\n{not json\n')
-    with pytest.raises(FtftError, match=r"bad.jsonl line 2 is not valid JSON \(Expecting property name enclosed in double quotes\)$"):
+    with pytest.raises(
+        FtftError, match=r"bad.jsonl line 2 is not valid JSON \(Expecting property name enclosed in double quotes\)$"
+    ):
         load(tmp_path / "bad.jsonl")
     (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "a", "text_pair": "b", "label": 0}\n{"text": "caf\xe9"}\n')
     with pytest.raises(FtftError, match=r"latin1.jsonl line 2 is not UTF-8 \(byte b'\\xe9' at column 14\)"):

@@ -3,6 +3,7 @@
 The models are random, tiny and saved as real ones are (a causal-LM checkpoint and a byte-level BPE
 tokenizer without a padding token), in three families whose configs and tokenizers differ.
 """
+
 import json
 
 import numpy as np
@@ -37,15 +38,22 @@ def test_pooling_is_right_whichever_side_pads(decoders, family):
     assert tokenizer.pad_token_id is not None
     model = build_model(path, 3, init_seed=1).eval()
     assert model.config.pad_token_id == tokenizer.pad_token_id
-    encoded = encode_texts(tokenizer, ["the dog saw the cat", "the tall doctor"],
-                           ["indeed the dog saw", "perhaps the short doctor met the owl near the park"], 40)
+    encoded = encode_texts(
+        tokenizer,
+        ["the dog saw the cat", "the tall doctor"],
+        ["indeed the dog saw", "perhaps the short doctor met the owl near the park"],
+        40,
+    )
     with torch.no_grad():
         alone = torch.cat([model(input_ids=torch.tensor([ids])).logits for ids in encoded["input_ids"]])
         for side in ("right", "left"):
             tokenizer.padding_side = side
-            batch = Collator(tokenizer)([
-                {"input_ids": ids, "attention_mask": mask, "labels": 0, "index": i}
-                for i, (ids, mask) in enumerate(zip(encoded["input_ids"], encoded["attention_mask"]))])
+            batch = Collator(tokenizer)(
+                [
+                    {"input_ids": ids, "attention_mask": mask, "labels": 0, "index": i}
+                    for i, (ids, mask) in enumerate(zip(encoded["input_ids"], encoded["attention_mask"]))
+                ]
+            )
             assert (batch["attention_mask"] == 0).any()  # the short example really is padded
             padded = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
@@ -55,8 +63,12 @@ def test_pairs_are_kept_apart_without_a_pair_template(decoders):
     tokenizer = load_tokenizer(decoders["gpt_neox"])
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
     ids = encode_texts(tokenizer, ["the dog"], ["the cat"], 40)["input_ids"][0]
-    assert ids == tokenizer("the dog", add_special_tokens=False)["input_ids"] + newline + \
-        tokenizer("the cat", add_special_tokens=False)["input_ids"]
+    assert (
+        ids
+        == tokenizer("the dog", add_special_tokens=False)["input_ids"]
+        + newline
+        + tokenizer("the cat", add_special_tokens=False)["input_ids"]
+    )
     bert = load_tokenizer("tiny-bert")  # [SEP] already marks the pair: nothing added
     assert encode_texts(bert, ["the dog"], ["the cat"], 40)["input_ids"] == bert(["the dog"], ["the cat"])["input_ids"]
 
@@ -83,8 +95,10 @@ def test_saved_head_of_another_size_is_replaced_with_one_warning(decoders, tmp_p
 
     three = build_model(str(tmp_path), 3, init_seed=1)
     warning = capfd.readouterr().err.strip().splitlines()
-    assert warning == [f"warning: model '{tmp_path}' was saved with a 2-label classification head; the data "
-                       "has 3 labels, so a new head is initialised (from init_seed)"]
+    assert warning == [
+        f"warning: model '{tmp_path}' was saved with a 2-label classification head; the data "
+        "has 3 labels, so a new head is initialised (from init_seed)"
+    ]
     assert three.score.weight.shape[0] == 3
     same = build_model(str(tmp_path), 2, init_seed=5)  # a matching head is kept, whatever the seed
     assert capfd.readouterr().err == ""
@@ -109,8 +123,20 @@ def test_gradient_checkpointing_gives_the_same_gradients(decoders):
 
 def test_decoder_reference_records_dynamics_on_one_and_two_ranks(decoders, tmp_path):
     split = load_split(DataConfig(embedded_train_size=TRAIN_SIZE), "train")
-    args = ["--model", decoders["qwen2"], "--num-layers", "2", "--set", f"data.embedded_train_size={TRAIN_SIZE}",
-            "--set", "micro_batch_size=8", "--set", "lr=1e-3", "--epochs", "2"]
+    args = [
+        "--model",
+        decoders["qwen2"],
+        "--num-layers",
+        "2",
+        "--set",
+        f"data.embedded_train_size={TRAIN_SIZE}",
+        "--set",
+        "micro_batch_size=8",
+        "--set",
+        "lr=1e-3",
+        "--epochs",
+        "2",
+    ]
     one = ftft(["reference", *args, "-o", tmp_path / "one"])
     assert one.returncode == 0, tail(one)
     two = deepspeed_launch("launch/reference.py", [*args, "-o", tmp_path / "two"])
@@ -128,9 +154,18 @@ def test_encoder_reference_chooses_the_subset_of_a_zero3_decoder_main_run(decode
         "output_dir": str(tmp_path / "out"),
         "data": {"embedded_train_size": TRAIN_SIZE},
         "reference": {"model": "tiny-bert", "epochs": 3, "micro_batch_size": 8, "lr": 1.0e-3},
-        "main": {"model": decoders["llama"], "ds_config": "zero3", "micro_batch_size": 8, "lr": 1.0e-3,
-                 "erm_epochs": 1, "gradient_checkpointing": True},
-        "methods": ["ftft"], "seeds": [0], "num_ranks": 2, "reference_gate": "off",
+        "main": {
+            "model": decoders["llama"],
+            "ds_config": "zero3",
+            "micro_batch_size": 8,
+            "lr": 1.0e-3,
+            "erm_epochs": 1,
+            "gradient_checkpointing": True,
+        },
+        "methods": ["ftft"],
+        "seeds": [0],
+        "num_ranks": 2,
+        "reference_gate": "off",
         "early_stopping": {"patience": 2, "evals": 4},
     }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
@@ -150,9 +185,25 @@ def test_decoder_trains_under_zero3_with_cpu_offload(decoders, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     out = tmp_path / "offload"
-    proc = deepspeed_launch("launch/main.py", [
-        "--model", decoders["llama"], "--ds-config", "zero3_offload", "--budget", "steps:4", "-o", out,
-        "--set", f"data.embedded_train_size={TRAIN_SIZE}", "--set", "micro_batch_size=8", "--set", "data.eval_splits=[dev]"])
+    proc = deepspeed_launch(
+        "launch/main.py",
+        [
+            "--model",
+            decoders["llama"],
+            "--ds-config",
+            "zero3_offload",
+            "--budget",
+            "steps:4",
+            "-o",
+            out,
+            "--set",
+            f"data.embedded_train_size={TRAIN_SIZE}",
+            "--set",
+            "micro_batch_size=8",
+            "--set",
+            "data.eval_splits=[dev]",
+        ],
+    )
     assert proc.returncode == 0, tail(proc)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["zero_stage"] == 3

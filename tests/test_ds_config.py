@@ -1,4 +1,5 @@
 """DeepSpeed config resolution: "auto" filling, batch arithmetic and bad configs."""
+
 import json
 
 import pytest
@@ -8,8 +9,16 @@ from ftft_ds.train.ds_config import MIN_BUCKET_ELEMENTS, TrainArgs, find_ds_conf
 
 
 def args(**kw):
-    base = dict(micro_batch_size=4, grad_accum=2, world_size=3, lr=2e-5, weight_decay=0.01,
-                warmup_steps=10, total_steps=100, hidden_size=32)
+    base = dict(
+        micro_batch_size=4,
+        grad_accum=2,
+        world_size=3,
+        lr=2e-5,
+        weight_decay=0.01,
+        warmup_steps=10,
+        total_steps=100,
+        hidden_size=32,
+    )
     base.update(kw)
     return TrainArgs(**base)
 
@@ -64,8 +73,11 @@ def test_adam_needs_no_compiled_kernel_unless_asked(tmp_path):
 
 def test_explicit_batch_that_disagrees_is_refused(tmp_path):
     path = tmp_path / "ds.json"
-    path.write_text(json.dumps({"train_batch_size": 7, "train_micro_batch_size_per_gpu": "auto",
-                                "gradient_accumulation_steps": "auto"}))
+    path.write_text(
+        json.dumps(
+            {"train_batch_size": 7, "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto"}
+        )
+    )
     with pytest.raises(FtftError, match="train_batch_size=7"):
         resolve_ds_config(str(path), args())
 

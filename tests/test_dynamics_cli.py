@@ -1,4 +1,5 @@
 """`ftft map`, `ftft select`, `ftft dynamics import|export` through click's test runner."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,9 @@ def store(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     n = 60
     return Dynamics.create(
-        [f"q{i}" for i in range(n)], rng.integers(0, 3, n), rng.standard_normal((n, 4, 3)).astype(np.float32),
+        [f"q{i}" for i in range(n)],
+        rng.integers(0, 3, n),
+        rng.standard_normal((n, 4, 3)).astype(np.float32),
         dataset_fingerprint="data-fp",
     ).save(tmp_path / "dyn")
 
@@ -56,7 +59,17 @@ def test_select_from_dynamics_and_metrics(tmp_path: Path, store: Path):
     assert len(subset.uids) == 15 and subset.manifest["dataset_fingerprint"] == "data-fp"
 
     assert run("map", store, "-o", tmp_path / "m.jsonl").exit_code == 0
-    result = run("select", tmp_path / "m.jsonl", "--region", "ambiguous", "--fraction", 0.25, "--stratify", "-o", tmp_path / "t.json")
+    result = run(
+        "select",
+        tmp_path / "m.jsonl",
+        "--region",
+        "ambiguous",
+        "--fraction",
+        0.25,
+        "--stratify",
+        "-o",
+        tmp_path / "t.json",
+    )
     assert result.exit_code == 0, result.output
     assert Subset.load(tmp_path / "t.json").uids == subset.uids
 
@@ -69,8 +82,12 @@ def test_import_export_round_trip(tmp_path: Path, store: Path):
     assert run("dynamics", "export", "--to", "ftft", store, "-o", tmp_path / "d.pt").exit_code == 0
     dyn = Dynamics.load(store)
     labels = tmp_path / "labels.jsonl"
-    labels.write_text("".join(json.dumps({"uid": u, "label": int(l)}) + "\n" for u, l in zip(dyn.uid_strings(), dyn.labels)))
-    result = run("dynamics", "import", "--from", "ftft", tmp_path / "d.pt", "--labels", labels, "-o", tmp_path / "back2")
+    labels.write_text(
+        "".join(json.dumps({"uid": u, "label": int(label)}) + "\n" for u, label in zip(dyn.uid_strings(), dyn.labels))
+    )
+    result = run(
+        "dynamics", "import", "--from", "ftft", tmp_path / "d.pt", "--labels", labels, "-o", tmp_path / "back2"
+    )
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(Dynamics.load(tmp_path / "back2").labels, dyn.labels)
 
@@ -98,7 +115,9 @@ def test_select_bad_options(tmp_path: Path, store: Path, options, fragments):
 
 def test_select_bad_sources(tmp_path: Path, store: Path):
     out = tmp_path / "s.json"
-    assert_user_error(run("select", tmp_path / "none", "--region", "easy", "--count", 2, "-o", out), "selection source not found")
+    assert_user_error(
+        run("select", tmp_path / "none", "--region", "easy", "--count", 2, "-o", out), "selection source not found"
+    )
     corrupt = tmp_path / "m.jsonl"
     corrupt.write_text('{"guid": "a", "confidence": 0.5\n')
     assert_user_error(run("select", corrupt, "--region", "easy", "--count", 1, "-o", out), "line 1 is not valid JSON")
@@ -112,7 +131,9 @@ def test_nan_logits(tmp_path: Path, store: Path):
     logits[7, 3, 2] = np.nan
     np.save(store / "logits.npy", logits)
     out = tmp_path / "m.jsonl"
-    assert_user_error(run("map", store, "-o", out, "--plot", tmp_path / "p.png"), "non-finite value (nan)", "'q7' at epoch 3")
+    assert_user_error(
+        run("map", store, "-o", out, "--plot", tmp_path / "p.png"), "non-finite value (nan)", "'q7' at epoch 3"
+    )
     assert not out.exists() and not (tmp_path / "p.png").exists()
 
 
@@ -152,8 +173,10 @@ def test_import_missing_epoch_and_uids(tmp_path: Path):
 
 def test_import_option_mistakes(tmp_path: Path, store: Path):
     out = tmp_path / "dyn2"
-    assert_user_error(run("dynamics", "import", "--from", "ftft", tmp_path / "x.pt", "-o", out),
-                      "--from ftft needs exactly one of --labels FILE or --data DATASET")
+    assert_user_error(
+        run("dynamics", "import", "--from", "ftft", tmp_path / "x.pt", "-o", out),
+        "--from ftft needs exactly one of --labels FILE or --data DATASET",
+    )
     assert_user_error(
         run("dynamics", "import", "--from", "cartography", tmp_path, "--labels", tmp_path / "l.json", "-o", out),
         "--labels/--data are only for --from ftft",
@@ -162,7 +185,8 @@ def test_import_option_mistakes(tmp_path: Path, store: Path):
     (tmp_path / "l.json").write_text('{"q0": 1}')
     assert_user_error(
         run("dynamics", "import", "--from", "ftft", tmp_path / "d.pt", "--labels", tmp_path / "l.json", "-o", out),
-        "59 of the 60 uids", "have no label",
+        "59 of the 60 uids",
+        "have no label",
     )
     assert not out.exists()
 
@@ -179,8 +203,19 @@ def test_import_ftft_with_labels_from_a_dataset(tmp_path: Path):
     logits = {uid: torch.randn(2, 3) for uid in split.dataset["uid"]}
     torch.save(logits, tmp_path / "uid_to_logits.pt")
     out = tmp_path / "dyn"
-    result = run("dynamics", "import", "--from", "ftft", tmp_path / "uid_to_logits.pt", "--data", "embedded",
-                 "--set", "embedded_train_size=60", "-o", out)
+    result = run(
+        "dynamics",
+        "import",
+        "--from",
+        "ftft",
+        tmp_path / "uid_to_logits.pt",
+        "--data",
+        "embedded",
+        "--set",
+        "embedded_train_size=60",
+        "-o",
+        out,
+    )
     assert result.exit_code == 0, result.output
     dyn = Dynamics.load(out)
     assert dyn.dataset_fingerprint == split.fingerprint
@@ -196,9 +231,12 @@ def test_cartography_released_five_key_metrics_select_by_cartographys_rule(tmp_p
     correctness only; cartography keeps the head of the rows sorted by the metric."""
     rng = np.random.default_rng(7)
     n = 500
-    rows = [{"guid": int(g), "index": i, "confidence": float(c), "variability": float(v), "correctness": int(k)}
-            for i, (g, c, v, k) in enumerate(zip(rng.permutation(10 * n)[:n], rng.random(n), rng.random(n) * 0.5,
-                                                 rng.integers(0, 6, n)))]
+    rows = [
+        {"guid": int(g), "index": i, "confidence": float(c), "variability": float(v), "correctness": int(k)}
+        for i, (g, c, v, k) in enumerate(
+            zip(rng.permutation(10 * n)[:n], rng.random(n), rng.random(n) * 0.5, rng.integers(0, 6, n))
+        )
+    ]
     path = tmp_path / "td_metrics.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     count = int(0.33 * n) + 1  # cartography's `head(n=int(fraction * N) + 1)`
@@ -210,11 +248,16 @@ def test_cartography_released_five_key_metrics_select_by_cartographys_rule(tmp_p
     assert metrics.forgetfulness is None and metrics.threshold_closeness is None
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--num-layers", "abc"], "error: Invalid value for '--num-layers': 'abc' is not a valid integer. "
-                                       "(see ftft train --help)"),
-    (["trian"], "error: No such command 'trian'. Did you mean 'train'? (see ftft --help)"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["train", "--num-layers", "abc"],
+            "error: Invalid value for '--num-layers': 'abc' is not a valid integer. (see ftft train --help)",
+        ),
+        (["trian"], "error: No such command 'trian'. Did you mean 'train'? (see ftft --help)"),
+    ],
+)
 def test_usage_errors_are_one_line(args, message):
     result = run(*args)
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == [message]

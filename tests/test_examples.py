@@ -1,4 +1,5 @@
 """Every config in examples/ loads as the command it is written for, and those that can dry-run do."""
+
 import pytest
 
 from ftft_ds.config import MainConfig, ReferenceConfig, load_config
@@ -8,8 +9,14 @@ from ftft_ds.sweep.runner import SweepConfig
 
 from .helpers import REPO, in_process
 
-KINDS = {"recipe.yaml": RecipeConfig, "slurm_recipe.yaml": RecipeConfig, "sweep.yaml": SweepConfig,
-         "slurm_sweep.yaml": SweepConfig, "main.yaml": MainConfig, "reference.yaml": ReferenceConfig}
+KINDS = {
+    "recipe.yaml": RecipeConfig,
+    "slurm_recipe.yaml": RecipeConfig,
+    "sweep.yaml": SweepConfig,
+    "slurm_sweep.yaml": SweepConfig,
+    "main.yaml": MainConfig,
+    "reference.yaml": ReferenceConfig,
+}
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))

@@ -1,4 +1,5 @@
 """The reference-quality gate: verdicts on a sound and a weak reference, and `reference_gate: refuse`."""
+
 import json
 
 import numpy as np
@@ -38,8 +39,13 @@ def test_sound_reference_passes_every_check():
     gold[: n // 3] = flipping + rng.uniform(-0.05, 0.05, size=(n // 3, 5))
     verdict = _verdict(_dynamics(gold, labels))
     assert verdict.sound, verdict.summary()
-    assert [c.name for c in verdict.checks] == ["accuracy_lift", "epochs", "train_accuracy", "label_skew",
-                                               "learnt_late"]
+    assert [c.name for c in verdict.checks] == [
+        "accuracy_lift",
+        "epochs",
+        "train_accuracy",
+        "label_skew",
+        "learnt_late",
+    ]
     assert verdict.summary().startswith("reference 'small': sound (")
 
 
@@ -58,8 +64,14 @@ def test_weak_reference_is_named_with_every_reason():
     assert learnt_late_mask(dynamics)[labels == 1].all() and not learnt_late_mask(dynamics)[labels == 0].any()
 
 
-THRESHOLDS = {"accuracy_lift": "min_accuracy_lift", "epochs": "min_epochs", "train_accuracy": "min_train_accuracy",
-              "label_skew": "max_label_skew", "learnt_late": "max_learnt_late", "probe_spearman": "min_probe_spearman"}
+THRESHOLDS = {
+    "accuracy_lift": "min_accuracy_lift",
+    "epochs": "min_epochs",
+    "train_accuracy": "min_train_accuracy",
+    "label_skew": "max_label_skew",
+    "learnt_late": "max_learnt_late",
+    "probe_spearman": "min_probe_spearman",
+}
 """Each check's threshold in `GateConfig`: a `min_` passes at or above it, a `max_` at or below."""
 
 
@@ -87,8 +99,16 @@ def test_each_check_flips_alone_at_its_threshold(name):
     subset = select_subset(dynamics, "ambiguous", fraction=0.33).uids
 
     def verdict(**thresholds):
-        return assess_reference("small", dynamics, subset, 0.85, 0.6, GateConfig(**thresholds),
-                                probe=compute_metrics(probe), reference_metrics=compute_metrics(dynamics))
+        return assess_reference(
+            "small",
+            dynamics,
+            subset,
+            0.85,
+            0.6,
+            GateConfig(**thresholds),
+            probe=compute_metrics(probe),
+            reference_metrics=compute_metrics(dynamics),
+        )
 
     sound = verdict()
     assert sound.sound, sound.summary()
@@ -107,27 +127,66 @@ def test_probe_agreement_is_checked_when_the_main_models_dynamics_exist():
     labels = np.arange(n) % 2
     gold = rng.uniform(0.05, 0.95, size=(n, 4))
     reference = _dynamics(gold, labels)
-    same = assess_reference("small", reference, [], 0.9, 0.5, GateConfig(), probe=compute_metrics(reference),
-                            reference_metrics=compute_metrics(reference))
+    same = assess_reference(
+        "small",
+        reference,
+        [],
+        0.9,
+        0.5,
+        GateConfig(),
+        probe=compute_metrics(reference),
+        reference_metrics=compute_metrics(reference),
+    )
     assert same.checks[-1].name == "probe_spearman" and same.checks[-1].value == 1.0 and same.checks[-1].passed
     unrelated = _dynamics(rng.uniform(0.05, 0.95, size=(n, 4)), labels)
-    other = assess_reference("small", reference, [], 0.9, 0.5, GateConfig(), probe=compute_metrics(unrelated),
-                             reference_metrics=compute_metrics(reference))
+    other = assess_reference(
+        "small",
+        reference,
+        [],
+        0.9,
+        0.5,
+        GateConfig(),
+        probe=compute_metrics(unrelated),
+        reference_metrics=compute_metrics(reference),
+    )
     assert not other.checks[-1].passed
 
 
 def test_a_really_trained_sound_tiny_reference_passes_every_check(tmp_path):
     """The 2-layer tiny model trained for 8 epochs has learnt the training set and its ambiguous
     third is not just learnt late (the weak 1-layer, 1-epoch one is refused end to end below)."""
-    proc = ftft(["reference", "--model", "tiny-bert", "--epochs", "8", "--set", "data.embedded_train_size=600",
-                 "--set", "lr=3e-3", "--set", "micro_batch_size=8", "--set", "max_length=40", "-o", tmp_path / "ref"])
+    proc = ftft(
+        [
+            "reference",
+            "--model",
+            "tiny-bert",
+            "--epochs",
+            "8",
+            "--set",
+            "data.embedded_train_size=600",
+            "--set",
+            "lr=3e-3",
+            "--set",
+            "micro_batch_size=8",
+            "--set",
+            "max_length=40",
+            "-o",
+            tmp_path / "ref",
+        ]
+    )
     assert proc.returncode == 0, tail(proc)
     run = json.loads((tmp_path / "ref" / "metrics.json").read_text())
-    verdict = _verdict(Dynamics.load(tmp_path / "ref" / "dynamics"), run["final"]["dev/accuracy"],
-                       run["majority_rate"]["dev"])
+    verdict = _verdict(
+        Dynamics.load(tmp_path / "ref" / "dynamics"), run["final"]["dev/accuracy"], run["majority_rate"]["dev"]
+    )
     assert verdict.sound, verdict.summary()
-    assert [c.name for c in verdict.checks] == ["accuracy_lift", "epochs", "train_accuracy", "label_skew",
-                                               "learnt_late"]
+    assert [c.name for c in verdict.checks] == [
+        "accuracy_lift",
+        "epochs",
+        "train_accuracy",
+        "label_skew",
+        "learnt_late",
+    ]
 
 
 RECIPE = {

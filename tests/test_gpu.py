@@ -1,6 +1,7 @@
 """The GPU path: bf16, PyTorch's fused AdamW (no compiled DeepSpeed kernel), NCCL across GPUs,
 ZeRO-3 export, dropout streams that survive the model's build, and a reference plus main run.
 Skipped without CUDA (see conftest.py); `make gpu-check` runs them."""
+
 import json
 
 import numpy as np
@@ -19,8 +20,9 @@ TINY = ["--model", "tiny-bert", "--set", "data.embedded_train_size=200", "--set"
 
 
 def test_bf16_auto_follows_the_hardware():
-    args = TrainArgs(micro_batch_size=4, grad_accum=1, world_size=1, lr=1e-4, weight_decay=0.0,
-                     warmup_steps=1, total_steps=10)
+    args = TrainArgs(
+        micro_batch_size=4, grad_accum=1, world_size=1, lr=1e-4, weight_decay=0.0, warmup_steps=1, total_steps=10
+    )
     native = torch.cuda.get_device_capability() >= (8, 0)
     assert resolve_ds_config("zero2", args)["bf16"]["enabled"] is native
 
@@ -46,11 +48,27 @@ def test_reference_then_main_run_on_the_gpu(tmp_path):
     assert proc.returncode == 0, tail(proc)
     logits = torch.from_numpy(np.load(ref / "dynamics" / "logits.npy"))
     assert logits.dtype == torch.float32 and (logits != logits.bfloat16().float()).any()
-    proc = ftft(["select", ref / "dynamics", "--region", "ambiguous", "--fraction", "0.33", "-o", tmp_path / "subset.json"])
+    proc = ftft(
+        ["select", ref / "dynamics", "--region", "ambiguous", "--fraction", "0.33", "-o", tmp_path / "subset.json"]
+    )
     assert proc.returncode == 0, tail(proc)
     main = tmp_path / "main"
-    proc = ftft(["train", *TINY, "--subset", tmp_path / "subset.json", "--budget", "steps:20",
-                 "--set", "eval_every=5", "--set", "patience=2", "-o", main])
+    proc = ftft(
+        [
+            "train",
+            *TINY,
+            "--subset",
+            tmp_path / "subset.json",
+            "--budget",
+            "steps:20",
+            "--set",
+            "eval_every=5",
+            "--set",
+            "patience=2",
+            "-o",
+            main,
+        ]
+    )
     assert proc.returncode == 0, tail(proc)
     metrics = json.loads((main / "metrics.json").read_text())
     assert metrics["peak_reserved_mib_per_rank"][0] >= metrics["peak_memory_mib_per_rank"][0] > 0

@@ -1,4 +1,5 @@
 """Rank 0 alone loads and tokenizes; the other ranks map its splits, or stop with its error line."""
+
 import os
 
 import torch.distributed as dist
@@ -28,9 +29,12 @@ def _rank(rank: int, port: int, folder: str, fail: bool, results) -> None:
 
     try:
         splits, tokenized = prepare_once(folder, rank, 2, prepare)
-        results[rank] = {"calls": calls, "fingerprints": {n: s.fingerprint for n, s in splits.items()},
-                         "uids": splits["train"].uids(),
-                         "input_ids": [list(ids) for ids in tokenized["train"]["input_ids"]]}
+        results[rank] = {
+            "calls": calls,
+            "fingerprints": {n: s.fingerprint for n, s in splits.items()},
+            "uids": splits["train"].uids(),
+            "input_ids": [list(ids) for ids in tokenized["train"]["input_ids"]],
+        }
     except FtftError as exc:
         results[rank] = {"calls": calls, "error": str(exc)}
     finally:

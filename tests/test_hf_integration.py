@@ -1,4 +1,5 @@
 """FTFT from a Hugging Face `Trainer` script: the data-map callback and training on a subset."""
+
 import numpy as np
 import pytest
 import torch
@@ -32,10 +33,20 @@ def trainer_for(model, train, tokenizer, tmp_path, callback, lr: float, epochs: 
         return {k: v for k, v in collate([{**e, "index": 0} for e in examples]).items() if k != "index"}
 
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "hf"), num_train_epochs=epochs, per_device_train_batch_size=8, learning_rate=lr,
-        report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, seed=3, dataloader_num_workers=0)
-    return transformers.Trainer(model=model, args=args, train_dataset=train, data_collator=collate_inputs,
-                                callbacks=[callback])
+        output_dir=str(tmp_path / "hf"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=8,
+        learning_rate=lr,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=True,
+        seed=3,
+        dataloader_num_workers=0,
+    )
+    return transformers.Trainer(
+        model=model, args=args, train_dataset=train, data_collator=collate_inputs, callbacks=[callback]
+    )
 
 
 def test_hashes_ignore_padding_on_either_side():
@@ -56,8 +67,8 @@ def test_hash_powers_are_one_table_per_device_whatever_the_batch_width():
     expected, power = [], 1
     for _ in range(5):
         expected.append(power)
-        power = (power * hf._HASH_BASE) % 2 ** 64
-    signed = [p - 2 ** 64 if p >= 2 ** 63 else p for p in expected]
+        power = (power * hf._HASH_BASE) % 2**64
+    signed = [p - 2**64 if p >= 2**63 else p for p in expected]
     assert hf._powers(5, torch.device("cpu")).tolist() == signed
 
 
@@ -79,8 +90,12 @@ def test_callback_records_each_rows_own_logits_every_epoch(data, tmp_path):
     np.testing.assert_array_equal(dynamics.labels, np.asarray(split.dataset["label"]))
     model.eval()
     with torch.no_grad():
-        alone = torch.cat([model(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types])).logits
-                           for ids, types in zip(train["input_ids"], train["token_type_ids"])]).numpy()
+        alone = torch.cat(
+            [
+                model(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types])).logits
+                for ids, types in zip(train["input_ids"], train["token_type_ids"])
+            ]
+        ).numpy()
     for epoch in range(2):
         np.testing.assert_allclose(dynamics.logits[:, epoch], alone, atol=1e-5)
 
@@ -105,7 +120,7 @@ def test_a_selected_subset_trains_in_the_trainer(data, tmp_path):
         DynamicsCallback(split.dataset, tmp_path / "x")
 
 
-TWO_RANK_SCRIPT = '''
+TWO_RANK_SCRIPT = """
 import sys, transformers
 from ftft_ds.data.load import DataConfig, load_split
 from ftft_ds.data.tokenize import Collator, tokenize_split
@@ -129,7 +144,7 @@ model = transformers.AutoModelForSequenceClassification.from_pretrained(model_pa
 transformers.Trainer(model=model, args=args, train_dataset=train, callbacks=[callback],
                      data_collator=lambda rows: {k: v for k, v in collate([{**r, "index": 0} for r in rows]).items()
                                                  if k != "index"}).train()
-'''
+"""
 
 
 def test_callback_under_deepspeed_on_two_ranks(tmp_path):
@@ -149,8 +164,9 @@ def test_callback_under_deepspeed_on_two_ranks(tmp_path):
     for epoch in range(2):
         np.testing.assert_allclose(dynamics.logits[:, epoch], alone, atol=1e-5)
     # The store feeds `ftft select` unchanged, and selects exactly as our own selection does.
-    selected = in_process(["select", tmp_path / "dynamics", "--region", "ambiguous", "--fraction", "0.33",
-                           "-o", tmp_path / "subset.json"])
+    selected = in_process(
+        ["select", tmp_path / "dynamics", "--region", "ambiguous", "--fraction", "0.33", "-o", tmp_path / "subset.json"]
+    )
     assert selected.exit_code == 0, selected.output
     expected = select_subset(dynamics, "ambiguous", fraction=0.33).uids
     assert Subset.load(tmp_path / "subset.json").uids == expected and len(expected) == 17

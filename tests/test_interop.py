@@ -1,4 +1,5 @@
 """Import and export of cartography's and FTFT's dynamics files."""
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,9 @@ def one_line(excinfo) -> str:
 def test_cartography_round_trip(tmp_path: Path):
     dyn = make_dynamics()
     out = export_cartography(dyn, tmp_path / "run")
-    assert sorted(p.name for p in (out / "training_dynamics").iterdir()) == [f"dynamics_epoch_{e}.jsonl" for e in range(3)]
+    assert sorted(p.name for p in (out / "training_dynamics").iterdir()) == [
+        f"dynamics_epoch_{e}.jsonl" for e in range(3)
+    ]
     for source in (out, out / "training_dynamics"):
         back = import_cartography(source)
         assert back.uid_strings() == dyn.uid_strings()
@@ -105,7 +108,10 @@ def test_missing_and_extra_uids(tmp_path: Path):
 @pytest.mark.parametrize(
     "record, expected",
     [
-        ({"guid": 9, "logits_epoch_1": [float("nan"), 0.1], "gold": 1}, "line 4: logits_epoch_1 holds a NaN or infinite value"),
+        (
+            {"guid": 9, "logits_epoch_1": [float("nan"), 0.1], "gold": 1},
+            "line 4: logits_epoch_1 holds a NaN or infinite value",
+        ),
         ({"guid": 9, "logits_epoch_1": [None, 0.1], "gold": 1}, "holds a NaN or infinite value"),
         ({"guid": 9, "logits_epoch_1": [float("inf"), 0.1], "gold": 1}, "holds a NaN or infinite value"),
         ({"guid": 9, "logits_epoch_1": [0.1], "gold": 1}, "line 4: logits_epoch_1 is not a list of numbers"),

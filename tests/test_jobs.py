@@ -1,4 +1,5 @@
 """Where the deepspeed launcher puts a job's ranks (exactly the GPUs the job was given), and how jobs are stopped."""
+
 import sys
 
 import pytest
@@ -10,7 +11,7 @@ from ftft_ds.jobs import ftft_command
 
 def _gpus_used(command: list, machine_gpus: int = 8) -> dict:
     """The GPUs DeepSpeed's runner would start ranks on, for `command` on a node with `machine_gpus`."""
-    args = runner.parse_args(command[command.index("deepspeed.launcher.runner") + 1:])
+    args = runner.parse_args(command[command.index("deepspeed.launcher.runner") + 1 :])
     active = runner.parse_inclusion_exclusion({"localhost": machine_gpus}, args.include, args.exclude)
     return dict(runner.apply_num_nodes_and_gpus(active, args.num_nodes, args.num_gpus))
 
@@ -45,10 +46,18 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_time(monkeypatch
     from ftft_ds.jobs import local
 
     monkeypatch.setattr(local, "GRACE_SECONDS", 1.0)
-    stubborn = local.start([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                            "print('ready', flush=True); time.sleep(60)"], subprocess.PIPE)
-    polite = local.start([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
-                         subprocess.PIPE)
+    stubborn = local.start(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(60)",
+        ],
+        subprocess.PIPE,
+    )
+    polite = local.start(
+        [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"], subprocess.PIPE
+    )
     for child in (stubborn, polite):
         assert child.stdout.readline() == b"ready\n"  # its handler is in place
     started = time.monotonic()

@@ -1,4 +1,5 @@
 """Main runs on 2 CPU ranks under the `deepspeed` launcher: budgets, subsets, ZeRO-3, resume, nodes."""
+
 import json
 import os
 import signal
@@ -15,11 +16,21 @@ from ftft_ds.dynamics.select import Subset
 from ftft_ds.dynamics.store import Dynamics
 from ftft_ds.train.runtime import free_port
 
-from .helpers import REPO, deepspeed_launch, ftft, quiet_env, tail, assert_same_losses
+from .helpers import REPO, assert_same_losses, deepspeed_launch, ftft, quiet_env, tail
 
 TRAIN_SIZE = 240
-COMMON = ["--model", "tiny-bert", "--set", f"data.embedded_train_size={TRAIN_SIZE}",
-          "--set", "micro_batch_size=8", "--set", "lr=1e-3", "--set", "log_every=1"]
+COMMON = [
+    "--model",
+    "tiny-bert",
+    "--set",
+    f"data.embedded_train_size={TRAIN_SIZE}",
+    "--set",
+    "micro_batch_size=8",
+    "--set",
+    "lr=1e-3",
+    "--set",
+    "log_every=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +52,19 @@ def read_json(path):
 
 
 def subset_run_args(subset_file) -> list:
-    return [*COMMON, "--ds-config", "zero2", "--subset", subset_file, "--budget", "epochs:2",
-            "--set", "record_dynamics=true", "--set", "eval_every=5"]
+    return [
+        *COMMON,
+        "--ds-config",
+        "zero2",
+        "--subset",
+        subset_file,
+        "--budget",
+        "epochs:2",
+        "--set",
+        "record_dynamics=true",
+        "--set",
+        "eval_every=5",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +93,15 @@ def test_zero2_subset_run_stops_at_budget_and_covers_the_subset(zero2_subset_run
     evals = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "ood/accuracy" in r]
     assert [r["step"] for r in evals] == [5, 10]
     events = EventAccumulator(str(out / "tensorboard" / "main")).Reload()
-    assert {"train/loss", "train/lr", "cost/flops", "cost/tokens", "cost/device_hours",
-            "dev/accuracy", "ood/mcc"} <= set(events.Tags()["scalars"])
+    assert {
+        "train/loss",
+        "train/lr",
+        "cost/flops",
+        "cost/tokens",
+        "cost/device_hours",
+        "dev/accuracy",
+        "ood/mcc",
+    } <= set(events.Tags()["scalars"])
     assert len(events.Scalars("train/loss")) == 10
 
 
@@ -110,10 +139,30 @@ def test_two_nodes_on_loopback_train_as_the_same_two_ranks_on_one_node(tmp_path,
     out = tmp_path / "two_nodes"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile), "--no_ssh",
-             "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port),
-             str(REPO / "launch/main.py"), *map(str, subset_run_args(subset_file)), "-o", str(out)],
-            cwd=REPO, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "deepspeed.launcher.runner",
+                "--hostfile",
+                str(hostfile),
+                "--no_ssh",
+                "--node_rank",
+                str(rank),
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                str(port),
+                str(REPO / "launch/main.py"),
+                *map(str, subset_run_args(subset_file)),
+                "-o",
+                str(out),
+            ],
+            cwd=REPO,
+            env=quiet_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for rank in (0, 1)
     ]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
@@ -124,32 +173,60 @@ def test_two_nodes_on_loopback_train_as_the_same_two_ranks_on_one_node(tmp_path,
     assert two_nodes["final"] == pytest.approx(one_node["final"])
     both_shards = Dynamics.load(out / "dynamics")
     assert sorted(both_shards.uid_strings()) == sorted(Subset.load(subset_file).uids)
-    torch.testing.assert_close(torch.from_numpy(both_shards.logits[:]),
-                               torch.from_numpy(Dynamics.load(zero2_subset_run / "dynamics").logits[:]))
-    weights = [AutoModelForSequenceClassification.from_pretrained(folder / "model").state_dict()
-               for folder in (out, zero2_subset_run)]
+    torch.testing.assert_close(
+        torch.from_numpy(both_shards.logits[:]),
+        torch.from_numpy(Dynamics.load(zero2_subset_run / "dynamics").logits[:]),
+    )
+    weights = [
+        AutoModelForSequenceClassification.from_pretrained(folder / "model").state_dict()
+        for folder in (out, zero2_subset_run)
+    ]
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
         torch.testing.assert_close(weights[0][name], weights[1][name])
 
 
 def losses(out):
-    return [(r["step"], r["train/loss"]) for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
-            if "train/loss" in r]
+    return [
+        (r["step"], r["train/loss"])
+        for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+        if "train/loss" in r
+    ]
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
-    args = [*COMMON, "--ds-config", "zero2", "--budget", "steps:60", "--set", "checkpoint_every=15",
-            "--set", "eval_every=30"]
+    args = [
+        *COMMON,
+        "--ds-config",
+        "zero2",
+        "--budget",
+        "steps:60",
+        "--set",
+        "checkpoint_every=15",
+        "--set",
+        "eval_every=30",
+    ]
     full = tmp_path / "full"
     proc = deepspeed_launch("launch/main.py", [*args, "-o", full])
     assert proc.returncode == 0, tail(proc)
 
     cut = tmp_path / "cut"
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
-           str(free_port()), str(REPO / "launch/main.py"), *map(str, args), "-o", str(cut)]
-    victim = subprocess.Popen(cmd, cwd=REPO, env=quiet_env(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepspeed.launcher.runner",
+        "--num_gpus",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(REPO / "launch/main.py"),
+        *map(str, args),
+        "-o",
+        str(cut),
+    ]
+    victim = subprocess.Popen(
+        cmd, cwd=REPO, env=quiet_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     latest = cut / "checkpoints" / "latest"
     deadline = time.time() + 300
     while time.time() < deadline and not (latest.is_file() and latest.read_text().strip() == "step_30"):
@@ -205,10 +282,27 @@ def test_forecast_matches_a_two_rank_run_on_more_rows_than_its_token_sample(tmp_
     main = {"model": "tiny-bert", "micro_batch_size": 64, "erm_epochs": 1.0, "export_model": False}
     data = {"embedded_train_size": rows, "eval_splits": []}
     out = tmp_path / "erm"
-    proc = deepspeed_launch("launch/main.py", ["--model", "tiny-bert", "--set", f"data.embedded_train_size={rows}",
-                                               "--set", "data.eval_splits=[]", "--set", "micro_batch_size=64",
-                                               "--set", "erm_epochs=1", "--set", "export_model=false",
-                                               "--budget", "erm:1", "-o", out])
+    proc = deepspeed_launch(
+        "launch/main.py",
+        [
+            "--model",
+            "tiny-bert",
+            "--set",
+            f"data.embedded_train_size={rows}",
+            "--set",
+            "data.eval_splits=[]",
+            "--set",
+            "micro_batch_size=64",
+            "--set",
+            "erm_epochs=1",
+            "--set",
+            "export_model=false",
+            "--budget",
+            "erm:1",
+            "-o",
+            out,
+        ],
+    )
     assert proc.returncode == 0, tail(proc)
     cost = read_json(out / "cost.json")
     assert cost["optimizer_steps"] == 17 and cost["train_examples"] == rows + 1

@@ -1,4 +1,5 @@
 """Data-map metrics against hand-computed values and a plain-Python rendering of cartography's code."""
+
 from __future__ import annotations
 
 import json
@@ -172,13 +173,30 @@ def test_jsonl_round_trip(tmp_path: Path):
     path = write_metrics_jsonl(m, tmp_path / "td_metrics.jsonl")
     first = json.loads(path.read_text().splitlines()[0])
     assert list(first) == [
-        "guid", "index", "threshold_closeness", "confidence", "variability", "correctness", "forgetfulness",
-        "correctness_fraction", "aum", "label",
+        "guid",
+        "index",
+        "threshold_closeness",
+        "confidence",
+        "variability",
+        "correctness",
+        "forgetfulness",
+        "correctness_fraction",
+        "aum",
+        "label",
     ]
     assert first["guid"] == "u0" and first["index"] == 0 and first["correctness"] == 3
     back = read_metrics_jsonl(path)
-    for key in ("confidence", "variability", "threshold_closeness", "aum", "correctness_fraction",
-                "correctness", "forgetfulness", "labels", "uids"):
+    for key in (
+        "confidence",
+        "variability",
+        "threshold_closeness",
+        "aum",
+        "correctness_fraction",
+        "correctness",
+        "forgetfulness",
+        "labels",
+        "uids",
+    ):
         np.testing.assert_array_equal(getattr(back, key), getattr(m, key))
     assert back.num_epochs == 4
     assert back.provenance["dataset_fingerprint"] == "data-fp"
@@ -188,8 +206,24 @@ def test_jsonl_round_trip(tmp_path: Path):
 def test_reads_cartography_td_metrics(tmp_path: Path):
     path = tmp_path / "td_metrics.jsonl"
     rows = [
-        {"guid": 17, "index": 0, "threshold_closeness": 0.21, "confidence": 0.7, "variability": 0.1, "correctness": 4, "forgetfulness": 0},
-        {"guid": 3, "index": 1, "threshold_closeness": 0.09, "confidence": 0.1, "variability": 0.05, "correctness": 0.0, "forgetfulness": 1000},
+        {
+            "guid": 17,
+            "index": 0,
+            "threshold_closeness": 0.21,
+            "confidence": 0.7,
+            "variability": 0.1,
+            "correctness": 4,
+            "forgetfulness": 0,
+        },
+        {
+            "guid": 3,
+            "index": 1,
+            "threshold_closeness": 0.09,
+            "confidence": 0.1,
+            "variability": 0.05,
+            "correctness": 0.0,
+            "forgetfulness": 1000,
+        },
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
     m = read_metrics_jsonl(path)
@@ -204,18 +238,44 @@ def test_reads_cartography_td_metrics(tmp_path: Path):
     "line, expected",
     [
         ('{"guid": "a", "confidence": 0.5', "line 2 is not valid JSON"),
-        ('[1, 2]', "line 2 is not a JSON object"),
-        ('{"guid": "a", "threshold_closeness": 0.2, "confidence": 0.5, "variability": 0.1, "correctness": 1}', "line 2 lacks the key 'forgetfulness'"),
-        ('{"guid": "b", "threshold_closeness": 0.2, "confidence": NaN, "variability": 0.1, "correctness": 1, "forgetfulness": 0}', "line 2: confidence is nan, not a finite number"),
-        ('{"guid": "b", "threshold_closeness": 0.2, "confidence": "x", "variability": 0.1, "correctness": 1, "forgetfulness": 0}', "line 2: confidence is 'x'"),
-        ('{"guid": "b", "threshold_closeness": 0.2, "confidence": 0.5, "variability": 0.1, "correctness": 1.5, "forgetfulness": 0}', "correctness is 1.5, not an integer"),
-        ('{"guid": null, "threshold_closeness": 0.2, "confidence": 0.5, "variability": 0.1, "correctness": 1, "forgetfulness": 0}', "guid None is neither"),
-        ('{"guid": "a", "threshold_closeness": 0.2, "confidence": 0.5, "variability": 0.1, "correctness": 1, "forgetfulness": 0}', "guid 'a' occurs more than once"),
+        ("[1, 2]", "line 2 is not a JSON object"),
+        (
+            '{"guid": "a", "threshold_closeness": 0.2, "confidence": 0.5, "variability": 0.1, "correctness": 1}',
+            "line 2 lacks the key 'forgetfulness'",
+        ),
+        (
+            '{"guid": "b", "threshold_closeness": 0.2, '
+            '"confidence": NaN, "variability": 0.1, "correctness": 1, "forgetfulness": 0}',
+            "line 2: confidence is nan, not a finite number",
+        ),
+        (
+            '{"guid": "b", "threshold_closeness": 0.2, '
+            '"confidence": "x", "variability": 0.1, "correctness": 1, "forgetfulness": 0}',
+            "line 2: confidence is 'x'",
+        ),
+        (
+            '{"guid": "b", "threshold_closeness": 0.2, '
+            '"confidence": 0.5, "variability": 0.1, "correctness": 1.5, "forgetfulness": 0}',
+            "correctness is 1.5, not an integer",
+        ),
+        (
+            '{"guid": null, "threshold_closeness": 0.2, '
+            '"confidence": 0.5, "variability": 0.1, "correctness": 1, "forgetfulness": 0}',
+            "guid None is neither",
+        ),
+        (
+            '{"guid": "a", "threshold_closeness": 0.2, '
+            '"confidence": 0.5, "variability": 0.1, "correctness": 1, "forgetfulness": 0}',
+            "guid 'a' occurs more than once",
+        ),
     ],
 )
 def test_malformed_metrics_files(tmp_path: Path, line: str, expected: str):
     path = tmp_path / "m.jsonl"
-    good = '{"guid": "a", "threshold_closeness": 0.2, "confidence": 0.5, "variability": 0.1, "correctness": 1, "forgetfulness": 0}'
+    good = (
+        '{"guid": "a", "threshold_closeness": 0.2, '
+        '"confidence": 0.5, "variability": 0.1, "correctness": 1, "forgetfulness": 0}'
+    )
     path.write_text(good + "\n" + line + "\n")
     with pytest.raises(FtftError) as excinfo:
         read_metrics_jsonl(path)

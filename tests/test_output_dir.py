@@ -1,4 +1,5 @@
 """Runs own their output folders: one run at a time, earlier runs replaced only on request."""
+
 import os
 
 import pytest
@@ -8,8 +9,18 @@ from ftft_ds.io import LOCK_NAME, atomic_path, make_output_dir, own_output_dir
 
 from .helpers import ftft, refused_in_process, tail
 
-TINY = ["--model", "tiny-bert", "--set", "data.embedded_train_size=60", "--set", "micro_batch_size=8",
-        "--set", "data.eval_splits=[dev]", "--budget", "steps:2"]
+TINY = [
+    "--model",
+    "tiny-bert",
+    "--set",
+    "data.embedded_train_size=60",
+    "--set",
+    "micro_batch_size=8",
+    "--set",
+    "data.eval_splits=[dev]",
+    "--budget",
+    "steps:2",
+]
 
 
 def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
@@ -18,7 +29,8 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines()[-1] == (
             f"error: output folder {tmp_path / 'run'} is in use by another run (process {os.getpid()} on "
-            f"{os.uname().nodename})")
+            f"{os.uname().nodename})"
+        )
     assert not (tmp_path / "run" / "log.jsonl").exists()
 
 

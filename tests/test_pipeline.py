@@ -1,4 +1,5 @@
 """`ftft run`: the recipe's table, its cost accounting, and skipping or re-running stages."""
+
 import contextlib
 import json
 import os
@@ -7,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +19,8 @@ from ftft_ds.config import MainConfig, from_dict, load_config
 from ftft_ds.errors import FtftError
 from ftft_ds.io import own_output_dir
 from ftft_ds.pipeline import RecipeConfig
-from ftft_ds.pipeline.stages import Stage
 from ftft_ds.pipeline.report import compare, comparison_line, markdown_table, summarize
+from ftft_ds.pipeline.stages import Stage
 
 from .helpers import REPO, ftft, processes_mentioning, quiet_env, refused_in_process, tail
 
@@ -66,7 +66,12 @@ def test_table_structure_and_costs_add_up(recipe):
         assert row["relative_cost"] == pytest.approx(100 * expected / erm_flops)
     subset_rows = round(0.33 * 120)
     assert {m: r["train_rows"] for m, r in rows.items()} == {
-        "erm": 120, "erm_es": 120, "dm": subset_rows, "random": subset_rows, "ftft": subset_rows}
+        "erm": 120,
+        "erm_es": 120,
+        "dm": subset_rows,
+        "random": subset_rows,
+        "ftft": subset_rows,
+    }
     # erm and dm train their whole budget; the early-stopping methods evaluate 12 times over it
     # and stop by patience on the OOD validation split, or at the cap.
     full = read(out / "main" / "erm" / "seed0" / "metrics.json")["steps"]
@@ -107,15 +112,19 @@ def test_table_structure_and_costs_add_up(recipe):
         assert events.Scalars("hparam/relative_cost")[0].value == pytest.approx(row["relative_cost"], rel=1e-6)
         assert events.Scalars("hparam/ood/accuracy")[0].value == pytest.approx(row["ood/accuracy"], rel=1e-6)
         start = plugin_data_pb2.HParamsPluginData.FromString(
-            events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+            events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        ).session_start_info
         assert start.hparams["method"].string_value == method and start.hparams["seed"].number_value == 0
 
 
 def test_dry_run_prints_the_forecast_and_trains_nothing(tmp_path):
     config = tmp_path / "recipe.yaml"
     # A reference as big as the main model, trained twice as long: FTFT cannot come in under ERM.
-    expensive = {**RECIPE, "reference": {"model": "tiny-bert", "epochs": 4, "micro_batch_size": 8},
-                 "output_dir": str(tmp_path / "out")}
+    expensive = {
+        **RECIPE,
+        "reference": {"model": "tiny-bert", "epochs": 4, "micro_batch_size": 8},
+        "output_dir": str(tmp_path / "out"),
+    }
     config.write_text(yaml.safe_dump(expensive))
     proc = ftft(["run", config, "--dry-run"])
     assert proc.returncode == 0, tail(proc)
@@ -125,8 +134,10 @@ def test_dry_run_prints_the_forecast_and_trains_nothing(tmp_path):
 
 
 def _rows(method, values, cost):
-    return [{"method": method, "seed": seed, "ood/accuracy": value, "relative_cost": cost, "wall_seconds": 1.0,
-             "steps": 10} for seed, value in enumerate(values)]
+    return [
+        {"method": method, "seed": seed, "ood/accuracy": value, "relative_cost": cost, "wall_seconds": 1.0, "steps": 10}
+        for seed, value in enumerate(values)
+    ]
 
 
 def test_table_with_one_seed_shows_no_spread():
@@ -134,8 +145,10 @@ def test_table_with_one_seed_shows_no_spread():
     table = markdown_table(summarize(rows, ["erm", "ftft"], ["ood/accuracy"]), ["ood/accuracy"])
     assert "±" not in table and "| ftft | 1 | 45.0 | 40.0 | 10 | 1 |" in table
     line = comparison_line(compare(rows, "ftft", "ood/accuracy"))
-    assert line == ("ftft vs erm: ood/accuracy 45.0 vs 40.0 (+5.0 points with one seed: run more seeds before "
-                    "trusting a difference) at 40% of erm's cost: ftft matches or beats erm at no more than half its cost.")
+    assert line == (
+        "ftft vs erm: ood/accuracy 45.0 vs 40.0 (+5.0 points with one seed: run more seeds before "
+        "trusting a difference) at 40% of erm's cost: ftft matches or beats erm at no more than half its cost."
+    )
 
 
 def test_table_with_several_seeds_shows_spread_and_a_paired_interval():
@@ -146,8 +159,9 @@ def test_table_with_several_seeds_shows_spread_and_a_paired_interval():
     assert comparison["differences"] == pytest.approx([0.01, 0.03, 0.0])
     half = 4.302653 * np.std([0.01, 0.03, 0.0], ddof=1) / np.sqrt(3)  # t(0.975, 2 df)
     assert comparison["ci95"] == pytest.approx([0.01333 - half, 0.01333 + half], abs=1e-4)
-    assert comparison_line(comparison).endswith("at 60% of erm's cost: ftft matches or beats erm, but at more "
-                                                "than half its cost.")
+    assert comparison_line(comparison).endswith(
+        "at 60% of erm's cost: ftft matches or beats erm, but at more than half its cost."
+    )
 
 
 def test_rerun_skips_and_changed_input_reruns(recipe, tmp_path):
@@ -162,8 +176,14 @@ def test_rerun_skips_and_changed_input_reruns(recipe, tmp_path):
     assert changed.returncode == 0, tail(changed)
     lines = changed.stdout.splitlines()
     reran = {line.split(":")[0].split("] ")[1] for line in lines if line.endswith("running ...")}
-    assert reran == {"select/small", "select/main", "select/random", "main/dm/seed0", "main/random/seed0",
-                     "main/ftft/seed0"}
+    assert reran == {
+        "select/small",
+        "select/main",
+        "select/random",
+        "main/dm/seed0",
+        "main/random/seed0",
+        "main/ftft/seed0",
+    }
     assert read(copy / "out" / "main" / "ftft" / "seed0" / "metrics.json")["train_rows"] == 60
     assert read(recipe[0] / "out" / "main" / "ftft" / "seed0" / "metrics.json")["train_rows"] == 40
 
@@ -180,11 +200,24 @@ def test_seeds_must_be_distinct_integers(seeds):
         from_dict(RecipeConfig, {**RECIPE, "seeds": seeds})
 
 
-@pytest.mark.parametrize("field, value", [("init_seed", 3), ("data_seed", 3), ("dropout_seed", 3), ("budget", "erm:1"),
-                                          ("patience", 2), ("evals_per_schedule", 12), ("output_dir", "x")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("init_seed", 3),
+        ("data_seed", 3),
+        ("dropout_seed", 3),
+        ("budget", "erm:1"),
+        ("patience", 2),
+        ("evals_per_schedule", 12),
+        ("output_dir", "x"),
+    ],
+)
 def test_a_main_field_the_recipe_owns_is_refused_not_overwritten(field, value):
-    with pytest.raises(FtftError, match=rf"^main\.{field} is set by the recipe for every run it starts; "
-                                        rf"remove it from main$"):
+    with pytest.raises(
+        FtftError,
+        match=rf"^main\.{field} is set by the recipe for every run it starts; "
+        rf"remove it from main$",
+    ):
         from_dict(RecipeConfig, {**RECIPE, "main": {**RECIPE["main"], field: value}})
 
 
@@ -192,7 +225,8 @@ def test_an_owned_field_on_the_command_line_is_one_line_and_exit_2(tmp_path):
     config = tmp_path / "recipe.yaml"
     config.write_text(yaml.safe_dump(RECIPE))
     assert refused_in_process(["run", config, "--dry-run", "--set", "main.init_seed=7"]) == [
-        "error: main.init_seed is set by the recipe for every run it starts; remove it from main"]
+        "error: main.init_seed is set by the recipe for every run it starts; remove it from main"
+    ]
 
 
 def test_a_boolean_is_never_a_number():
@@ -204,12 +238,24 @@ def test_ctrl_c_to_ftft_run_alone_stops_its_training_processes(tmp_path):
     """Ctrl-C, schedulers and `kill PID` signal the ftft process, not its group: no launcher or rank
     may outlive it (SIGTERM to `ftft sweep` is tested with the sweep, and to SLURM jobs there)."""
     out = tmp_path / "out"
-    recipe = {**RECIPE, "output_dir": str(out), "methods": ["erm"], "seeds": [0], "num_ranks": 2,
-              "data": {"embedded_train_size": 3000}, "main": {**RECIPE["main"], "erm_epochs": 20}}
+    recipe = {
+        **RECIPE,
+        "output_dir": str(out),
+        "methods": ["erm"],
+        "seeds": [0],
+        "num_ranks": 2,
+        "data": {"embedded_train_size": 3000},
+        "main": {**RECIPE["main"], "erm_epochs": 20},
+    }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    victim = subprocess.Popen([sys.executable, "-m", "ftft_ds", "run", str(tmp_path / "recipe.yaml")], cwd=REPO,
-                              env=quiet_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "ftft_ds", "run", str(tmp_path / "recipe.yaml")],
+        cwd=REPO,
+        env=quiet_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         log = out / "main" / "erm" / "seed0" / "log.jsonl"  # written once the ranks train
         deadline = time.time() + 300
@@ -232,8 +278,10 @@ def test_a_stage_being_written_by_a_live_run_is_never_deleted(tmp_path):
     stage = Stage("main/erm/seed0", folder, {"v": 1}, lambda f: ran.append(f), outputs=())
     with own_output_dir(folder, resume=False, overwrite=False):
         (folder / "log.jsonl").write_text("being written\n")
-        with pytest.raises(FtftError, match=f"stage main/erm/seed0 cannot re-run: {folder} is still being "
-                                            f"written by process {os.getpid()} on"):
+        with pytest.raises(
+            FtftError,
+            match=f"stage main/erm/seed0 cannot re-run: {folder} is still being written by process {os.getpid()} on",
+        ):
             stage.execute()
         assert (folder / "log.jsonl").is_file() and not ran
     assert stage.execute()[0] and ran == [folder]  # once the run is gone, the stage re-runs
@@ -242,8 +290,21 @@ def test_a_stage_being_written_by_a_live_run_is_never_deleted(tmp_path):
 def test_demo_at_a_tiny_size_prints_its_table_and_verdict(tmp_path):
     """`ftft demo` end to end, its recipe shrunk by --set: reference, selection, ERM and FTFT."""
     out = tmp_path / "demo"
-    proc = ftft(["demo", "-o", out, "--set", "data.embedded_train_size=60", "--set", "main.model=tiny-bert",
-                 "--set", "reference.epochs=3", "--set", "num_ranks=1"])
+    proc = ftft(
+        [
+            "demo",
+            "-o",
+            out,
+            "--set",
+            "data.embedded_train_size=60",
+            "--set",
+            "main.model=tiny-bert",
+            "--set",
+            "reference.epochs=3",
+            "--set",
+            "num_ranks=1",
+        ]
+    )
     assert proc.returncode == 0, tail(proc)
     assert "projected training cost" in proc.stdout and "| erm | 1 |" in proc.stdout and "| ftft | 1 |" in proc.stdout
     verdict = [line for line in proc.stdout.splitlines() if line.startswith("ftft vs erm: ood/accuracy")]

@@ -1,12 +1,13 @@
 """`ftft plan`: memory per GPU from a model's config, against DeepSpeed's estimators on the live model."""
+
 import pytest
 from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs, model_to_params
 from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
 from ftft_ds.errors import FtftError
-from ftft_ds.train.models import build_model
 from ftft_ds.train.ds_config import read_ds_config
 from ftft_ds.train.memory import GIB, activation_bytes, check_fits, model_shape, plan_memory
+from ftft_ds.train.models import build_model
 
 from .helpers import ftft, refused_in_process, save_tiny_decoder
 
@@ -26,8 +27,9 @@ def test_plan_from_the_config_agrees_with_deepspeed_on_the_live_model(model, qwe
     result = plan_memory(name, read_ds_config("zero3"), gpus_per_node, nodes, 8, 128, num_labels=3)
     plans = {p.name: p for p in result.plans}
     assert result.chosen is plans["zero3"]
-    _, zero3_gpu, _ = estimate_zero3_model_states_mem_needs(live_total, live_largest, gpus_per_node, nodes,
-                                                            cpu_offload=False, cpu_offload_params=False)
+    _, zero3_gpu, _ = estimate_zero3_model_states_mem_needs(
+        live_total, live_largest, gpus_per_node, nodes, cpu_offload=False, cpu_offload_params=False
+    )
     _, zero2_gpu = estimate_zero2_model_states_mem_needs(live_total, gpus_per_node, nodes, cpu_offload=False)
     assert plans["zero3"].model_states == int(zero3_gpu)
     assert plans["zero2"].model_states == int(zero2_gpu)

@@ -1,5 +1,6 @@
 """Precision on the bf16 path: float32 weights whatever a checkpoint's dtype, float32 logits from
 the classification head, gradients accumulated in fp32."""
+
 import json
 
 import numpy as np
@@ -30,9 +31,27 @@ def test_bf16_run_records_float32_logits(tmp_path):
     path = tmp_path / "bf16.json"
     path.write_text(json.dumps(config))
     out = tmp_path / "ref"
-    proc = ftft(["reference", "--model", "tiny-bert", "--ds-config", path, "--set", "epochs=1",
-                 "--set", "data.embedded_train_size=64", "--set", "micro_batch_size=8", "--set", "grad_accum=2",
-                 "--set", "evaluate=false", "-o", out])
+    proc = ftft(
+        [
+            "reference",
+            "--model",
+            "tiny-bert",
+            "--ds-config",
+            path,
+            "--set",
+            "epochs=1",
+            "--set",
+            "data.embedded_train_size=64",
+            "--set",
+            "micro_batch_size=8",
+            "--set",
+            "grad_accum=2",
+            "--set",
+            "evaluate=false",
+            "-o",
+            out,
+        ]
+    )
     assert proc.returncode == 0, tail(proc)
     # DeepSpeed's BF16 optimizer is what ZeRO-1 builds for bf16 weights with fp32 gradient accumulation.
     assert "bf16_optimizer" in proc.stdout + proc.stderr
@@ -48,13 +67,23 @@ def probe(tmp_path, **config) -> dict:
 
     from .helpers import REPO, quiet_env
 
-    base = {"model": "tiny-bert", "output_dir": str(tmp_path / "probe"), "overwrite": True,
-            "data": {"embedded_train_size": 40, "eval_splits": []}}
-    proc = subprocess.run([sys.executable, str(REPO / "tests/scripts/engine_probe.py"), json.dumps({**base, **config})],
-                          cwd=REPO, env=quiet_env(), capture_output=True, text=True, timeout=300)
+    base = {
+        "model": "tiny-bert",
+        "output_dir": str(tmp_path / "probe"),
+        "overwrite": True,
+        "data": {"embedded_train_size": 40, "eval_splits": []},
+    }
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests/scripts/engine_probe.py"), json.dumps({**base, **config})],
+        cwd=REPO,
+        env=quiet_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("PROBE ")]
     assert proc.returncode == 0 and lines, tail(proc)
-    return json.loads(lines[0][len("PROBE "):])
+    return json.loads(lines[0][len("PROBE ") :])
 
 
 def test_bf16_under_zero_accumulates_gradients_in_fp32(tmp_path):

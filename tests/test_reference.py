@@ -1,4 +1,5 @@
 """Reference runs end to end: one process, and two ranks under the `deepspeed` launcher."""
+
 import json
 
 import numpy as np
@@ -7,14 +8,21 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ftft_ds.data.load import DataConfig, load_split
 from ftft_ds.dynamics.store import Dynamics
-
 from ftft_ds.train.evaluate import classification_metrics
 
 from .helpers import deepspeed_launch, forward_alone, ftft, save_without_dropout, tail
 
 TRAIN_SIZE = 307  # odd, as its dev split (51): the samplers must pad, and the gathers drop the repeats
-COMMON = ["--set", f"data.embedded_train_size={TRAIN_SIZE}",
-          "--set", "micro_batch_size=16", "--set", "lr=1e-3", "--set", "log_every=2"]
+COMMON = [
+    "--set",
+    f"data.embedded_train_size={TRAIN_SIZE}",
+    "--set",
+    "micro_batch_size=16",
+    "--set",
+    "lr=1e-3",
+    "--set",
+    "log_every=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +77,15 @@ def test_two_rank_run_logs_cost_and_loss_to_tensorboard(two_rank_run):
     runs = list((two_rank_run / "tensorboard").glob("*"))
     events = EventAccumulator(str(runs[0])).Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "train/accuracy", "train/examples_per_s",
-            "cost/flops", "cost/tokens", "cost/device_hours"} <= tags
+    assert {
+        "train/loss",
+        "train/lr",
+        "train/accuracy",
+        "train/examples_per_s",
+        "cost/flops",
+        "cost/tokens",
+        "cost/device_hours",
+    } <= tags
     cost = json.loads((two_rank_run / "cost.json").read_text())
     # 307 rows on 2 ranks: 154 per rank (one padded repeat), 10 micro-batches of <= 16 per epoch.
     assert cost["optimizer_steps"] == 2 * 10

@@ -1,4 +1,5 @@
 """Ranks from whichever launcher started them, the GPU each drives, collective timeouts, memory peaks."""
+
 import datetime
 import json
 import subprocess
@@ -9,21 +10,49 @@ import pytest
 import torch
 
 from ftft_ds.errors import FtftError
-from ftft_ds.train.runtime import (collective_timeout, device_index, launcher_variables, peak_memory_bytes,
-                                   reset_memory_peaks)
+from ftft_ds.train.runtime import (
+    collective_timeout,
+    device_index,
+    launcher_variables,
+    peak_memory_bytes,
+    reset_memory_peaks,
+)
 
 from .helpers import REPO, free_port, quiet_env, tail
 
-TINY_RUN = ["--model", "tiny-bert", "--budget", "steps:4", "--set", "data.embedded_train_size=64",
-            "--set", "micro_batch_size=4", "--set", "data.eval_splits=[dev]", "--set", "export_model=false"]
+TINY_RUN = [
+    "--model",
+    "tiny-bert",
+    "--budget",
+    "steps:4",
+    "--set",
+    "data.embedded_train_size=64",
+    "--set",
+    "micro_batch_size=4",
+    "--set",
+    "data.eval_splits=[dev]",
+    "--set",
+    "export_model=false",
+]
 
 
 def test_srun_variables_make_one_world():
-    srun = {"SLURM_JOB_ID": "4242", "SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_STEP_NUM_TASKS": "4",
-            "SLURM_LOCALID": "1", "SLURM_STEP_NODELIST": "gpu[07-08]"}
+    srun = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_PROCID": "3",
+        "SLURM_NTASKS": "4",
+        "SLURM_STEP_NUM_TASKS": "4",
+        "SLURM_LOCALID": "1",
+        "SLURM_STEP_NODELIST": "gpu[07-08]",
+    }
     found = launcher_variables(srun)
-    assert found == {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1",
-                     "MASTER_ADDR": found["MASTER_ADDR"], "MASTER_PORT": str(20_000 + 4242)}
+    assert found == {
+        "RANK": "3",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": found["MASTER_ADDR"],
+        "MASTER_PORT": str(20_000 + 4242),
+    }
     assert found["MASTER_ADDR"] == "gpu07"  # the step's first node
     # A launcher's own MASTER_* win; a batch script (no srun step) is a world of one.
     assert launcher_variables({**srun, "MASTER_ADDR": "head", "MASTER_PORT": "29500"})["MASTER_ADDR"] == "head"
@@ -37,12 +66,14 @@ def test_mpi_variables_need_a_master_address():
         launcher_variables(ompi)
     found = launcher_variables({**ompi, "MASTER_ADDR": "n1", "MASTER_PORT": "29500"})
     assert (found["RANK"], found["WORLD_SIZE"], found["LOCAL_RANK"]) == ("1", "2", "1")
-    mpich = launcher_variables({"PMI_RANK": "5", "PMI_SIZE": "8", "MPI_LOCALRANKID": "1",
-                                "MASTER_ADDR": "n1", "MASTER_PORT": "1"})
+    mpich = launcher_variables(
+        {"PMI_RANK": "5", "PMI_SIZE": "8", "MPI_LOCALRANKID": "1", "MASTER_ADDR": "n1", "MASTER_PORT": "1"}
+    )
     assert (mpich["RANK"], mpich["WORLD_SIZE"], mpich["LOCAL_RANK"]) == ("5", "8", "1")
     # torch.distributed's own variables come first (the deepspeed launcher under srun sets them).
-    both = launcher_variables({**ompi, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0",
-                               "MASTER_ADDR": "a", "MASTER_PORT": "2"})
+    both = launcher_variables(
+        {**ompi, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "a", "MASTER_PORT": "2"}
+    )
     assert both["RANK"] == "0"
     assert launcher_variables({})["WORLD_SIZE"] == "1"
 
@@ -68,13 +99,13 @@ def test_collective_timeout(monkeypatch):
 def test_memory_peaks_restart_after_set_up():
     cpu = torch.device("cpu")
     before = peak_memory_bytes(cpu)["allocated"]
-    block = np.ones(400 * 2 ** 20 // 8)  # 400 MiB touched, then freed: set-up's peak
+    block = np.ones(400 * 2**20 // 8)  # 400 MiB touched, then freed: set-up's peak
     block.sum()
     with_block = peak_memory_bytes(cpu)["allocated"]
     del block
-    assert with_block > before + 300 * 2 ** 20
+    assert with_block > before + 300 * 2**20
     reset_memory_peaks(cpu)
-    assert peak_memory_bytes(cpu)["allocated"] < with_block - 300 * 2 ** 20
+    assert peak_memory_bytes(cpu)["allocated"] < with_block - 300 * 2**20
 
 
 def _metrics(folder):
@@ -86,11 +117,23 @@ def test_ranks_started_by_mpirun_train_as_one_world(tmp_path):
     """Two processes with only Open MPI's variables (what `mpirun -np 2 -x MASTER_ADDR -x
     MASTER_PORT` gives each rank) form one world of two."""
     out, port = tmp_path / "mpi", free_port()
-    procs = [subprocess.Popen(
-        [sys.executable, str(REPO / "launch/main.py"), *TINY_RUN, "-o", str(out)], cwd=REPO,
-        env=quiet_env(OMPI_COMM_WORLD_RANK=str(rank), OMPI_COMM_WORLD_SIZE="2", OMPI_COMM_WORLD_LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(REPO / "launch/main.py"), *TINY_RUN, "-o", str(out)],
+            cwd=REPO,
+            env=quiet_env(
+                OMPI_COMM_WORLD_RANK=str(rank),
+                OMPI_COMM_WORLD_SIZE="2",
+                OMPI_COMM_WORLD_LOCAL_RANK=str(rank),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(port),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     outputs = [proc.communicate(timeout=300)[0] for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), outputs[0][-3000:] + outputs[1][-3000:]
     metrics = _metrics(out)
@@ -102,7 +145,23 @@ def test_srun_across_two_nodes_trains_one_world(tmp_path, slurm_cluster):
     """`srun -N2 -n2 python launch/main.py`, no deepspeed launcher: one task per node, one world."""
     out = tmp_path / "srun"
     env = quiet_env()
-    proc = subprocess.run(["srun", "-N2", "-n2", "--kill-on-bad-exit=1", sys.executable, str(REPO / "launch/main.py"),
-                           *TINY_RUN, "-o", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            "srun",
+            "-N2",
+            "-n2",
+            "--kill-on-bad-exit=1",
+            sys.executable,
+            str(REPO / "launch/main.py"),
+            *TINY_RUN,
+            "-o",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, tail(proc)
     assert _metrics(out)["world_size"] == 2

@@ -1,4 +1,5 @@
 """ShardedSampler: disjoint shards that cover the rows, seeded order, exact resumption."""
+
 import pytest
 import torch
 

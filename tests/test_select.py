@@ -1,4 +1,5 @@
 """Subset selection: sizes, regions, tie-breaking, stratification, determinism, subset files."""
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,17 @@ def metrics_of(confidence, variability=None, labels=None, uids=None, **provenanc
 
 @pytest.mark.parametrize(
     "total, fraction, expected",
-    [(3, 0.5, 2), (10, 0.25, 3), (10, 0.35, 4), (10, 0.15, 2), (1000, 0.33, 330), (7, 1.0, 7), (7, 1, 7), (1, 0.5, 1), (10, 0.05, 1)],
+    [
+        (3, 0.5, 2),
+        (10, 0.25, 3),
+        (10, 0.35, 4),
+        (10, 0.15, 2),
+        (1000, 0.33, 330),
+        (7, 1.0, 7),
+        (7, 1, 7),
+        (1, 0.5, 1),
+        (10, 0.05, 1),
+    ],
 )
 def test_fraction_rounds_half_up(total, fraction, expected):
     assert subset_size(total, fraction=fraction) == expected
@@ -97,7 +108,10 @@ def test_ties_broken_by_uid():
     assert set(select_subset(m, "hard", count=2).uids) == {"a", "b"}
     # Long uids sharing a prefix longer than one 8-byte word.
     long = [f"shared-prefix-{c}" for c in "zyxw"]
-    assert set(select_subset(metrics_of([0.5] * 4, uids=long), "easy", count=2).uids) == {"shared-prefix-w", "shared-prefix-x"}
+    assert set(select_subset(metrics_of([0.5] * 4, uids=long), "easy", count=2).uids) == {
+        "shared-prefix-w",
+        "shared-prefix-x",
+    }
 
 
 def test_random_is_seeded_and_independent_of_scores():
@@ -154,8 +168,12 @@ def test_stratify_needs_labels():
 
 def _dynamics(n=40, seed=0):
     rng = np.random.default_rng(seed)
-    return Dynamics.create([f"x{i}" for i in range(n)], rng.integers(0, 3, n),
-                           rng.standard_normal((n, 4, 3)).astype(np.float32), dataset_fingerprint="data-fp")
+    return Dynamics.create(
+        [f"x{i}" for i in range(n)],
+        rng.integers(0, 3, n),
+        rng.standard_normal((n, 4, 3)).astype(np.float32),
+        dataset_fingerprint="data-fp",
+    )
 
 
 def test_from_dynamics_equals_from_metrics():
@@ -164,8 +182,15 @@ def test_from_dynamics_equals_from_metrics():
     via = select_subset(compute_metrics(dyn, burn_out=3, variability="ci"), "hard", fraction=0.3)
     assert direct.uids == via.uids
     rule = direct.manifest["rule"]
-    assert rule == {"region": "hard", "fraction": 0.3, "count": None, "stratify": False, "seed": 0,
-                    "burn_out": 3, "variability": "ci"}
+    assert rule == {
+        "region": "hard",
+        "fraction": 0.3,
+        "count": None,
+        "stratify": False,
+        "seed": 0,
+        "burn_out": 3,
+        "variability": "ci",
+    }
     assert direct.manifest["source_fingerprint"] == dyn.fingerprint
     assert direct.manifest["dataset_fingerprint"] == "data-fp"
     assert direct.manifest["num_selected"] == 12 and direct.manifest["num_total"] == 40

@@ -1,5 +1,6 @@
 """`ftft run` and `ftft sweep` on a real two-node SLURM cluster (loopback; `.ci/slurm_cluster.sh`):
 main runs as two-node jobs, requeue and exact resume, re-attaching, cancelling, `ftft status`."""
+
 import json
 import os
 import signal
@@ -19,10 +20,23 @@ pytestmark = pytest.mark.slurm
 EXECUTOR = {"kind": "slurm", "nodes": 2, "ranks_per_node": 1, "poll_seconds": 1, "time_limit_min": 30}
 RECIPE = {
     "data": {"embedded_train_size": 120, "eval_splits": ["dev", "ood"]},
-    "main": {"model": "tiny-bert", "micro_batch_size": 4, "lr": 1.0e-3, "erm_epochs": 6, "log_every": 1,
-             "checkpoint_every": 5, "export_model": False},
-    "reference": {"model": "tiny-bert", "num_layers": 1, "epochs": 2, "micro_batch_size": 8, "lr": 1.0e-3,
-                  "evaluate": False},
+    "main": {
+        "model": "tiny-bert",
+        "micro_batch_size": 4,
+        "lr": 1.0e-3,
+        "erm_epochs": 6,
+        "log_every": 1,
+        "checkpoint_every": 5,
+        "export_model": False,
+    },
+    "reference": {
+        "model": "tiny-bert",
+        "num_layers": 1,
+        "epochs": 2,
+        "micro_batch_size": 8,
+        "lr": 1.0e-3,
+        "evaluate": False,
+    },
     "methods": ["erm", "ftft"],
     "seeds": [0],
     "reference_gate": "off",
@@ -32,8 +46,14 @@ RECIPE = {
 
 def start(args, log):
     """An `ftft` orchestrator in the background, in a session of its own, output to `log`."""
-    return subprocess.Popen([sys.executable, "-m", "ftft_ds", *map(str, args)], cwd=REPO, env=quiet_env(),
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ftft_ds", *map(str, args)],
+        cwd=REPO,
+        env=quiet_env(),
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def wait_for(condition, what, seconds=240):
@@ -55,8 +75,11 @@ def queue(job_ids):
 
 
 def losses(folder):
-    return [(r["step"], r["train/loss"]) for r in map(json.loads, (folder / "log.jsonl").read_text().splitlines())
-            if "train/loss" in r]
+    return [
+        (r["step"], r["train/loss"])
+        for r in map(json.loads, (folder / "log.jsonl").read_text().splitlines())
+        if "train/loss" in r
+    ]
 
 
 def test_recipe_on_two_nodes_requeued_detached_and_re_attached(tmp_path, slurm_cluster):
@@ -85,8 +108,10 @@ def test_recipe_on_two_nodes_requeued_detached_and_re_attached(tmp_path, slurm_c
     assert all(job in queue(ids) or final_state(job)["state"] == "COMPLETED" for job in ids)
 
     second = start(["run", config], tmp_path / "second.log")
-    wait_for(lambda: f"re-attached to SLURM job {job_id(erm)}" in (tmp_path / "second.log").read_text(),
-             "the second orchestrator to re-attach")
+    wait_for(
+        lambda: f"re-attached to SLURM job {job_id(erm)}" in (tmp_path / "second.log").read_text(),
+        "the second orchestrator to re-attach",
+    )
     subprocess.run(["scontrol", "release", job_id(erm)], check=True)
     assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
     assert "submitted as" not in (tmp_path / "second.log").read_text()
@@ -102,8 +127,11 @@ def test_recipe_on_two_nodes_requeued_detached_and_re_attached(tmp_path, slurm_c
     proc = deepspeed_launch("launch/main.py", [tmp_path / "straight.json"], num_ranks=2)
     assert proc.returncode == 0, tail(proc)
     assert_same_losses(losses(erm), losses(tmp_path / "straight"))
-    restarts = subprocess.run(["grep", "-c", "Starting with JobEnvironment", json.loads(
-        (erm / "job.json").read_text())["stdout"]], capture_output=True, text=True).stdout.strip()
+    restarts = subprocess.run(
+        ["grep", "-c", "Starting with JobEnvironment", json.loads((erm / "job.json").read_text())["stdout"]],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     assert int(restarts or 0) >= 2, "the ERM job did not start twice"
 
     status = ftft(["status", out])
@@ -129,11 +157,26 @@ def test_sigterm_cancels_the_jobs(tmp_path, slurm_cluster):
 def test_sweep_survivors_continue_in_new_jobs(tmp_path, slurm_cluster):
     out = tmp_path / "sweep"
     config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump({
-        "output_dir": str(out), "data": {"embedded_train_size": 80},
-        "main": {"model": "tiny-bert", "micro_batch_size": 4, "lr": 1.0e-3, "budget": "steps:12", "log_every": 1},
-        "policy": "ssc:t=2,f=0.5,p=1", "wi_seeds": [1, 2], "do_seeds": [3], "evals_per_epoch": 2,
-        "executor": EXECUTOR}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(out),
+                "data": {"embedded_train_size": 80},
+                "main": {
+                    "model": "tiny-bert",
+                    "micro_batch_size": 4,
+                    "lr": 1.0e-3,
+                    "budget": "steps:12",
+                    "log_every": 1,
+                },
+                "policy": "ssc:t=2,f=0.5,p=1",
+                "wi_seeds": [1, 2],
+                "do_seeds": [3],
+                "evals_per_epoch": 2,
+                "executor": EXECUTOR,
+            }
+        )
+    )
     proc = ftft(["sweep", config], timeout=600)
     assert proc.returncode == 0, tail(proc)
     summary = json.loads((out / "sweep.json").read_text())
@@ -157,13 +200,42 @@ def test_the_sbatch_example_trains_across_two_nodes(tmp_path, slurm_cluster):
     lines = (REPO / "examples" / "slurm_main.sbatch").read_text().splitlines()
     script.write_text("\n".join(line for line in lines if not line.startswith(("#SBATCH --gpus", "#SBATCH --cpus"))))
     run_dir = tmp_path / "run"
-    env = quiet_env(RUN_DIR=str(run_dir), GPUS_PER_NODE="1", PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
-    proc = subprocess.run(["sbatch", "--parsable", "--time=10", "-o", str(tmp_path / "job.log"), str(script),
-                           "--model", "tiny-bert", "--set", "subset=null", "--set", "data.embedded_train_size=64",
-                           "--set", "micro_batch_size=4", "--budget", "steps:3", "--set", "data.eval_splits=[dev]",
-                           "--set", "patience_metric=dev/accuracy", "--set", "checkpoint_every=0",
-                           "--set", "export_model=false"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    env = quiet_env(
+        RUN_DIR=str(run_dir), GPUS_PER_NODE="1", PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"
+    )
+    proc = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--time=10",
+            "-o",
+            str(tmp_path / "job.log"),
+            str(script),
+            "--model",
+            "tiny-bert",
+            "--set",
+            "subset=null",
+            "--set",
+            "data.embedded_train_size=64",
+            "--set",
+            "micro_batch_size=4",
+            "--budget",
+            "steps:3",
+            "--set",
+            "data.eval_splits=[dev]",
+            "--set",
+            "patience_metric=dev/accuracy",
+            "--set",
+            "checkpoint_every=0",
+            "--set",
+            "export_model=false",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     job = proc.stdout.strip().split(";")[0]
     wait_for(lambda: not queue([job]), "the sbatch job to end", seconds=300)  # sbatch --wait polls slowly
@@ -176,8 +248,11 @@ def test_the_sbatch_example_trains_across_two_nodes(tmp_path, slurm_cluster):
 def test_a_failed_job_fails_its_stage_with_its_error_line(tmp_path, slurm_cluster):
     out = tmp_path / "recipe"
     config = tmp_path / "recipe.yaml"
-    config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(out), "methods": ["erm"],
-                                      "main": {**RECIPE["main"], "max_length": 900}}))
+    config.write_text(
+        yaml.safe_dump(
+            {**RECIPE, "output_dir": str(out), "methods": ["erm"], "main": {**RECIPE["main"], "max_length": 900}}
+        )
+    )
     proc = ftft(["run", config], timeout=300)
     assert proc.returncode == 2, tail(proc)
     error = proc.stderr.strip().splitlines()[-1]

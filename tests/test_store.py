@@ -1,4 +1,5 @@
 """The dynamics store: round trips, and every malformed store refused with one clear line."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,9 @@ def one_line_error(excinfo) -> str:
 
 @pytest.fixture
 def saved(tmp_path: Path) -> Path:
-    dyn = make_dynamics(eval_logits=np.zeros((6, 4, 3), np.float32), dataset_fingerprint="fp-1", model="m", seeds={"init": 1})
+    dyn = make_dynamics(
+        eval_logits=np.zeros((6, 4, 3), np.float32), dataset_fingerprint="fp-1", model="m", seeds={"init": 1}
+    )
     return dyn.save(tmp_path / "dyn")
 
 
@@ -49,7 +52,13 @@ def test_round_trip(saved: Path):
         assert {"versions", "created", "model"} <= loaded.manifest.keys()
         assert loaded.fingerprint == original.fingerprint
     assert isinstance(Dynamics.load(saved).logits, np.memmap)
-    assert sorted(p.name for p in saved.iterdir()) == ["eval_logits.npy", "labels.npy", "logits.npy", "manifest.json", "uids.npy"]
+    assert sorted(p.name for p in saved.iterdir()) == [
+        "eval_logits.npy",
+        "labels.npy",
+        "logits.npy",
+        "manifest.json",
+        "uids.npy",
+    ]
 
 
 def test_fingerprint_tracks_content():
@@ -100,10 +109,19 @@ def _edit_manifest(path: Path, **changes) -> None:
         (lambda p: _edit_manifest(p, num_labels=4), "num_labels=4"),
         (lambda p: _edit_manifest(p, num_examples="6"), "integer 'num_examples'"),
         (lambda p: _rewrite(p, "logits.npy", np.zeros((6, 4, 3), np.float64)), "must be a float32 array"),
-        (lambda p: _rewrite(p, "uids.npy", np.array([b"a", b"b", b"c", b"a", b"d", b"e"])), "example id 'a' occurs more than once"),
-        (lambda p: _rewrite(p, "labels.npy", np.array([0, 1, 2, 3, 0, 1])), "label 3 of example 'ex-3' is outside [0, 3)"),
+        (
+            lambda p: _rewrite(p, "uids.npy", np.array([b"a", b"b", b"c", b"a", b"d", b"e"])),
+            "example id 'a' occurs more than once",
+        ),
+        (
+            lambda p: _rewrite(p, "labels.npy", np.array([0, 1, 2, 3, 0, 1])),
+            "label 3 of example 'ex-3' is outside [0, 3)",
+        ),
         (lambda p: _rewrite(p, "labels.npy", np.array([0, -1, 2, 0, 0, 1])), "label -1 of example 'ex-1'"),
-        (lambda p: _rewrite(p, "eval_logits.npy", np.zeros((6, 4, 2), np.float32)), "eval_logits must be float32 with the shape"),
+        (
+            lambda p: _rewrite(p, "eval_logits.npy", np.zeros((6, 4, 2), np.float32)),
+            "eval_logits must be float32 with the shape",
+        ),
     ],
 )
 def test_load_refuses_malformed(saved: Path, corrupt, expected: str):

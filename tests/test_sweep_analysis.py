@@ -1,4 +1,5 @@
 """Sweep analyses on synthetic sweeps with planted seed effects and known early/final relations."""
+
 from __future__ import annotations
 
 import json
@@ -151,11 +152,30 @@ def test_heatmap_writes_a_png(tmp_path):
 def test_report_lists_early_final_correlations_at_the_compared_rungs(tmp_path):
     finals = [0.5, 0.6, 0.9, 0.7]
     halfway = [0.1, 0.4, 0.3, 0.2]  # Spearman with finals: 0.4 (hand-computed above)
-    trials = [{"trial": i, "wi_seed": 1 + i // 2, "do_seed": 1 + i % 2, "final": f, "steps": 8, "diverged": False,
-               "early": {"0.25": 0.05, "0.5": h, "1.0": f}} for i, (f, h) in enumerate(zip(finals, halfway))]
-    (tmp_path / "sweep.json").write_text(json.dumps({
-        "policy": "none:t=4", "metric": "dev/accuracy", "trials": trials, "budget_full_runs": 4.0,
-        "policy_budget_full_runs": 4.0, "winner": 2}))
+    trials = [
+        {
+            "trial": i,
+            "wi_seed": 1 + i // 2,
+            "do_seed": 1 + i % 2,
+            "final": f,
+            "steps": 8,
+            "diverged": False,
+            "early": {"0.25": 0.05, "0.5": h, "1.0": f},
+        }
+        for i, (f, h) in enumerate(zip(finals, halfway))
+    ]
+    (tmp_path / "sweep.json").write_text(
+        json.dumps(
+            {
+                "policy": "none:t=4",
+                "metric": "dev/accuracy",
+                "trials": trials,
+                "budget_full_runs": 4.0,
+                "policy_budget_full_runs": 4.0,
+                "winner": 2,
+            }
+        )
+    )
     report = write_sweep_report(tmp_path, compare="ssc:t=4,f=0.5,p=2", bootstrap=10)
     assert report["early_final_spearman"] == {0.5: pytest.approx(0.4)}
     # The curve covers every recorded fraction; all trials tied at 0.25 leave it undefined there.

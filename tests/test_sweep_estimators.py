@@ -1,4 +1,5 @@
 """Expected-maximum estimators against brute-force enumeration, their identities and their errors."""
+
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,5 @@
 """Early-stopping policies: rungs, survivors, budgets and specs."""
+
 from __future__ import annotations
 
 import math

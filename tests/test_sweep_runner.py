@@ -1,4 +1,5 @@
 """`ftft sweep`: exact steps per trial, survivors continue from their checkpoint, resume after SIGTERM."""
+
 import contextlib
 import json
 import os
@@ -31,18 +32,34 @@ SWEEP = {
 }
 
 
-@pytest.mark.parametrize("field, value", [("eval_every", 5), ("evals_per_schedule", 12), ("patience", 3),
-                                          ("patience_metric", "dev/mcc"), ("divergence_margin", 0.05),
-                                          ("export_model", True), ("schedule_budget", "erm:1"), ("init_seed", 4)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("eval_every", 5),
+        ("evals_per_schedule", 12),
+        ("patience", 3),
+        ("patience_metric", "dev/mcc"),
+        ("divergence_margin", 0.05),
+        ("export_model", True),
+        ("schedule_budget", "erm:1"),
+        ("init_seed", 4),
+    ],
+)
 def test_a_main_field_the_sweep_owns_is_refused_not_overwritten(field, value):
-    with pytest.raises(FtftError, match=rf"^main\.{field} is set by the sweep for every run it starts; "
-                                        rf"remove it from main$"):
+    with pytest.raises(
+        FtftError,
+        match=rf"^main\.{field} is set by the sweep for every run it starts; "
+        rf"remove it from main$",
+    ):
         from_dict(SweepConfig, {**SWEEP, "main": {**SWEEP["main"], field: value}})
 
 
 def losses(folder):
-    return {r["step"]: r["train/loss"] for r in map(json.loads, (folder / "log.jsonl").read_text().splitlines())
-            if "train/loss" in r}
+    return {
+        r["step"]: r["train/loss"]
+        for r in map(json.loads, (folder / "log.jsonl").read_text().splitlines())
+        if "train/loss" in r
+    }
 
 
 def test_sweep_runs_exact_steps_continues_survivors_and_resumes(tmp_path):
@@ -52,8 +69,14 @@ def test_sweep_runs_exact_steps_continues_survivors_and_resumes(tmp_path):
 
     # Stop the sweep with SIGTERM to the orchestrator alone, as `kill PID` or a scheduler does, once
     # the first two trials, run side by side, have finished rung 1: its trial processes stop too.
-    victim = subprocess.Popen([sys.executable, "-m", "ftft_ds", "sweep", str(config)], cwd=REPO, env=quiet_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "ftft_ds", "sweep", str(config)],
+        cwd=REPO,
+        env=quiet_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     done = [out / "trials" / f"trial{i:03d}" / "metrics.json" for i in range(2)]
     try:
         deadline = time.time() + 400
@@ -112,8 +135,18 @@ def test_weight_init_and_data_order_seeds_are_independent():
 
 def test_divergence_guard_stops_trials_stuck_at_majority(tmp_path):
     config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump({**SWEEP, "output_dir": str(tmp_path / "out"), "policy": "none:t=2",
-                                      "wi_seeds": [1], "do_seeds": [1, 2], "divergence_margin": 0.05}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                **SWEEP,
+                "output_dir": str(tmp_path / "out"),
+                "policy": "none:t=2",
+                "wi_seeds": [1],
+                "do_seeds": [1, 2],
+                "divergence_margin": 0.05,
+            }
+        )
+    )
     # What a segment killed before its first checkpoint leaves: the sweep starts that trial over.
     stale = tmp_path / "out" / "trials" / "trial000"
     (stale / "tensorboard").mkdir(parents=True)

@@ -1,4 +1,5 @@
 """The embedded task: labels follow the true rule, the shortcut works in-distribution and fails OOD."""
+
 from __future__ import annotations
 
 import collections
@@ -21,12 +22,22 @@ def _shortcut_accuracy(ds) -> float:
 
 
 def test_splits_and_sizes(task):
-    assert {name: len(ds) for name, ds in task.items()} == {"train": 6000, "dev": 1000, "test": 1000,
-                                                           "ood_dev": 1000, "ood": 2000}
+    assert {name: len(ds) for name, ds in task.items()} == {
+        "train": 6000,
+        "dev": 1000,
+        "test": 1000,
+        "ood_dev": 1000,
+        "ood": 2000,
+    }
     assert task["train"].features["label"].names == list(LABEL_NAMES)
     custom = generate_task(60, seed=1, dev_size=9, test_size=12, ood_dev_size=6, ood_size=30)
-    assert {name: len(ds) for name, ds in custom.items()} == {"train": 60, "dev": 9, "test": 12, "ood_dev": 6,
-                                                             "ood": 30}
+    assert {name: len(ds) for name, ds in custom.items()} == {
+        "train": 60,
+        "dev": 9,
+        "test": 12,
+        "ood_dev": 6,
+        "ood": 30,
+    }
 
 
 def test_shortcut_works_in_distribution_and_fails_ood(task):

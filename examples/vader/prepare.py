@@ -16,6 +16,7 @@ one side), each a jsonl of {"id", "text", "label"}.
 `--train-size N` keeps a stratified random N of the training rows (dev, test and the OOD splits
 stay whole), for machines where the full 8,033 take too long.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,12 @@ from pathlib import Path
 
 PACKAGE = "vaderSentiment==3.3.2"
 INNER = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
-FILES = {"movies": "movieReviewSnippets_GroundTruth.txt", "amazon": "amazonReviewSnippets_GroundTruth.txt",
-         "tweets": "tweets_GroundTruth.txt", "nyt": "nytEditorialSnippets_GroundTruth.txt"}
+FILES = {
+    "movies": "movieReviewSnippets_GroundTruth.txt",
+    "amazon": "amazonReviewSnippets_GroundTruth.txt",
+    "tweets": "tweets_GroundTruth.txt",
+    "nyt": "nytEditorialSnippets_GroundTruth.txt",
+}
 NEUTRAL_BAND = 0.5
 SEED = 13
 
@@ -39,13 +44,29 @@ SEED = 13
 def fetch_files() -> dict:
     """The four ground-truth files' text, from the sdist that `pip download` brings."""
     with tempfile.TemporaryDirectory() as folder:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                        PACKAGE, "-d", folder], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                PACKAGE,
+                "-d",
+                folder,
+            ],
+            check=True,
+        )
         sdist = next(Path(folder).glob("vaderSentiment-*.tar.gz"))
         with tarfile.open(sdist) as outer, tarfile.open(fileobj=io.BytesIO(outer.extractfile(INNER).read())) as inner:
             members = {Path(m.name).name: m for m in inner.getmembers()}
-            return {domain: inner.extractfile(members[name]).read().decode("utf-8", errors="replace")
-                    for domain, name in FILES.items()}
+            return {
+                domain: inner.extractfile(members[name]).read().decode("utf-8", errors="replace")
+                for domain, name in FILES.items()
+            }
 
 
 def labelled(domain: str, text: str) -> list[dict]:
@@ -58,8 +79,13 @@ def labelled(domain: str, text: str) -> list[dict]:
         key = " ".join(sentence.lower().split())
         if sentence and key not in seen:
             seen.add(key)
-            rows.append({"id": f"{domain}-{parts[0].strip()}", "text": sentence,
-                         "label": "positive" if float(parts[1]) > 0 else "negative"})
+            rows.append(
+                {
+                    "id": f"{domain}-{parts[0].strip()}",
+                    "text": sentence,
+                    "label": "positive" if float(parts[1]) > 0 else "negative",
+                }
+            )
     return rows
 
 
@@ -91,7 +117,10 @@ def by_document(rows: list[dict], first_share: float, rng: random.Random) -> lis
             break
         first.add(document)
         count += sizes[document]
-    return [[r for r in rows if r["id"].split("_")[0] in first], [r for r in rows if r["id"].split("_")[0] not in first]]
+    return [
+        [r for r in rows if r["id"].split("_")[0] in first],
+        [r for r in rows if r["id"].split("_")[0] not in first],
+    ]
 
 
 def main() -> None:

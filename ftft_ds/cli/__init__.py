@@ -3,6 +3,7 @@
 Each command parses and validates its options, calls one library function and prints where its
 results went. User mistakes (`FtftError`) become one line on stderr and exit code 2.
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """`ftft reference` and `ftft train`: the commands that train models (also reached through `launch/*.py`)."""
+
 from __future__ import annotations
 
 import click
@@ -10,20 +11,37 @@ CONFIG_HELP = "YAML/JSON run config; options given here override it."
 
 def _common_options(fn):
     """Options every training command shares, mapped onto config fields."""
-    for decorator in reversed([
-        click.argument("config", required=False, type=click.Path(dir_okay=False)),
-        click.option("--model", help="minilm, tiny-bert, a Hugging Face name or a local path."),
-        click.option("--num-layers", type=int, help="Keep only the first K layers of the model."),
-        click.option("--data", "data_source", help="embedded, a Hugging Face dataset name, or a local file/folder."),
-        click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Folder for the run's outputs."),
-        click.option("--ds-config", help="zero1, zero2, zero3, zero3_offload or a DeepSpeed JSON path."),
-        click.option("--overwrite/--no-overwrite", default=None,
-                     help="Replace an earlier run's artefacts in OUTPUT_DIR (refused otherwise)."),
-        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="Override any config field, e.g. --set lr=3e-5 --set data.embedded_train_size=2000."),
-        click.option("--local_rank", "--local-rank", type=int, hidden=True,
-                     help="Appended by the deepspeed launcher; the rank is read from the environment."),
-    ]):
+    for decorator in reversed(
+        [
+            click.argument("config", required=False, type=click.Path(dir_okay=False)),
+            click.option("--model", help="minilm, tiny-bert, a Hugging Face name or a local path."),
+            click.option("--num-layers", type=int, help="Keep only the first K layers of the model."),
+            click.option(
+                "--data", "data_source", help="embedded, a Hugging Face dataset name, or a local file/folder."
+            ),
+            click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Folder for the run's outputs."),
+            click.option("--ds-config", help="zero1, zero2, zero3, zero3_offload or a DeepSpeed JSON path."),
+            click.option(
+                "--overwrite/--no-overwrite",
+                default=None,
+                help="Replace an earlier run's artefacts in OUTPUT_DIR (refused otherwise).",
+            ),
+            click.option(
+                "--set",
+                "overrides",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="Override any config field, e.g. --set lr=3e-5 --set data.embedded_train_size=2000.",
+            ),
+            click.option(
+                "--local_rank",
+                "--local-rank",
+                type=int,
+                hidden=True,
+                help="Appended by the deepspeed launcher; the rank is read from the environment.",
+            ),
+        ]
+    ):
         fn = decorator(fn)
     return fn
 
@@ -36,8 +54,9 @@ def _is_rank_zero() -> bool:
 
 
 def _values(config, model, num_layers, data_source, output_dir, ds_config, overwrite, overrides, **extra) -> dict:
-    values = dict(model=model, num_layers=num_layers, output_dir=output_dir, ds_config=ds_config,
-                  overwrite=overwrite, **extra)
+    values = dict(
+        model=model, num_layers=num_layers, output_dir=output_dir, ds_config=ds_config, overwrite=overwrite, **extra
+    )
     overrides = list(overrides)
     if data_source is not None:
         overrides.insert(0, f"data.source={data_source}")
@@ -47,10 +66,14 @@ def _values(config, model, num_layers, data_source, output_dir, ds_config, overw
 @cli.command()
 @_common_options
 @click.option("--epochs", type=int, help="Epochs over the full training split.")
-@click.option("--eval-pass/--no-eval-pass", default=None,
-              help="Also record an eval-mode pass over the training split after each epoch.")
-def reference(config, model, num_layers, data_source, output_dir, ds_config, overwrite, overrides, local_rank,
-              epochs, eval_pass):
+@click.option(
+    "--eval-pass/--no-eval-pass",
+    default=None,
+    help="Also record an eval-mode pass over the training split after each epoch.",
+)
+def reference(
+    config, model, num_layers, data_source, output_dir, ds_config, overwrite, overrides, local_rank, epochs, eval_pass
+):
     """Fine-tune a (cheap) reference model on the full training split and record its dynamics.
 
     Runs as one process, or under `deepspeed --num_gpus N launch/reference.py` on several ranks.
@@ -58,8 +81,21 @@ def reference(config, model, num_layers, data_source, output_dir, ds_config, ove
     from ..config import ReferenceConfig, load_config
     from ..runs.reference import run_reference
 
-    cfg = load_config(ReferenceConfig, **_values(config, model, num_layers, data_source, output_dir, ds_config,
-                                                 overwrite, overrides, epochs=epochs, eval_pass=eval_pass))
+    cfg = load_config(
+        ReferenceConfig,
+        **_values(
+            config,
+            model,
+            num_layers,
+            data_source,
+            output_dir,
+            ds_config,
+            overwrite,
+            overrides,
+            epochs=epochs,
+            eval_pass=eval_pass,
+        ),
+    )
     store = run_reference(cfg)
     if _is_rank_zero():
         click.echo(f"dynamics: {store}")
@@ -71,8 +107,20 @@ def reference(config, model, num_layers, data_source, output_dir, ds_config, ove
 @click.option("--subset", type=click.Path(dir_okay=False), help="Subset file from `ftft select`; omit for ERM.")
 @click.option("--budget", help="steps:N, epochs:E, erm:F, flops:X or seconds:T.")
 @click.option("--resume/--no-resume", default=None, help="Continue from the latest checkpoint in OUTPUT_DIR.")
-def train(config, model, num_layers, data_source, output_dir, ds_config, overwrite, overrides, local_rank,
-          subset, budget, resume):
+def train(
+    config,
+    model,
+    num_layers,
+    data_source,
+    output_dir,
+    ds_config,
+    overwrite,
+    overrides,
+    local_rank,
+    subset,
+    budget,
+    resume,
+):
     """Train the main model on a subset (FTFT) or on everything (ERM) until the budget is spent.
 
     Runs as one process, or under `deepspeed [--num_gpus N | --hostfile H] launch/main.py`.
@@ -80,20 +128,41 @@ def train(config, model, num_layers, data_source, output_dir, ds_config, overwri
     from ..config import MainConfig, load_config
     from ..runs.main import run_main
 
-    cfg = load_config(MainConfig, **_values(config, model, num_layers, data_source, output_dir, ds_config,
-                                            overwrite, overrides, subset=subset, budget=budget, resume=resume))
+    cfg = load_config(
+        MainConfig,
+        **_values(
+            config,
+            model,
+            num_layers,
+            data_source,
+            output_dir,
+            ds_config,
+            overwrite,
+            overrides,
+            subset=subset,
+            budget=budget,
+            resume=resume,
+        ),
+    )
     metrics = run_main(cfg)
     if _is_rank_zero():
         selected = ", ".join(f"{k}={v:.4f}" for k, v in metrics["selected"].items() if k != "step")
-        click.echo(f"stopped by {metrics['stopped']} after {metrics['steps']} steps; "
-                   f"at step {metrics['selected_step']}: {selected}")
+        click.echo(
+            f"stopped by {metrics['stopped']} after {metrics['steps']} steps; "
+            f"at step {metrics['selected_step']}: {selected}"
+        )
         click.echo(f"outputs: {cfg.output_dir}")
 
 
 @cli.command()
 @click.option("-o", "--output-dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Change the demo's recipe, e.g. --set methods=[erm,ftft,dm] --set seeds=[0,1].")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Change the demo's recipe, e.g. --set methods=[erm,ftft,dm] --set seeds=[0,1].",
+)
 @click.option("--dry-run", is_flag=True, help="Print the projected cost of every method and stop.")
 def demo(output_dir, overrides, dry_run):
     """The embedded default: the whole FTFT recipe (reference, selection, ERM and FTFT main runs
@@ -107,13 +176,24 @@ def demo(output_dir, overrides, dry_run):
 @cli.command("run")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Overrides the config's output_dir.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override any recipe field, e.g. --set seeds=[0,1,2] --set main.lr=3e-5.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any recipe field, e.g. --set seeds=[0,1,2] --set main.lr=3e-5.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the projected cost of every method and stop.")
-@click.option("--executor", type=click.Choice(["local", "slurm"]),
-              help="Where runs execute (overrides executor.kind): child processes here, or SLURM jobs.")
-@click.option("--detach", is_flag=True,
-              help="On SIGINT/SIGTERM leave the SLURM jobs running; the same command later re-attaches to them.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "slurm"]),
+    help="Where runs execute (overrides executor.kind): child processes here, or SLURM jobs.",
+)
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="On SIGINT/SIGTERM leave the SLURM jobs running; the same command later re-attaches to them.",
+)
 def run_cmd(config, output_dir, overrides, dry_run, executor, detach):
     """The whole FTFT recipe with its baselines: references, selection, main runs, results table.
 
@@ -124,8 +204,14 @@ def run_cmd(config, output_dir, overrides, dry_run, executor, detach):
     from ..pipeline import RecipeConfig, run_recipe
 
     overrides = (*overrides, f"executor.kind={executor}") if executor else overrides
-    _print_report(run_recipe(load_config(RecipeConfig, config, overrides, output_dir=output_dir), echo=click.echo,
-                               dry_run=dry_run, detach=detach))
+    _print_report(
+        run_recipe(
+            load_config(RecipeConfig, config, overrides, output_dir=output_dir),
+            echo=click.echo,
+            dry_run=dry_run,
+            detach=detach,
+        )
+    )
 
 
 def _print_report(report: dict) -> None:
@@ -141,8 +227,12 @@ def _print_report(report: dict) -> None:
 @click.option("--model", required=True, help="minilm, tiny-bert, a Hugging Face name or a local path.")
 @click.option("--num-layers", type=int, help="Keep only the first K layers of the model.")
 @click.option("--num-labels", type=int, default=2, show_default=True, help="Classes of the task.")
-@click.option("--ds-config", default="zero2", show_default=True,
-              help="The set-up to check: zero1, zero2, zero3, zero3_offload or a DeepSpeed JSON path.")
+@click.option(
+    "--ds-config",
+    default="zero2",
+    show_default=True,
+    help="The set-up to check: zero1, zero2, zero3, zero3_offload or a DeepSpeed JSON path.",
+)
 @click.option("--gpus-per-node", type=int, default=1, show_default=True)
 @click.option("--nodes", type=int, default=1, show_default=True)
 @click.option("--micro-batch-size", type=int, default=8, show_default=True, help="Examples per GPU per forward pass.")
@@ -160,20 +250,27 @@ def plan(model, num_layers, num_labels, ds_config, gpus_per_node, nodes, micro_b
     from ..train.ds_config import read_ds_config
     from ..train.memory import GIB, check_fits, plan_memory
 
-    result = plan_memory(model, read_ds_config(ds_config), gpus_per_node, nodes, micro_batch_size, max_length,
-                         num_labels, num_layers)
+    result = plan_memory(
+        model, read_ds_config(ds_config), gpus_per_node, nodes, micro_batch_size, max_length, num_labels, num_layers
+    )
     if gpu_memory is None and torch.cuda.is_available():
         gpu_memory = torch.cuda.get_device_properties(0).total_memory / GIB
     shape = result.shape
-    click.echo(f"model {model!r}: {_count(shape.parameters)} parameters, largest layer "
-               f"{_count(shape.largest_layer)}, {shape.num_layers} layers of width {shape.hidden_size}")
-    click.echo(f"{nodes} node(s) x {gpus_per_node} GPU(s); GiB per GPU; activations for a micro-batch of "
-               f"{micro_batch_size} x {max_length} tokens\n")
+    click.echo(
+        f"model {model!r}: {_count(shape.parameters)} parameters, largest layer "
+        f"{_count(shape.largest_layer)}, {shape.num_layers} layers of width {shape.hidden_size}"
+    )
+    click.echo(
+        f"{nodes} node(s) x {gpus_per_node} GPU(s); GiB per GPU; activations for a micro-batch of "
+        f"{micro_batch_size} x {max_length} tokens\n"
+    )
     click.echo(result.table(gpu_memory))
     if gpu_memory is not None:
         warning = check_fits(result.chosen, result.activations, gpu_memory * GIB, model)
-        click.echo(f"\n{result.chosen.name} fits in {gpu_memory:.0f} GiB per GPU for its model states"
-                   + (f"; warning: {warning}" if warning else "."))
+        click.echo(
+            f"\n{result.chosen.name} fits in {gpu_memory:.0f} GiB per GPU for its model states"
+            + (f"; warning: {warning}" if warning else ".")
+        )
 
 
 def _count(number: int) -> str:

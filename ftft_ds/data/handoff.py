@@ -8,6 +8,7 @@ reopens a memory-mapped table by its path whenever it is pickled (a loader worke
 spawn, a column sent to another process). A user error rank 0 meets (a missing column, a bad label) is sent
 to every rank, so that each stops with the same line instead of waiting at a barrier.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,9 @@ from .load import Split
 FOLDER = ".prepared-data"
 
 
-def prepare_once(folder: Path, rank: int, world_size: int, prepare: Callable[[], tuple[dict, dict]]) -> tuple[dict, dict]:
+def prepare_once(
+    folder: Path, rank: int, world_size: int, prepare: Callable[[], tuple[dict, dict]]
+) -> tuple[dict, dict]:
     """`prepare()`'s (splits, tokenized splits), computed on rank 0 alone and handed to the others
     through `folder / FOLDER`. A collective."""
     if world_size == 1 or not dist.is_initialized():
@@ -57,8 +60,12 @@ def _save(path: Path, splits: dict, tokenized: dict) -> None:
         meta = {}
         for name, split in splits.items():
             split.dataset.save_to_disk(str(tmp / name / "canonical"))
-            meta[name] = {"fingerprint": split.fingerprint, "num_labels": split.num_labels,
-                          "label_names": list(split.label_names), "tokenized": name in tokenized}
+            meta[name] = {
+                "fingerprint": split.fingerprint,
+                "num_labels": split.num_labels,
+                "label_names": list(split.label_names),
+                "tokenized": name in tokenized,
+            }
             if name in tokenized:
                 tokenized[name].save_to_disk(str(tmp / name / "tokenized"))
         (tmp / "splits.json").write_text(json.dumps(meta), encoding="utf-8")
@@ -70,8 +77,13 @@ def _load(path: Path) -> tuple[dict, dict]:
     meta = json.loads((path / "splits.json").read_text(encoding="utf-8"))
     splits, tokenized = {}, {}
     for name, info in meta.items():
-        splits[name] = Split(name, datasets.load_from_disk(str(path / name / "canonical")), info["fingerprint"],
-                             info["num_labels"], tuple(info["label_names"]))
+        splits[name] = Split(
+            name,
+            datasets.load_from_disk(str(path / name / "canonical")),
+            info["fingerprint"],
+            info["num_labels"],
+            tuple(info["label_names"]),
+        )
         if info["tokenized"]:
             tokenized[name] = datasets.load_from_disk(str(path / name / "tokenized"))
     return splits, tokenized

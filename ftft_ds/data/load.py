@@ -16,6 +16,7 @@ content alone, not on path, format or row order: dynamics can be checked against
 are applied to. It is also the canonical dataset's `datasets` fingerprint, so `datasets` caching
 follows content too.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -72,10 +73,14 @@ class DataConfig:
     """Generation seed of the embedded task."""
 
     def __post_init__(self):
-        require(isinstance(self.source, str) and self.source.strip() != "",
-                f"data source must be 'embedded', a dataset name or a path, got {self.source!r}")
-        require(self.hf_config is None or (isinstance(self.hf_config, str) and self.hf_config),
-                f"hf_config must be a non-empty string or None, got {self.hf_config!r}")
+        require(
+            isinstance(self.source, str) and self.source.strip() != "",
+            f"data source must be 'embedded', a dataset name or a path, got {self.source!r}",
+        )
+        require(
+            self.hf_config is None or (isinstance(self.hf_config, str) and self.hf_config),
+            f"hf_config must be a non-empty string or None, got {self.hf_config!r}",
+        )
         require(_is_name(self.train_split), f"train_split must be a non-empty string, got {self.train_split!r}")
         if self.eval_splits is None:
             self.eval_splits = ("dev", "test", "ood_dev", "ood") if self.source == EMBEDDED else ()
@@ -84,8 +89,10 @@ class DataConfig:
         self.eval_splits = tuple(self.eval_splits)
         for split in self.eval_splits:
             require(_is_name(split), f"eval_splits must be non-empty strings, got {split!r}")
-        require(len(set(self.eval_splits)) == len(self.eval_splits),
-                f"eval_splits must not repeat a split, got {list(self.eval_splits)}")
+        require(
+            len(set(self.eval_splits)) == len(self.eval_splits),
+            f"eval_splits must not repeat a split, got {list(self.eval_splits)}",
+        )
         for name in ("text_column", "label_column"):
             value = getattr(self, name)
             require(_is_name(value), f"{name} must be a non-empty string, got {value!r}")
@@ -93,28 +100,43 @@ class DataConfig:
             value = getattr(self, name)
             require(value is None or _is_name(value), f"{name} must be a non-empty string or None, got {value!r}")
         mapped = [c for c in self._mapped_columns().values() if c is not None]
-        require(len(set(mapped)) == len(mapped),
-                f"text, text_pair, label and id columns must differ, got {mapped}")
-        require(self.num_labels is None or (_is_int(self.num_labels) and self.num_labels >= 2),
-                f"num_labels must be an integer of at least 2, got {self.num_labels!r}")
+        require(len(set(mapped)) == len(mapped), f"text, text_pair, label and id columns must differ, got {mapped}")
+        require(
+            self.num_labels is None or (_is_int(self.num_labels) and self.num_labels >= 2),
+            f"num_labels must be an integer of at least 2, got {self.num_labels!r}",
+        )
         if self.label_names is not None:
             names = self.label_names
-            require(not isinstance(names, str) and all(_is_name(n) for n in names),
-                    f"label_names must be a list of non-empty strings, got {names!r}")
+            require(
+                not isinstance(names, str) and all(_is_name(n) for n in names),
+                f"label_names must be a list of non-empty strings, got {names!r}",
+            )
             self.label_names = tuple(names)
-            require(len(set(names)) == len(names) and len(names) >= 2,
-                    f"label_names must hold at least 2 distinct names, got {list(names)}")
-            require(self.num_labels is None or self.num_labels == len(names),
-                    f"num_labels={self.num_labels} disagrees with the {len(names)} label_names {list(names)}")
-        require(_is_int(self.embedded_train_size) and self.embedded_train_size >= 18,
-                f"embedded_train_size must be an integer of at least 18, got {self.embedded_train_size!r}")
-        require(_is_int(self.embedded_seed) and self.embedded_seed >= 0,
-                f"embedded_seed must be a non-negative integer, got {self.embedded_seed!r}")
+            require(
+                len(set(names)) == len(names) and len(names) >= 2,
+                f"label_names must hold at least 2 distinct names, got {list(names)}",
+            )
+            require(
+                self.num_labels is None or self.num_labels == len(names),
+                f"num_labels={self.num_labels} disagrees with the {len(names)} label_names {list(names)}",
+            )
+        require(
+            _is_int(self.embedded_train_size) and self.embedded_train_size >= 18,
+            f"embedded_train_size must be an integer of at least 18, got {self.embedded_train_size!r}",
+        )
+        require(
+            _is_int(self.embedded_seed) and self.embedded_seed >= 0,
+            f"embedded_seed must be a non-negative integer, got {self.embedded_seed!r}",
+        )
 
     def _mapped_columns(self) -> dict:
         """Canonical column name -> source column name (None: not mapped)."""
-        return {"uid": self.id_column, "text": self.text_column,
-                "text_pair": self.text_pair_column, "label": self.label_column}
+        return {
+            "uid": self.id_column,
+            "text": self.text_column,
+            "text_pair": self.text_pair_column,
+            "label": self.label_column,
+        }
 
 
 def _is_name(value) -> bool:
@@ -170,15 +192,18 @@ def _local_files(source: str) -> dict:
     """Split name -> file of a folder of `<split>.<ext>` files; `{None: path}` for a single file."""
     path = Path(source).expanduser()
     if path.is_file():
-        require(path.suffix.lower() in FILE_FORMATS,
-                f"unsupported data file extension {path.suffix!r} of {path}; expected one of "
-                f"{', '.join(FILE_FORMATS)}")
+        require(
+            path.suffix.lower() in FILE_FORMATS,
+            f"unsupported data file extension {path.suffix!r} of {path}; expected one of {', '.join(FILE_FORMATS)}",
+        )
         return {None: path}
     files: dict = {}
     for child in sorted(path.iterdir()):
         if child.is_file() and child.suffix.lower() in FILE_FORMATS:
-            require(child.stem not in files,
-                    f"split {child.stem!r} has two files in {path}: {files.get(child.stem)} and {child.name}")
+            require(
+                child.stem not in files,
+                f"split {child.stem!r} has two files in {path}: {files.get(child.stem)} and {child.name}",
+            )
             files[child.stem] = child
     return files
 
@@ -188,14 +213,18 @@ def _read_local(config: DataConfig, split_name: str):
 
     files = _local_files(config.source)
     if None in files:  # a single file holds the train split
-        require(split_name == config.train_split,
-                f"data source {config.source} is a single file, which holds only the train split "
-                f"{config.train_split!r}; split {split_name!r} needs a folder of <split>.<ext> files")
+        require(
+            split_name == config.train_split,
+            f"data source {config.source} is a single file, which holds only the train split "
+            f"{config.train_split!r}; split {split_name!r} needs a folder of <split>.<ext> files",
+        )
         path = files[None]
     else:
-        require(split_name in files,
-                f"no file for split {split_name!r} in {config.source}; available splits: "
-                f"{', '.join(files) or 'none'} (files named <split>.jsonl/.json/.csv/.parquet)")
+        require(
+            split_name in files,
+            f"no file for split {split_name!r} in {config.source}; available splits: "
+            f"{', '.join(files) or 'none'} (files named <split>.jsonl/.json/.csv/.parquet)",
+        )
         path = files[split_name]
     if path.suffix.lower() != ".parquet":
         _check_utf8(path)
@@ -216,8 +245,10 @@ def _check_utf8(path: Path) -> None:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise FtftError(f"{path} line {number} is not UTF-8 (byte {line[exc.start:exc.start + 1]!r} "
-                                f"at column {exc.start + 1}); re-encode the file as UTF-8") from None
+                raise FtftError(
+                    f"{path} line {number} is not UTF-8 (byte {line[exc.start : exc.start + 1]!r} "
+                    f"at column {exc.start + 1}); re-encode the file as UTF-8"
+                ) from None
 
 
 def _check_json_lines(path: Path) -> None:
@@ -277,8 +308,10 @@ def _check_columns(raw, config: DataConfig, split_name: str) -> None:
         if column is None or column in raw.column_names:
             continue
         hint = "; set text_pair_column to None for single-text tasks" if canonical == "text_pair" else ""
-        raise FtftError(f"column {column!r} ({canonical} column) not found in split {split_name!r} of "
-                        f"{config.source}; available columns: {', '.join(raw.column_names)}{hint}")
+        raise FtftError(
+            f"column {column!r} ({canonical} column) not found in split {split_name!r} of "
+            f"{config.source}; available columns: {', '.join(raw.column_names)}{hint}"
+        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -299,9 +332,11 @@ def _label_schema(config: DataConfig, raws: dict) -> tuple:
     feature = some.features[config.label_column]
     if isinstance(feature, datasets.ClassLabel):
         names = tuple(feature.names)
-        require(config.num_labels is None or config.num_labels == len(names),
-                f"num_labels={config.num_labels} disagrees with the {len(names)} classes {list(names)} "
-                f"of label column {config.label_column!r}")
+        require(
+            config.num_labels is None or config.num_labels == len(names),
+            f"num_labels={config.num_labels} disagrees with the {len(names)} classes {list(names)} "
+            f"of label column {config.label_column!r}",
+        )
         return len(names), names
     if config.num_labels is not None and not _is_string_type(some.data.column(config.label_column).type):
         return config.num_labels, tuple(str(i) for i in range(config.num_labels))
@@ -312,21 +347,32 @@ def _label_schema(config: DataConfig, raws: dict) -> tuple:
     column = train.data.column(config.label_column)
     if _is_string_type(column.type):
         names = tuple(sorted(v for v in column.unique().to_pylist() if v is not None))
-        require(len(names) >= 2, f"label column {config.label_column!r} of split {config.train_split!r} "
-                                 f"has {len(names)} distinct label(s) {list(names)}; need at least 2")
-        require(config.num_labels is None or config.num_labels == len(names),
-                f"num_labels={config.num_labels} disagrees with the {len(names)} distinct labels "
-                f"{list(names)} of split {config.train_split!r}")
+        require(
+            len(names) >= 2,
+            f"label column {config.label_column!r} of split {config.train_split!r} "
+            f"has {len(names)} distinct label(s) {list(names)}; need at least 2",
+        )
+        require(
+            config.num_labels is None or config.num_labels == len(names),
+            f"num_labels={config.num_labels} disagrees with the {len(names)} distinct labels "
+            f"{list(names)} of split {config.train_split!r}",
+        )
         return len(names), names
     present = sorted(set(_integer_labels(column, config, config.train_split).tolist()))
     top = present[-1]
-    require(top >= 1, f"label column {config.label_column!r} of split {config.train_split!r} needs at "
-                      f"least 2 classes to infer num_labels; its largest label is {top}")
+    require(
+        top >= 1,
+        f"label column {config.label_column!r} of split {config.train_split!r} needs at "
+        f"least 2 classes to infer num_labels; its largest label is {top}",
+    )
     # Labels 0, 1, 5 would silently make a 6-class head with three classes that never occur.
     missing = sorted(set(range(top + 1)) - set(present))
-    require(not missing, f"integer labels of split {config.train_split!r} are {present[:10]}: "
-                         f"{missing[:10]} never occur, so they are not 0..{top} without gaps; map them to "
-                         f"0..{len(present) - 1}, or set num_labels (or label_names) if those classes exist")
+    require(
+        not missing,
+        f"integer labels of split {config.train_split!r} are {present[:10]}: "
+        f"{missing[:10]} never occur, so they are not 0..{top} without gaps; map them to "
+        f"0..{len(present) - 1}, or set num_labels (or label_names) if those classes exist",
+    )
     return top + 1, tuple(str(i) for i in range(top + 1))
 
 
@@ -344,8 +390,9 @@ def _integer_labels(column, config: DataConfig, split_name: str):
 
     where = f"label column {config.label_column!r} of split {split_name!r}"
     kind = column.type
-    require(pa.types.is_integer(kind) or pa.types.is_floating(kind),
-            f"{where} must hold integers or strings, got {kind}")
+    require(
+        pa.types.is_integer(kind) or pa.types.is_floating(kind), f"{where} must hold integers or strings, got {kind}"
+    )
     missing = _first_true(pc.is_null(column, nan_is_null=True))
     require(missing is None, f"{where} has a missing label at row {missing}")
     values = column.to_numpy()
@@ -376,16 +423,17 @@ def _canonical_labels(column, config: DataConfig, split_name: str, num_labels: i
         for row, value in enumerate(values):
             code = lookup.get(value)
             if code is None:
-                raise FtftError(f"label {value!r} at row {row} of {where} is not one of the label names "
-                                f"{list(names)}")
+                raise FtftError(f"label {value!r} at row {row} of {where} is not one of the label names {list(names)}")
             out[row] = code
         return out
     values = _integer_labels(column, config, split_name)
     bad = np.flatnonzero((values < 0) | (values >= num_labels))
     if len(bad):
         row = bad[0]
-        raise FtftError(f"label {values[row]} at row {row} of {where} is out of range; expected "
-                        f"0..{num_labels - 1} (num_labels={num_labels})")
+        raise FtftError(
+            f"label {values[row]} at row {row} of {where} is out of range; expected "
+            f"0..{num_labels - 1} (num_labels={num_labels})"
+        )
     return values
 
 
@@ -397,11 +445,15 @@ def _texts(raw, column_name: str, split_name: str) -> list:
     import pyarrow.compute as pc
 
     column = raw.data.column(column_name)
-    require(_is_string_type(column.type) or column.null_count == len(column),
-            f"text column {column_name!r} of split {split_name!r} must hold strings, got {column.type}")
+    require(
+        _is_string_type(column.type) or column.null_count == len(column),
+        f"text column {column_name!r} of split {split_name!r} must hold strings, got {column.type}",
+    )
     missing = _first_true(pc.is_null(column))
-    require(missing is None, f"text column {column_name!r} of split {split_name!r} has a missing "
-                             f"(None/NaN) text at row {missing}")
+    require(
+        missing is None,
+        f"text column {column_name!r} of split {split_name!r} has a missing (None/NaN) text at row {missing}",
+    )
     return column.to_pylist()
 
 
@@ -417,14 +469,17 @@ def _uids(raw, config: DataConfig, split_name: str, hashes: list) -> list:
 
         column = raw.data.column(config.id_column)
         missing = _first_true(pc.is_null(column))
-        require(missing is None, f"id column {config.id_column!r} of split {split_name!r} has a missing "
-                                 f"id at row {missing}")
+        require(
+            missing is None, f"id column {config.id_column!r} of split {split_name!r} has a missing id at row {missing}"
+        )
         uids = [str(v) for v in column.to_pylist()]
         first: dict = {}
         for row, uid in enumerate(uids):
             if uid in first:
-                raise FtftError(f"duplicate id {uid!r} in column {config.id_column!r} of split "
-                                f"{split_name!r} (rows {first[uid]} and {row}); ids must be unique")
+                raise FtftError(
+                    f"duplicate id {uid!r} in column {config.id_column!r} of split "
+                    f"{split_name!r} (rows {first[uid]} and {row}); ids must be unique"
+                )
             first[uid] = row
         return uids
     seen: dict = {}
@@ -459,9 +514,7 @@ def _canonical(raw, config: DataConfig, split_name: str, num_labels: int, names:
 
     columns = ["uid", "text"] + (["text_pair"] if pairs is not None else []) + ["label"]
     fingerprint = _fingerprint(uids, labels, hashes, columns, names)
-    features = datasets.Features(
-        {c: datasets.Value("int64" if c == "label" else "string") for c in columns}
-    )
+    features = datasets.Features({c: datasets.Value("int64" if c == "label" else "string") for c in columns})
     source_columns = {"text": config.text_column, "text_pair": config.text_pair_column}
 
     def to_canonical(batch, indices):
@@ -473,8 +526,13 @@ def _canonical(raw, config: DataConfig, split_name: str, num_labels: int, names:
 
     with progress_bars(len(raw)):
         dataset = raw.map(
-            to_canonical, batched=True, batch_size=10_000, with_indices=True,
-            remove_columns=raw.column_names, features=features, new_fingerprint=fingerprint,
+            to_canonical,
+            batched=True,
+            batch_size=10_000,
+            with_indices=True,
+            remove_columns=raw.column_names,
+            features=features,
+            new_fingerprint=fingerprint,
             desc=f"canonical {split_name}",
         )
     return Split(split_name, dataset, fingerprint, num_labels, names)

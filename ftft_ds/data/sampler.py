@@ -13,6 +13,7 @@ trainer's and not a count of the indices this sampler has handed out, because a 
 processes draws indices ahead of the batches it trains on. `state_dict` / `load_state_dict` keep
 the epoch and refuse a checkpoint taken with another data-order seed.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,8 @@ class ShardedSampler(Sampler[int]):
         return order
 
     def __iter__(self) -> Iterator[int]:
-        shard = self.epoch_order(self.epoch)[self.rank::self.world_size]
-        yield from shard[self.start:].tolist()
+        shard = self.epoch_order(self.epoch)[self.rank :: self.world_size]
+        yield from shard[self.start :].tolist()
 
     def __len__(self) -> int:
         return self.per_rank - self.start

@@ -56,6 +56,7 @@ Generation is vectorised with numpy (one generator per split, seeded from `seed`
 so the same arguments give byte-identical data (for a given numpy version) and a million training
 pairs take seconds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -90,8 +91,7 @@ _PEOPLE = (
     "guard waiter"
 ).split()
 _MAMMALS = (
-    "dog cat horse rabbit fox wolf bear lion tiger goat sheep mouse monkey deer donkey pig cow zebra "
-    "camel squirrel"
+    "dog cat horse rabbit fox wolf bear lion tiger goat sheep mouse monkey deer donkey pig cow zebra camel squirrel"
 ).split()
 _BIRDS = "owl eagle parrot duck goose crow swan pigeon".split()
 _HYPERNYMS = ("person", "animal", "bird")
@@ -130,8 +130,18 @@ _PLACES = (
     "zoo gym studio prison court pharmacy bookstore restaurant village tower tunnel square"
 ).split()
 _TIMES = (
-    "yesterday", "today", "last week", "last night", "on monday", "on friday", "in the morning",
-    "in the evening", "at noon", "at dawn", "on sunday", "last year",
+    "yesterday",
+    "today",
+    "last week",
+    "last night",
+    "on monday",
+    "on friday",
+    "in the morning",
+    "in the evening",
+    "at noon",
+    "at dawn",
+    "on sunday",
+    "last year",
 )
 
 
@@ -170,9 +180,9 @@ _VERB_PHRASES = _table(
     [past for past, _ in _VERBS] + [f"did not {base}" for _, base in _VERBS] + [f"never {past}" for past, _ in _VERBS]
 ).reshape(3, len(_VERBS))
 # Place phrase (with a leading space) for (preposition, place + 1): column 0 is "no place".
-_PLACE_PHRASES = _table(
-    [f" {p} the {pl}" if pl else "" for p in _PREPOSITIONS for pl in ("", *_PLACES)]
-).reshape(len(_PREPOSITIONS), len(_PLACES) + 1)
+_PLACE_PHRASES = _table([f" {p} the {pl}" if pl else "" for p in _PREPOSITIONS for pl in ("", *_PLACES)]).reshape(
+    len(_PREPOSITIONS), len(_PLACES) + 1
+)
 _TIME_FRONT = _table(["", *(f"{t} " for t in _TIMES)])
 _TIME_BACK = _table(["", *(f" {t}" for t in _TIMES)])
 
@@ -259,15 +269,30 @@ def _draw_pairs(rng: np.random.Generator, kinds: np.ndarray) -> tuple[np.ndarray
         return np.where(mask, values, -1)
 
     premise = _render(
-        slot(subj_adj, present[:, 0]), subj, np.zeros(n, np.int64), verb, slot(obj_adj, present[:, 1]),
-        obj, prep, slot(place, present[:, 2]), slot(time, present[:, 3]), time_front,
+        slot(subj_adj, present[:, 0]),
+        subj,
+        np.zeros(n, np.int64),
+        verb,
+        slot(obj_adj, present[:, 1]),
+        obj,
+        prep,
+        slot(place, present[:, 2]),
+        slot(time, present[:, 3]),
+        time_front,
     )
     hs_adj, ho_adj = slot(h_subj_adj, kept[:, 0]), slot(h_obj_adj, kept[:, 1])
     swap = is_kind["swap"]
     hypothesis = _render(
-        np.where(swap, ho_adj, hs_adj), np.where(swap, h_obj, h_subj), neg, verb,
-        np.where(swap, hs_adj, ho_adj), np.where(swap, h_subj, h_obj),
-        prep, slot(place, kept[:, 2]), slot(time, kept[:, 3]), time_front,
+        np.where(swap, ho_adj, hs_adj),
+        np.where(swap, h_obj, h_subj),
+        neg,
+        verb,
+        np.where(swap, hs_adj, ho_adj),
+        np.where(swap, h_subj, h_obj),
+        prep,
+        slot(place, kept[:, 2]),
+        slot(time, kept[:, 3]),
+        time_front,
     )
     return premise, hypothesis
 

@@ -5,6 +5,7 @@ collate time, which wastes far less compute than padding everything to `max_leng
 tokenized row keeps `index`, its row position in the split, so training dynamics recorded per batch
 can be written back to the right example whatever order the sampler chose.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,8 +62,13 @@ def tokenize_split(split: Split, tokenizer, max_length: int = 128):
 
     with progress_bars(len(split.dataset)):
         return split.dataset.map(
-            encode, batched=True, batch_size=2000, with_indices=True,
-            remove_columns=split.dataset.column_names, features=features, desc=f"tokenize {split.name}",
+            encode,
+            batched=True,
+            batch_size=2000,
+            with_indices=True,
+            remove_columns=split.dataset.column_names,
+            features=features,
+            desc=f"tokenize {split.name}",
             new_fingerprint=_tokenized_fingerprint(split, tokenizer, max_length),
         )
 
@@ -74,9 +80,18 @@ def _tokenized_fingerprint(split: Split, tokenizer, max_length: int) -> str:
     which takes about 0.6 s a split even for a small one, in every process that tokenizes.
     """
     vocabulary = tokenizer.get_vocab()
-    key = json.dumps([split.fingerprint, type(tokenizer).__name__, tokenizer.name_or_path, len(vocabulary),
-                      hashlib.sha256(json.dumps(sorted(vocabulary.items())).encode()).hexdigest(),
-                      tokenizer.padding_side, tokenizer.truncation_side, max_length])
+    key = json.dumps(
+        [
+            split.fingerprint,
+            type(tokenizer).__name__,
+            tokenizer.name_or_path,
+            len(vocabulary),
+            hashlib.sha256(json.dumps(sorted(vocabulary.items())).encode()).hexdigest(),
+            tokenizer.padding_side,
+            tokenizer.truncation_side,
+            max_length,
+        ]
+    )
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -107,10 +122,14 @@ class Collator:
     """
 
     def __init__(self, tokenizer, pad_to_multiple_of: Optional[int] = None):
-        require(tokenizer.pad_token_id is not None,
-                f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no padding token")
-        require(pad_to_multiple_of is None or (isinstance(pad_to_multiple_of, int) and pad_to_multiple_of >= 1),
-                f"pad_to_multiple_of must be a positive integer or None, got {pad_to_multiple_of!r}")
+        require(
+            tokenizer.pad_token_id is not None,
+            f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no padding token",
+        )
+        require(
+            pad_to_multiple_of is None or (isinstance(pad_to_multiple_of, int) and pad_to_multiple_of >= 1),
+            f"pad_to_multiple_of must be a positive integer or None, got {pad_to_multiple_of!r}",
+        )
         self.pad_values = {"input_ids": tokenizer.pad_token_id, "token_type_ids": 0, "attention_mask": 0}
         self.left = tokenizer.padding_side == "left"
         self.multiple = pad_to_multiple_of or 1
@@ -125,7 +144,7 @@ class Collator:
             array = np.full((len(examples), width), pad, dtype=np.int64)
             for row, (example, length) in enumerate(zip(examples, lengths)):
                 if self.left:
-                    array[row, width - length:] = example[name]
+                    array[row, width - length :] = example[name]
                 else:
                     array[row, :length] = example[name]
             batch[name] = torch.from_numpy(array)

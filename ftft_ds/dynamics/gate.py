@@ -19,6 +19,7 @@ these checks make the failure visible before any main run is launched:
 
 Each check yields a value, its threshold and a verdict; the reference is sound when all pass.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,6 +29,7 @@ from scipy import stats
 
 from .metrics import Metrics
 from .store import Dynamics, encode_uids
+
 
 @dataclasses.dataclass
 class Check:
@@ -58,8 +60,11 @@ class Verdict:
         return f"reference '{self.reference}': WEAK, {'; '.join(c.reason for c in self.failures)}"
 
     def to_json(self) -> dict:
-        return {"reference": self.reference, "sound": self.sound,
-                "checks": [dataclasses.asdict(check) for check in self.checks]}
+        return {
+            "reference": self.reference,
+            "sound": self.sound,
+            "checks": [dataclasses.asdict(check) for check in self.checks],
+        }
 
 
 def _label_shares(labels: np.ndarray, num_labels: int) -> np.ndarray:
@@ -74,52 +79,98 @@ def learnt_late_mask(dynamics: Dynamics) -> np.ndarray:
     return (~correct[:, :-1]).all(axis=1) & correct[:, -1]
 
 
-def assess_reference(name: str, dynamics: Dynamics, subset_uids, dev_accuracy: float | None,
-                     majority_rate: float | None, thresholds, probe: Metrics | None = None,
-                     reference_metrics: Metrics | None = None) -> Verdict:
+def assess_reference(
+    name: str,
+    dynamics: Dynamics,
+    subset_uids,
+    dev_accuracy: float | None,
+    majority_rate: float | None,
+    thresholds,
+    probe: Metrics | None = None,
+    reference_metrics: Metrics | None = None,
+) -> Verdict:
     """Judge one reference. `thresholds` is a `GateConfig`; `probe` holds the main model's own
     metrics (with `reference_metrics` the reference's, to correlate them by uid)."""
     checks = []
     if dev_accuracy is not None and majority_rate is not None and majority_rate < 1:
         lift = (dev_accuracy - majority_rate) / (1 - majority_rate)
-        checks.append(Check(
-            "accuracy_lift", lift, thresholds.min_accuracy_lift, lift >= thresholds.min_accuracy_lift,
-            f"dev accuracy {dev_accuracy:.3f} against a majority rate of {majority_rate:.3f} "
-            f"closes {lift:.0%} of the gap (needs {thresholds.min_accuracy_lift:.0%})"))
+        checks.append(
+            Check(
+                "accuracy_lift",
+                lift,
+                thresholds.min_accuracy_lift,
+                lift >= thresholds.min_accuracy_lift,
+                f"dev accuracy {dev_accuracy:.3f} against a majority rate of {majority_rate:.3f} "
+                f"closes {lift:.0%} of the gap (needs {thresholds.min_accuracy_lift:.0%})",
+            )
+        )
 
     epochs = dynamics.num_epochs
-    checks.append(Check("epochs", epochs, thresholds.min_epochs, epochs >= thresholds.min_epochs,
-                        f"{epochs} epoch(s) of dynamics (needs {thresholds.min_epochs})"))
+    checks.append(
+        Check(
+            "epochs",
+            epochs,
+            thresholds.min_epochs,
+            epochs >= thresholds.min_epochs,
+            f"{epochs} epoch(s) of dynamics (needs {thresholds.min_epochs})",
+        )
+    )
 
     last = dynamics.logits[:, -1, :].argmax(axis=1)
     train_accuracy = float((last == dynamics.labels).mean())
-    checks.append(Check(
-        "train_accuracy", train_accuracy, thresholds.min_train_accuracy,
-        train_accuracy >= thresholds.min_train_accuracy,
-        f"last-epoch training accuracy {train_accuracy:.3f} (needs {thresholds.min_train_accuracy:.2f})"))
+    checks.append(
+        Check(
+            "train_accuracy",
+            train_accuracy,
+            thresholds.min_train_accuracy,
+            train_accuracy >= thresholds.min_train_accuracy,
+            f"last-epoch training accuracy {train_accuracy:.3f} (needs {thresholds.min_train_accuracy:.2f})",
+        )
+    )
 
     subset_uids = list(subset_uids)
-    in_subset = (np.isin(dynamics.uids, encode_uids(subset_uids)) if subset_uids
-                 else np.zeros(dynamics.num_examples, dtype=bool))
+    in_subset = (
+        np.isin(dynamics.uids, encode_uids(subset_uids)) if subset_uids else np.zeros(dynamics.num_examples, dtype=bool)
+    )
     num_labels = dynamics.logits.shape[2]
-    skew = 0.5 * float(np.abs(_label_shares(dynamics.labels[in_subset], num_labels)
-                              - _label_shares(dynamics.labels, num_labels)).sum())
-    checks.append(Check("label_skew", skew, thresholds.max_label_skew, skew <= thresholds.max_label_skew,
-                        f"subset label skew {skew:.3f} (at most {thresholds.max_label_skew:.2f})"))
+    skew = 0.5 * float(
+        np.abs(_label_shares(dynamics.labels[in_subset], num_labels) - _label_shares(dynamics.labels, num_labels)).sum()
+    )
+    checks.append(
+        Check(
+            "label_skew",
+            skew,
+            thresholds.max_label_skew,
+            skew <= thresholds.max_label_skew,
+            f"subset label skew {skew:.3f} (at most {thresholds.max_label_skew:.2f})",
+        )
+    )
 
     late = learnt_late_mask(dynamics)
     late_share = float(late[in_subset].mean()) if in_subset.any() else 0.0
-    checks.append(Check(
-        "learnt_late", late_share, thresholds.max_learnt_late, late_share <= thresholds.max_learnt_late,
-        f"{late_share:.0%} of the subset was learnt only at the last epoch (at most "
-        f"{thresholds.max_learnt_late:.0%}; {float(late.mean()):.0%} of all examples)"))
+    checks.append(
+        Check(
+            "learnt_late",
+            late_share,
+            thresholds.max_learnt_late,
+            late_share <= thresholds.max_learnt_late,
+            f"{late_share:.0%} of the subset was learnt only at the last epoch (at most "
+            f"{thresholds.max_learnt_late:.0%}; {float(late.mean()):.0%} of all examples)",
+        )
+    )
 
     if probe is not None and reference_metrics is not None:
         rho = variability_spearman(reference_metrics, probe)
-        checks.append(Check(
-            "probe_spearman", rho, thresholds.min_probe_spearman, rho >= thresholds.min_probe_spearman,
-            f"variability rank correlation with the main model's own dynamics {rho:.2f} "
-            f"(needs {thresholds.min_probe_spearman:.2f})"))
+        checks.append(
+            Check(
+                "probe_spearman",
+                rho,
+                thresholds.min_probe_spearman,
+                rho >= thresholds.min_probe_spearman,
+                f"variability rank correlation with the main model's own dynamics {rho:.2f} "
+                f"(needs {thresholds.min_probe_spearman:.2f})",
+            )
+        )
     return Verdict(name, checks)
 
 

@@ -12,6 +12,7 @@ Imports check what the stores cannot see afterwards (an epoch file missing, an e
 some epoch, a gold label that changes between epochs) and then build a validated `Dynamics`.
 Exports write every float32 exactly (as the float64 it equals), so export -> import round-trips.
 """
+
 from __future__ import annotations
 
 import json
@@ -95,7 +96,8 @@ def _read_epoch(path: Path, epoch: int) -> tuple[list[str], np.ndarray, np.ndarr
 
 def _is_number_list(row: object, width: int) -> bool:
     return (
-        isinstance(row, list) and len(row) == width > 0
+        isinstance(row, list)
+        and len(row) == width > 0
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row)
     )
 
@@ -171,9 +173,12 @@ def import_ftft(path: str | os.PathLike, labels_by_uid: Mapping[str, int]) -> Dy
     shape = tuple(tensors[0].shape) if isinstance(tensors[0], torch.Tensor) else None
     for uid, tensor in zip(uids, tensors):
         require(
-            isinstance(tensor, torch.Tensor) and tensor.dim() == 2 and tuple(tensor.shape) == shape
+            isinstance(tensor, torch.Tensor)
+            and tensor.dim() == 2
+            and tuple(tensor.shape) == shape
             and tensor.is_floating_point(),
-            f"{path}: the logits of uid {uid!r} are not a float tensor of shape {shape} (epochs, classes) like the first",
+            f"{path}: the logits of uid {uid!r} are not a float tensor of shape {shape} (epochs, classes) "
+            "like the first",
         )
     unlabeled = [uid for uid in uids if uid not in labels_by_uid]
     if unlabeled:

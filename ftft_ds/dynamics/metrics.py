@@ -19,9 +19,11 @@ label of example n at epoch e:
 
 The logits are processed in chunks of about two million values, each rearranged to (classes,
 epochs, examples) so that every step is an operation on contiguous vectors: a store of
-10M x 5 x 3 takes about a second and a few hundred MB beyond the memory-mapped file. The gold probability is 1 / sum_c exp(x_c - x_gold),
-which needs no max-shift to be stable: an overflowing term only drives p to its limit, 0.
+10M x 5 x 3 takes about a second and a few hundred MB beyond the memory-mapped file. The gold
+probability is 1 / sum_c exp(x_c - x_gold), which needs no max-shift to be stable: an overflowing
+term only drives p to its limit, 0.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +37,16 @@ import numpy as np
 
 from ..errors import FtftError, require
 from ..io import atomic_path, iter_jsonl, read_json, versions, write_json
-from .store import Dynamics, chunk_bounds, chunk_rows, decode_uids, encode_uids, first_duplicate, show_uid, utc_timestamp
+from .store import (
+    Dynamics,
+    chunk_bounds,
+    chunk_rows,
+    decode_uids,
+    encode_uids,
+    first_duplicate,
+    show_uid,
+    utc_timestamp,
+)
 
 VARIABILITY_MODES = ("population", "ci")
 
@@ -103,7 +114,9 @@ def compute_metrics(
     `eval_pass=True` reads the logits of the eval-mode pass recorded at each epoch end instead of
     those of the training forward pass.
     """
-    require(variability in VARIABILITY_MODES, f"variability {variability!r} is not one of {', '.join(VARIABILITY_MODES)}")
+    require(
+        variability in VARIABILITY_MODES, f"variability {variability!r} is not one of {', '.join(VARIABILITY_MODES)}"
+    )
     epochs = dyn.num_epochs if burn_out is None else burn_out
     require(
         isinstance(epochs, int) and not isinstance(epochs, bool) and 1 <= epochs <= dyn.num_epochs,
@@ -130,7 +143,9 @@ def compute_metrics(
     }
     kernel = _ChunkKernel(min(n, chunk_rows(epochs * classes)), epochs, classes, variability)
     for start, stop in chunk_bounds(n, epochs * classes):
-        kernel(logits[start:stop, :epochs], np.asarray(dyn.labels[start:stop]), {k: v[start:stop] for k, v in out.items()})
+        kernel(
+            logits[start:stop, :epochs], np.asarray(dyn.labels[start:stop]), {k: v[start:stop] for k, v in out.items()}
+        )
 
     return Metrics(
         uids=dyn.uids,
@@ -305,8 +320,9 @@ def read_metrics_jsonl(path: str | os.PathLike) -> Metrics:
 
     Cartography's guids may be integers; they become strings. guid, confidence, variability and
     correctness are required (cartography's released files hold just these and `index`), the
-    other metrics are read when the first line has them, and then every line must carry them. Lines are parsed in batches into arrays so that memory stays proportional to
-    the arrays, not to millions of Python objects.
+    other metrics are read when the first line has them, and then every line must carry them.
+    Lines are parsed in batches into arrays so that memory stays proportional to the arrays, not to
+    millions of Python objects.
     """
     path = Path(path)
     require(path.is_file(), f"metrics file not found: {path}")
@@ -394,8 +410,11 @@ def _columns(path: Path, keys: tuple[str, ...], numbers: list[int], records: lis
             ok = bool((array == np.round(array)).all())
         if not ok:
             line, value = next(
-                (n, v) for n, v in zip(numbers, values)
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                (n, v)
+                for n, v in zip(numbers, values)
+                if isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not math.isfinite(v)
                 or (key in _INTEGER_KEYS and v != round(v))
             )
             kind = "an integer" if key in _INTEGER_KEYS else "a finite number"

@@ -11,6 +11,7 @@ Figures are built on matplotlib's object API with the Agg canvas, so no display 
 pyplot state are involved. Above `max_points` examples a seeded random sample is drawn, which
 keeps the figure fast and identical from run to run; the histograms use every example.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,15 +57,26 @@ def data_map_figure(
     palette = colormaps["turbo"]
     colour = {int(k): palette(0.92 - 0.8 * k / most) for k in range(most + 1)}
     ax.scatter(
-        variability[shown], confidence[shown], s=6, alpha=0.6, linewidths=0,
-        c=[colour[int(k)] for k in correctness[shown]], rasterized=True,
+        variability[shown],
+        confidence[shown],
+        s=6,
+        alpha=0.6,
+        linewidths=0,
+        c=[colour[int(k)] for k in correctness[shown]],
+        rasterized=True,
     )
     x_end = max(1e-3, float(variability.max()) * 1.05)
     _shade_regions(ax, variability, confidence, x_end)
     name = "correct." if metrics.num_epochs else "correct (epochs)"
     handles = [
-        Line2D([], [], marker="o", linestyle="", color=colour[int(k)],
-               label=f"{k / metrics.num_epochs:.1f}" if metrics.num_epochs else f"{int(k)}")
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            color=colour[int(k)],
+            label=f"{k / metrics.num_epochs:.1f}" if metrics.num_epochs else f"{int(k)}",
+        )
         for k in levels
     ]
     ax.legend(handles=handles, title=name, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
@@ -104,7 +116,11 @@ def _shade_regions(ax, variability: np.ndarray, confidence: np.ndarray, x_end: f
     for label, (x0, x1), (y0, y1), colour in regions:
         ax.fill_between([x0, x1], y0, y1, color=colour, alpha=0.07, linewidth=0, zorder=0)
         ax.annotate(
-            label, xy=((x0 + x1) / 2, (y0 + y1) / 2), ha="center", va="center", fontsize=12,
+            label,
+            xy=((x0 + x1) / 2, (y0 + y1) / 2),
+            ha="center",
+            va="center",
+            fontsize=12,
             bbox=dict(boxstyle="round,pad=0.3", ec=colour, lw=2, fc="white", alpha=0.85),
         )
 

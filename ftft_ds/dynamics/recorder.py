@@ -5,13 +5,14 @@ exactly those), so recording costs a `detach` and a list append per micro-batch:
 forward pass, no host-device synchronisation inside the epoch. At the epoch's end the ranks
 exchange what they saw; examples the distributed sampler padded in twice are kept once.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..errors import FtftError
 from ..collectives import gather_rows
+from ..errors import FtftError
 
 
 class DynamicsRecorder:

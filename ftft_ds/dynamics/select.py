@@ -20,6 +20,7 @@ The selected uids are listed in store order (the order of the dynamics, normally
 which examples are in is the rule's business, the order is not, and keeping the store's order
 spares sorting millions of scores.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,11 @@ class Subset:
         with atomic_path(path) as tmp:
             # The uid list goes through the fast compact encoder; only the manifest is indented.
             tmp.write_text(
-                '{"manifest": ' + json.dumps(self.manifest, indent=2, sort_keys=True)
-                + ',\n"uids": ' + json.dumps(self.uids) + "}\n",
+                '{"manifest": '
+                + json.dumps(self.manifest, indent=2, sort_keys=True)
+                + ',\n"uids": '
+                + json.dumps(self.uids)
+                + "}\n",
                 encoding="utf-8",
             )
         self.path = path

@@ -14,6 +14,7 @@ chunked passes over it keep the resident set bounded.
 A store is written as a whole under a temporary name and renamed into place, and it is validated
 whenever it is built or opened, so a store that exists is complete and consistent.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -259,10 +260,7 @@ class Dynamics:
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= classes:
             bad = int(np.flatnonzero((labels < 0) | (labels >= classes))[0])
-            raise FtftError(
-                f"label {int(labels[bad])} of example {show_uid(uids[bad])} "
-                f"is outside [0, {classes})"
-            )
+            raise FtftError(f"label {int(labels[bad])} of example {show_uid(uids[bad])} is outside [0, {classes})")
         _check_finite("logits", logits, uids)
         if self.eval_logits is not None:
             _check_finite("eval_logits", self.eval_logits, uids)
@@ -281,7 +279,10 @@ class Dynamics:
             f"logits hold {epochs} epoch(s) but the manifest says num_epochs={m['num_epochs']} "
             "(epochs missing or extra)",
         )
-        require(m["num_labels"] == classes, f"logits hold {classes} classes but the manifest says num_labels={m['num_labels']}")
+        require(
+            m["num_labels"] == classes,
+            f"logits hold {classes} classes but the manifest says num_labels={m['num_labels']}",
+        )
         fp = m.get("dataset_fingerprint")
         require(fp is None or isinstance(fp, str), f"manifest dataset_fingerprint must be a string or null, got {fp!r}")
 

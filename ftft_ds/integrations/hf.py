@@ -18,6 +18,7 @@ to rows once per epoch, after gathering them from every rank. Nothing in the ste
 device. Rows with identical tokens are the same input, so which of them a sighting goes to does
 not matter.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -28,11 +29,11 @@ import numpy as np
 import torch
 import transformers
 
+from ..collectives import gather_rows
 from ..dynamics.recorder import DynamicsRecorder
 from ..dynamics.select import Subset
 from ..dynamics.store import Dynamics
 from ..errors import FtftError, require
-from ..collectives import gather_rows
 
 _HASH_BASE = 1_000_003  # odd: multiplication modulo 2**64 stays a bijection
 
@@ -65,7 +66,7 @@ def _powers(length: int, device: torch.device) -> torch.Tensor:
         for i in range(1, size):
             powers[i] = powers[i - 1] * _HASH_BASE  # wraps modulo 2**64, as on every device
         table = _POWERS[device] = powers.to(device)
-    return table[:max(length, 1)]
+    return table[: max(length, 1)]
 
 
 class DynamicsCallback(transformers.TrainerCallback):
@@ -78,20 +79,25 @@ class DynamicsCallback(transformers.TrainerCallback):
     and the epoch is gathered on rank 0, which saves the store at the end of training.
     """
 
-    def __init__(self, train_dataset, output_dir: str | Path, uids: Optional[Sequence[str]] = None,
-                 label_column: str = "labels"):
+    def __init__(
+        self, train_dataset, output_dir: str | Path, uids: Optional[Sequence[str]] = None, label_column: str = "labels"
+    ):
         columns = train_dataset.column_names
         if label_column not in columns and "label" in columns:
             label_column = "label"
-        require("input_ids" in columns and label_column in columns,
-                f"DynamicsCallback needs a tokenized train_dataset with input_ids and {label_column!r} columns, "
-                f"got {', '.join(columns)}")
+        require(
+            "input_ids" in columns and label_column in columns,
+            f"DynamicsCallback needs a tokenized train_dataset with input_ids and {label_column!r} columns, "
+            f"got {', '.join(columns)}",
+        )
         self.output_dir = Path(output_dir)
         self.labels = np.asarray(train_dataset[label_column], dtype=np.int64)
         self.uids = [str(i) for i in range(len(self.labels))] if uids is None else [str(u) for u in uids]
-        require(len(self.uids) == len(self.labels) and len(set(self.uids)) == len(self.uids),
-                f"uids must name each of the {len(self.labels)} rows once, got {len(self.uids)} "
-                f"({len(set(self.uids))} distinct)")
+        require(
+            len(self.uids) == len(self.labels) and len(set(self.uids)) == len(self.uids),
+            f"uids must name each of the {len(self.labels)} rows once, got {len(self.uids)} "
+            f"({len(set(self.uids))} distinct)",
+        )
         self._rows_by_hash = self._index(train_dataset["input_ids"])
         self._recorder: Optional[DynamicsRecorder] = None
         self._hook = None
@@ -102,7 +108,7 @@ class DynamicsCallback(transformers.TrainerCallback):
         """Token hash -> the dataset rows with those tokens, in order (padded a chunk at a time)."""
         rows = defaultdict(list)
         for start in range(0, len(sequences), chunk):
-            part = sequences[start:start + chunk]
+            part = sequences[start : start + chunk]
             for row, key in enumerate(token_hashes(_padded(part), _mask(part)).tolist(), start):
                 rows[key].append(row)
         return dict(rows)
@@ -124,10 +130,14 @@ class DynamicsCallback(transformers.TrainerCallback):
         if self._hook is not None:
             self._hook.remove()
         if state.is_world_process_zero and self._recorder.num_epochs:
-            Dynamics.create(self.uids, self.labels, self._recorder.logits(), source="hf_trainer",
-                            model=getattr(args, "run_name", None),
-                            extra={"trainer_seed": args.seed, "epochs": self._recorder.num_epochs}
-                            ).save(self.output_dir)
+            Dynamics.create(
+                self.uids,
+                self.labels,
+                self._recorder.logits(),
+                source="hf_trainer",
+                model=getattr(args, "run_name", None),
+                extra={"trainer_seed": args.seed, "epochs": self._recorder.num_epochs},
+            ).save(self.output_dir)
 
     # -- recording ------------------------------------------------------------------------------
 
@@ -143,16 +153,19 @@ class DynamicsCallback(transformers.TrainerCallback):
         The i-th sighting of a hash in the gathered order is the i-th row with those tokens;
         sightings beyond them are the distributed sampler's padded repeats, which count once.
         """
-        hashes, logits = gather_rows(torch.cat([h for h, _ in self._batches]),
-                                     torch.cat([lg for _, lg in self._batches]).float())
+        hashes, logits = gather_rows(
+            torch.cat([h for h, _ in self._batches]), torch.cat([lg for _, lg in self._batches]).float()
+        )
         self._batches.clear()
         seen: dict = defaultdict(int)
         rows = np.empty(len(hashes), dtype=np.int64)
         for i, key in enumerate(hashes.tolist()):
             candidates = self._rows_by_hash.get(key)
             if candidates is None:
-                raise FtftError("DynamicsCallback saw a training example that is not in its train_dataset; "
-                                "pass the dataset the Trainer trains on")
+                raise FtftError(
+                    "DynamicsCallback saw a training example that is not in its train_dataset; "
+                    "pass the dataset the Trainer trains on"
+                )
             rows[i] = candidates[min(seen[key], len(candidates) - 1)]
             seen[key] += 1
         self._recorder.add_epoch(rows, logits)
@@ -175,6 +188,9 @@ def subset_of(dataset, subset_file: str | Path, uids: Optional[Sequence[str]] = 
     require(len(names) == len(dataset), f"uids name {len(names)} rows but the dataset has {len(dataset)}")
     position = {name: row for row, name in enumerate(names)}
     missing = [u for u in subset.uids if u not in position]
-    require(not missing, f"{len(missing)} of the subset's {len(subset.uids)} uids are not in the dataset "
-                         f"(first: {missing[0] if missing else ''!r}); pass the uids the dynamics were recorded with")
+    require(
+        not missing,
+        f"{len(missing)} of the subset's {len(subset.uids)} uids are not in the dataset "
+        f"(first: {missing[0] if missing else ''!r}); pass the uids the dynamics were recorded with",
+    )
     return dataset.select(sorted(position[u] for u in subset.uids))

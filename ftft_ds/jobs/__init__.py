@@ -8,6 +8,7 @@ of the batch when it fails or when this process gets SIGINT or SIGTERM. The stag
 only state: a job's id is recorded in its folder, so an orchestrator started again on the same
 folder re-attaches to the jobs still queued or running instead of submitting them twice.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -96,8 +97,9 @@ class ExecutorConfig:
         return self.nodes * self.ranks_per_node
 
 
-def make_executor(cfg: ExecutorConfig, root: Path, echo: Callable[[str], None] = print, *, parallel: int = 1,
-                  detach: bool = False):
+def make_executor(
+    cfg: ExecutorConfig, root: Path, echo: Callable[[str], None] = print, *, parallel: int = 1, detach: bool = False
+):
     """The executor `cfg` names; `root` is the recipe's or sweep's folder, `parallel` the local
     executor's jobs at once, `detach` leaves SLURM jobs running when this process is stopped."""
     if cfg.kind == "slurm":
@@ -108,8 +110,9 @@ def make_executor(cfg: ExecutorConfig, root: Path, echo: Callable[[str], None] =
 
     slurm_only = sorted(fields_set(cfg) - {"kind"})
     if slurm_only:
-        raise FtftError(f"executor.{slurm_only[0]} applies to executor.kind slurm only; remove it "
-                        f"or set executor.kind=slurm")
+        raise FtftError(
+            f"executor.{slurm_only[0]} applies to executor.kind slurm only; remove it or set executor.kind=slurm"
+        )
     if detach:
         raise FtftError("--detach needs the slurm executor: local runs are children of this process")
     return LocalExecutor(parallel)
@@ -121,6 +124,8 @@ def run_ranks(num_ranks: int, executor: ExecutorConfig, owner: str, num_ranks_se
     if executor.kind == "local":
         return num_ranks
     if num_ranks_set and num_ranks != executor.main_ranks:
-        raise FtftError(f"{owner}.num_ranks={num_ranks} but the slurm executor runs each main run on "
-                        f"nodes x ranks_per_node = {executor.main_ranks} ranks; remove num_ranks")
+        raise FtftError(
+            f"{owner}.num_ranks={num_ranks} but the slurm executor runs each main run on "
+            f"nodes x ranks_per_node = {executor.main_ranks} ranks; remove num_ranks"
+        )
     return executor.main_ranks

@@ -12,6 +12,7 @@ session of its own, and while children run, SIGINT and SIGTERM to this process a
 each child's whole group; stragglers get SIGKILL after `GRACE_SECONDS`. Then this process stops as
 the signal asks: KeyboardInterrupt for SIGINT, exit code 128 + 15 for SIGTERM.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,10 +45,24 @@ def ftft_command(command: str, config: Path, num_ranks: int | None, devices: Seq
         return [sys.executable, "-m", "ftft_ds", command, str(config)]
     # The launcher ignores and deletes CUDA_VISIBLE_DEVICES whenever --num_gpus or --include is
     # given, and reads GPU ids as the machine numbers them: devices are named by those ids.
-    placement = ["--num_gpus", str(num_ranks)] if devices is None else \
-        ["--include", "localhost:" + ",".join(map(str, machine_device_ids(devices)))]
-    return [sys.executable, "-m", "deepspeed.launcher.runner", *placement,
-            "--master_port", str(free_port()), "--no_local_rank", "--module", "ftft_ds", command, str(config)]
+    placement = (
+        ["--num_gpus", str(num_ranks)]
+        if devices is None
+        else ["--include", "localhost:" + ",".join(map(str, machine_device_ids(devices)))]
+    )
+    return [
+        sys.executable,
+        "-m",
+        "deepspeed.launcher.runner",
+        *placement,
+        "--master_port",
+        str(free_port()),
+        "--no_local_rank",
+        "--module",
+        "ftft_ds",
+        command,
+        str(config),
+    ]
 
 
 def machine_device_ids(devices: Sequence[int]) -> list[int]:
@@ -57,8 +72,10 @@ def machine_device_ids(devices: Sequence[int]) -> list[int]:
         return list(devices)
     ids = [item.strip() for item in visible.split(",") if item.strip()]
     if not all(item.isdigit() for item in ids):
-        raise FtftError(f"CUDA_VISIBLE_DEVICES={visible!r} names GPUs by UUID; the deepspeed launcher takes "
-                        f"GPU numbers: set it to numbers (e.g. 0,1,2,3) or unset it")
+        raise FtftError(
+            f"CUDA_VISIBLE_DEVICES={visible!r} names GPUs by UUID; the deepspeed launcher takes "
+            f"GPU numbers: set it to numbers (e.g. 0,1,2,3) or unset it"
+        )
     return [int(ids[index]) for index in devices]
 
 
@@ -93,11 +110,16 @@ class LocalExecutor:
     def run(self, batch: Sequence, show_progress: bool = False) -> None:
         """Run `batch` (`Job`s), `parallel` at a time; see `run_processes`."""
         for start in range(0, len(batch), self.parallel):
-            chunk = batch[start:start + self.parallel]
+            chunk = batch[start : start + self.parallel]
             ranks = chunk[0].ranks
             slots = device_slots(ranks, len(chunk)) if ranks is not None else [None] * len(chunk)
-            run_processes([(ftft_command(job.command, job.config, job.ranks, devices), job)
-                           for job, devices in zip(chunk, slots)], show_progress)
+            run_processes(
+                [
+                    (ftft_command(job.command, job.config, job.ranks, devices), job)
+                    for job, devices in zip(chunk, slots)
+                ],
+                show_progress,
+            )
 
 
 def run_processes(batch: Sequence, show_progress: bool = False) -> None:
@@ -154,8 +176,9 @@ def progress_line(log: Path) -> str | None:
 
 def start(args: Sequence[str], output) -> subprocess.Popen:
     """Start `args` in a process group of its own, stdout and stderr into `output`, no stdin."""
-    return subprocess.Popen(list(args), stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        list(args), stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
 
 
 def stop(procs: Sequence[subprocess.Popen], signum: int = signal.SIGTERM) -> None:
@@ -181,6 +204,7 @@ def forwarding_signals(procs: list):
 def on_stop_signal(action: Callable[[int], None]) -> Iterator[None]:
     """While inside, SIGINT/SIGTERM run `action(signum)` (stop what this process started), then stop
     this process as the signal asks: KeyboardInterrupt for SIGINT, exit code 128 + 15 for SIGTERM."""
+
     def handler(signum, frame):
         action(signum)
         if signum == signal.SIGINT:

@@ -13,6 +13,7 @@ same folder finds a job still queued or running there and waits for it instead o
 again. SIGINT or SIGTERM to the orchestrator cancels its jobs (`scancel`), unless it was started
 with `detach`.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,20 @@ from ..io import write_json
 from .local import last_error, on_stop_signal, progress_line
 
 RECORD = "job.json"
-ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-          "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "PREEMPTED"}
+ACTIVE = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "SUSPENDED",
+    "STAGE_OUT",
+    "SIGNALING",
+    "PREEMPTED",
+}
 """States of a job that is not over (a preempted or requeued job comes back)."""
 
 
@@ -36,8 +49,9 @@ def queue_states(job_ids: Sequence[str]) -> dict:
     """Job id -> state for the jobs of `job_ids` that `squeue` still lists (array tasks one by one)."""
     if not job_ids:
         return {}
-    proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)], capture_output=True, text=True, timeout=60
+    )
     states = {}
     for line in proc.stdout.splitlines():
         job_id, _, state = line.strip().partition(" ")
@@ -50,8 +64,11 @@ def final_state(job_id: str) -> dict:
     `scontrol` while it still knows it (a few minutes); state UNKNOWN after that."""
     proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
     fields = dict(part.split("=", 1) for part in proc.stdout.split() if "=" in part)
-    return {"state": fields.get("JobState", "UNKNOWN"), "exit_code": fields.get("ExitCode", ""),
-            **{key.lower().removesuffix("time"): fields.get(key) for key in ("SubmitTime", "StartTime", "EndTime")}}
+    return {
+        "state": fields.get("JobState", "UNKNOWN"),
+        "exit_code": fields.get("ExitCode", ""),
+        **{key.lower().removesuffix("time"): fields.get(key) for key in ("SubmitTime", "StartTime", "EndTime")},
+    }
 
 
 def read_record(folder: Path) -> dict | None:
@@ -121,8 +138,16 @@ class SlurmExecutor:
         for job, handle in zip(group, submitted):
             previous = read_record(job.folder)  # a trial's earlier segment
             earlier = [*previous.pop("earlier", []), previous] if previous else []
-            write_json(job.folder / RECORD, {"job_id": handle.job_id, "what": job.what, "submitted": time.time(),
-                                             "stdout": str(handle.paths.stdout), "earlier": earlier})
+            write_json(
+                job.folder / RECORD,
+                {
+                    "job_id": handle.job_id,
+                    "what": job.what,
+                    "submitted": time.time(),
+                    "stdout": str(handle.paths.stdout),
+                    "earlier": earlier,
+                },
+            )
             self.echo(f"  {job.what}: submitted as SLURM job {handle.job_id}")
             ids.append(handle.job_id)
         return ids
@@ -144,8 +169,13 @@ class SlurmExecutor:
             # A job restarted by SLURM takes its share of the limit afresh: signal it well before.
             "signal_delay_s": min(90, max(10, cfg.time_limit_min * 60 // 10)),
         }
-        optional = {"gpus_per_node": gpus or None, "cpus_per_task": cfg.cpus_per_task, "partition": cfg.partition,
-                    "account": cfg.account, "qos": cfg.qos}
+        optional = {
+            "gpus_per_node": gpus or None,
+            "cpus_per_task": cfg.cpus_per_task,
+            "partition": cfg.partition,
+            "account": cfg.account,
+            "qos": cfg.qos,
+        }
         parameters.update({key: value for key, value in optional.items() if value is not None})
         return parameters
 
@@ -185,12 +215,15 @@ class SlurmExecutor:
         failed = state not in ("COMPLETED", "UNKNOWN") or (state == "UNKNOWN" and last_error(log).startswith("error:"))
         if failed:
             cancel(others)
-            raise FtftError(f"{job.what} failed (SLURM job {job_id} {state.lower()}, exit {exit_code or '?'}): "
-                            f"{last_error(log)} — see {log}")
+            raise FtftError(
+                f"{job.what} failed (SLURM job {job_id} {state.lower()}, exit {exit_code or '?'}): "
+                f"{last_error(log)} — see {log}"
+            )
         self.echo(f"  {job.what}: SLURM job {job_id} completed")
 
     def _cancelling_on_signal(self, job_ids: list):
         """While inside, SIGINT/SIGTERM cancel `job_ids` (unless detached), then stop this process."""
+
         def leave(signum: int) -> None:
             if self.detach:
                 self.echo(f"detached: SLURM jobs {', '.join(job_ids)} go on; run the same command again to re-attach")

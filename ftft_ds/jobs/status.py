@@ -4,6 +4,7 @@ Read from the folders alone (the stage manifests, the trials' results, the job r
 the jobs recorded there, from SLURM's queue: it works while an orchestrator runs, after it was
 stopped, and from another shell.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,9 @@ STAGE_MANIFEST = "stage.json"
 def run_folders(root: Path) -> list[Path]:
     """The stage folders of a recipe (each with a manifest) and the trial folders of a sweep."""
     stages = [path.parent for path in root.rglob(STAGE_MANIFEST)]
-    trials = sorted(path for path in (root / "trials").glob("trial*") if path.is_dir()) \
-        if (root / "trials").is_dir() else []
+    trials = (
+        sorted(path for path in (root / "trials").glob("trial*") if path.is_dir()) if (root / "trials").is_dir() else []
+    )
     return sorted(stages) + trials
 
 
@@ -34,8 +36,14 @@ def folder_states(root: str | Path) -> list[dict]:
     for folder in folders:
         record = records[folder]
         job_id = record["job_id"] if record else None
-        rows.append({"name": str(folder.relative_to(root)), "status": _status(folder, queued.get(job_id), record),
-                     "job": job_id, "log": record["stdout"] if record else _local_log(folder)})
+        rows.append(
+            {
+                "name": str(folder.relative_to(root)),
+                "status": _status(folder, queued.get(job_id), record),
+                "job": job_id,
+                "log": record["stdout"] if record else _local_log(folder),
+            }
+        )
     return rows
 
 
@@ -67,5 +75,7 @@ def status_table(rows: list) -> str:
     header = ("run", "status", "job", "log")
     cells = [header, *[(r["name"], r["status"], r["job"] or "-", r["log"] or "-") for r in rows]]
     widths = [max(len(str(row[i])) for row in cells) for i in range(3)]
-    return "\n".join("  ".join(str(value).ljust(width) for value, width in zip(row[:3], widths)) + "  " + str(row[3])
-                     for row in cells)
+    return "\n".join(
+        "  ".join(str(value).ljust(width) for value, width in zip(row[:3], widths)) + "  " + str(row[3])
+        for row in cells
+    )

@@ -6,6 +6,7 @@ or by submitit's handler when its time limit nears: `submitit.helpers.Checkpoint
 the same task). So the task decides at every start how to take its folder: a main run continues
 from its latest checkpoint if it has one, and otherwise starts over; a reference run starts over.
 """
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ main runs on `num_ranks` ranks through the `deepspeed` launcher here, or SLURM j
 a manifest (see `stages.py`), so a re-run skips what is done, re-attaches to the jobs still queued
 or running, and redoes what changed or failed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,11 +24,11 @@ from ..dynamics.select import select_subset
 from ..dynamics.store import Dynamics
 from ..errors import FtftError
 from ..io import make_output_dir, write_json
+from ..jobs import Job, make_executor, run_ranks
 from .config import EARLY_STOPPING_METHODS, RecipeConfig
 from .forecast import forecast
 from .gate import gate_references
 from .report import collect_rows, summarize, write_report
-from ..jobs import Job, make_executor, run_ranks
 from .stages import Stage, file_digest
 
 __all__ = ["RecipeConfig", "run_recipe"]
@@ -45,20 +46,34 @@ def reference_configs(cfg: RecipeConfig) -> dict:
     if "dm" in cfg.methods:
         optim = {f.name: getattr(cfg.main, f.name) for f in dataclasses.fields(OptimConfig)}
         templates["main"] = ReferenceConfig(**optim, epochs=math.ceil(cfg.main.erm_epochs))
-    return {name: cfg.reference_run(template, data=cfg.data, output_dir=str(Path(cfg.output_dir) / "reference" / name))
-            for name, template in templates.items()}
+    return {
+        name: cfg.reference_run(template, data=cfg.data, output_dir=str(Path(cfg.output_dir) / "reference" / name))
+        for name, template in templates.items()
+    }
 
 
 def main_config(cfg: RecipeConfig, method: str, seed: int) -> MainConfig:
     """One main run of the recipe: early-stopping methods stop by patience under the `ftft_budget`
     cap, `erm` and `dm` train their whole `erm_budget`; every run evaluates at the same points."""
     stops_early = method in EARLY_STOPPING_METHODS
-    stopping = {"patience": cfg.early_stopping.patience, "patience_metric": cfg.stopping_metric(),
-                "evals_per_schedule": cfg.early_stopping.evals} if stops_early else {}
+    stopping = (
+        {
+            "patience": cfg.early_stopping.patience,
+            "patience_metric": cfg.stopping_metric(),
+            "evals_per_schedule": cfg.early_stopping.evals,
+        }
+        if stops_early
+        else {}
+    )
     return cfg.main_run(
-        **stopping, data=cfg.data, budget=cfg.ftft_budget if stops_early else cfg.erm_budget,
+        **stopping,
+        data=cfg.data,
+        budget=cfg.ftft_budget if stops_early else cfg.erm_budget,
         output_dir=str(Path(cfg.output_dir) / "main" / method / f"seed{seed}"),
-        init_seed=seed, data_seed=seed, dropout_seed=seed)
+        init_seed=seed,
+        data_seed=seed,
+        dropout_seed=seed,
+    )
 
 
 def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: bool = False) -> dict:
@@ -67,8 +82,9 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
     The cost forecast is printed first; `dry_run` stops there. `detach`: a signal to this process
     leaves its SLURM jobs running (a later run re-attaches to them) instead of cancelling them.
     """
-    cfg = dataclasses.replace(cfg, num_ranks=run_ranks(cfg.num_ranks, cfg.executor, "recipe",
-                                                       "num_ranks" in fields_set(cfg)))
+    cfg = dataclasses.replace(
+        cfg, num_ranks=run_ranks(cfg.num_ranks, cfg.executor, "recipe", "num_ranks" in fields_set(cfg))
+    )
     out = Path(cfg.output_dir)
     split = load_split(cfg.data, cfg.data.train_split)
     data = {"config": to_dict(cfg.data), "fingerprint": split.fingerprint}
@@ -102,11 +118,28 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
 
         def train_reference(folder: Path, ref=ref) -> None:
             save_config(ref, folder / "run_config.json")
-            executor.run([Job("reference", folder / "run_config.json", folder, folder / "log.txt",
-                              f"reference run '{folder.name}'")], show_progress=True)
+            executor.run(
+                [
+                    Job(
+                        "reference",
+                        folder / "run_config.json",
+                        folder,
+                        folder / "log.txt",
+                        f"reference run '{folder.name}'",
+                    )
+                ],
+                show_progress=True,
+            )
 
-        execute(Stage(f"reference/{name}", folder, {"config": to_dict(ref), "data": data}, train_reference,
-                      ["dynamics/manifest.json", "cost.json", "metrics.json"]))
+        execute(
+            Stage(
+                f"reference/{name}",
+                folder,
+                {"config": to_dict(ref), "data": data},
+                train_reference,
+                ["dynamics/manifest.json", "cost.json", "metrics.json"],
+            )
+        )
         dynamics = Dynamics.load(folder / "dynamics")
         subsets[name] = _select_stage(execute, out / "select" / name, cfg, dynamics)
     if "random" in cfg.methods:
@@ -126,8 +159,7 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
         if subset_name is not None:
             main = dataclasses.replace(main, subset=str(subsets[subset_name]))
         folder = Path(main.output_dir)
-        key = {"config": to_dict(main), "data": data,
-               "subset": file_digest(Path(main.subset)) if main.subset else None}
+        key = {"config": to_dict(main), "data": data, "subset": file_digest(Path(main.subset)) if main.subset else None}
 
         stage = Stage(f"main/{method}/seed{seed}", folder, key, None, ["metrics.json", "cost.json"])
         progress["done"] += 1
@@ -136,16 +168,28 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
         else:
             stage.begin(keep=executor.live_job(folder) is not None)
             save_config(main, folder / "run_config.json")
-            todo.append((f"[{progress['done']}/{total}] {stage.name}", stage,
-                         Job("train", folder / "run_config.json", folder, folder / "log.txt",
-                             f"main run '{method}' seed {seed}", ranks=cfg.num_ranks)))
+            todo.append(
+                (
+                    f"[{progress['done']}/{total}] {stage.name}",
+                    stage,
+                    Job(
+                        "train",
+                        folder / "run_config.json",
+                        folder,
+                        folder / "log.txt",
+                        f"main run '{method}' seed {seed}",
+                        ranks=cfg.num_ranks,
+                    ),
+                )
+            )
         reference = {"ftft": "small", "dm": "main"}.get(method)
         runs[(method, seed)] = (folder, Path(references[reference].output_dir) if reference else None)
     _run_mains(executor, todo, echo)
 
     rows = collect_rows(runs)
-    metric_keys = [f"{s}/accuracy" for s in cfg.data.eval_splits] + \
-        [f"{s}/macro_f1" for s in cfg.data.eval_splits if "ood" in s]
+    metric_keys = [f"{s}/accuracy" for s in cfg.data.eval_splits] + [
+        f"{s}/macro_f1" for s in cfg.data.eval_splits if "ood" in s
+    ]
     summary = summarize(rows, cfg.methods, metric_keys)
     ood_split = cfg.reported_ood_split()
     headline = f"{ood_split}/accuracy" if ood_split else (metric_keys[0] if metric_keys else "")
@@ -158,7 +202,7 @@ def _run_mains(executor, todo: list, echo) -> None:
     one after the other locally, every one submitted at once to SLURM."""
     size = executor.batch_size(len(todo))
     for start in range(0, len(todo), size):
-        chunk = todo[start:start + size]
+        chunk = todo[start : start + size]
         for name, _, _ in chunk:
             echo(f"{name}: running ...")
         started = time.time()
@@ -172,14 +216,18 @@ def _run_mains(executor, todo: list, echo) -> None:
 def _select_stage(execute, folder: Path, cfg: RecipeConfig, dynamics: Dynamics | None, split=None, data=None) -> Path:
     """Select a subset from `dynamics` (or, for the random baseline, from the split's uids)."""
     sel = cfg.selection
-    key = {"selection": dataclasses.asdict(sel),
-           "source": dynamics.fingerprint if dynamics is not None else data}
+    key = {"selection": dataclasses.asdict(sel), "source": dynamics.fingerprint if dynamics is not None else data}
 
     def select(folder: Path) -> None:
         if dynamics is None:  # the random baseline needs only uids and labels: give it flat dynamics
             labels = np.asarray(split.dataset["label"])
-            source = Dynamics.create(split.dataset["uid"], labels, np.zeros((len(labels), 1, split.num_labels),
-                                     dtype=np.float32), dataset_fingerprint=split.fingerprint, source="uids")
+            source = Dynamics.create(
+                split.dataset["uid"],
+                labels,
+                np.zeros((len(labels), 1, split.num_labels), dtype=np.float32),
+                dataset_fingerprint=split.fingerprint,
+                source="uids",
+            )
             select_subset(source, "random", fraction=sel.fraction, stratify=sel.stratify).save(folder / "subset.json")
             return
         metrics = compute_metrics(dynamics)

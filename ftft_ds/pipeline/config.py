@@ -1,4 +1,5 @@
 """The config of `ftft run`: one task, a few references, the methods to compare, the seeds."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,22 @@ EARLY_STOPPING_METHODS = ("erm_es", "random", "ftft")
 """Methods whose main runs stop by patience under the `ftft_budget` cap; `erm` and `dm` train
 their whole `erm_budget` and report their last step."""
 GATE_MODES = ("warn", "refuse", "off")
-MAIN_OWNED = frozenset({"data", "output_dir", "subset", "budget", "resume", "init_seed", "data_seed", "dropout_seed",
-                        "patience", "patience_metric", "eval_every", "evals_per_schedule"})
+MAIN_OWNED = frozenset(
+    {
+        "data",
+        "output_dir",
+        "subset",
+        "budget",
+        "resume",
+        "init_seed",
+        "data_seed",
+        "dropout_seed",
+        "patience",
+        "patience_metric",
+        "eval_every",
+        "evals_per_schedule",
+    }
+)
 """`MainConfig` fields the recipe sets for every main run: the task, folders and subsets, budgets
 (`erm_budget`, `ftft_budget`), the seeds (`seeds`) and the evaluation and stopping points (`early_stopping`)."""
 REFERENCE_OWNED = frozenset({"data", "output_dir"})
@@ -137,7 +152,8 @@ class RecipeConfig:
             raise FtftError(f"reference_gate must be one of {', '.join(GATE_MODES)}, got {self.reference_gate!r}")
         self.methods = tuple(self.methods)
         if not isinstance(self.seeds, (list, tuple)) or not all(
-                isinstance(seed, int) and not isinstance(seed, bool) for seed in self.seeds):
+            isinstance(seed, int) and not isinstance(seed, bool) for seed in self.seeds
+        ):
             raise FtftError(f"seeds must be a non-empty list of distinct integers, got {self.seeds!r}")
         self.seeds = tuple(self.seeds)
         unknown = [m for m in self.methods if m not in METHODS]
@@ -169,20 +185,25 @@ class RecipeConfig:
         if self.early_stopping.metric is not None:
             split = self.early_stopping.metric.partition("/")[0]
             if split not in self.data.eval_splits:
-                raise FtftError(f"early_stopping.metric {self.early_stopping.metric!r} must name one of the "
-                                f"eval splits {list(self.data.eval_splits)}")
+                raise FtftError(
+                    f"early_stopping.metric {self.early_stopping.metric!r} must name one of the "
+                    f"eval splits {list(self.data.eval_splits)}"
+                )
             return self.early_stopping.metric
         split = validation_split(self.data.eval_splits)
         if split is None:
-            raise FtftError(f"early stopping needs a validation split among data.eval_splits "
-                            f"{list(self.data.eval_splits)} (a name with dev or val in it), "
-                            "or set early_stopping.metric")
+            raise FtftError(
+                f"early stopping needs a validation split among data.eval_splits "
+                f"{list(self.data.eval_splits)} (a name with dev or val in it), "
+                "or set early_stopping.metric"
+            )
         return f"{split}/accuracy"
 
     def reported_ood_split(self) -> typing.Optional[str]:
         """The OOD split the results lead with: the first split named ood that stopping does not use."""
-        used = self.stopping_metric().partition("/")[0] if any(
-            m in EARLY_STOPPING_METHODS for m in self.methods) else None
+        used = (
+            self.stopping_metric().partition("/")[0] if any(m in EARLY_STOPPING_METHODS for m in self.methods) else None
+        )
         return next((s for s in self.data.eval_splits if "ood" in s.lower() and s != used), None)
 
 
@@ -198,5 +219,7 @@ def id_validation_split(eval_splits) -> typing.Optional[str]:
 
 def validation_split(eval_splits) -> typing.Optional[str]:
     """An OOD validation split (a name with ood and dev/val in it), else an ID one, else None."""
-    return next((s for s in eval_splits if _is_validation(s) and "ood" in s.lower()),
-                next((s for s in eval_splits if _is_validation(s)), None))
+    return next(
+        (s for s in eval_splits if _is_validation(s) and "ood" in s.lower()),
+        next((s for s in eval_splits if _is_validation(s)), None),
+    )

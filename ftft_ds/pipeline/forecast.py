@@ -8,6 +8,7 @@ on the meta device (no weights are loaded) and tokens measured on a sample of th
 with each model's own tokenizer. Early-stopping methods get a range: their reference plus anything
 up to their cap.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,11 +16,11 @@ import math
 
 import torch
 
-from ..data.tokenize import encode_texts
 from ..config import MainConfig, ReferenceConfig
-from ..train.models import count_flops_parameters, load_tokenizer, model_config
+from ..data.tokenize import encode_texts
 from ..runs.plan import plan_steps
 from ..train.budget import Budget
+from ..train.models import count_flops_parameters, load_tokenizer, model_config
 
 TOKEN_SAMPLE = 2000
 """Training rows tokenized to measure the mean tokens per example."""
@@ -63,21 +64,32 @@ class Forecast:
         lines = ["| method | reference | main run | total (ERM=100) |", "|---|---|---|---|"]
         for m in self.methods:
             main = f"≤ {self.relative(m.main):.0f}" if m.stops_early else f"{self.relative(m.main):.0f}"
-            total = (f"{self.relative(m.reference):.0f} to {self.relative(m.reference + m.main):.0f}"
-                     if m.stops_early else f"{self.relative(m.reference + m.main):.0f}")
+            total = (
+                f"{self.relative(m.reference):.0f} to {self.relative(m.reference + m.main):.0f}"
+                if m.stops_early
+                else f"{self.relative(m.reference + m.main):.0f}"
+            )
             lines.append(f"| {m.method} | {self.relative(m.reference):.0f} | {main} | {total} |")
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> dict:
-        return {"erm_flops": self.erm_flops, "warnings": self.warnings,
-                "methods": [{**dataclasses.asdict(m), "relative_reference": self.relative(m.reference),
-                             "relative_main_cap": self.relative(m.main)} for m in self.methods]}
+        return {
+            "erm_flops": self.erm_flops,
+            "warnings": self.warnings,
+            "methods": [
+                {
+                    **dataclasses.asdict(m),
+                    "relative_reference": self.relative(m.reference),
+                    "relative_main_cap": self.relative(m.main),
+                }
+                for m in self.methods
+            ],
+        }
 
 
 def _examples(budget: Budget, rows: int, full_rows: int, cfg: MainConfig, world_size: int) -> float:
     """Examples a main run of `budget` on `rows` of `full_rows` training rows passes forward."""
-    plan = plan_steps(rows, full_rows, world_size, cfg.micro_batch_size, cfg.grad_accum, budget,
-                      cfg.erm_epochs)
+    plan = plan_steps(rows, full_rows, world_size, cfg.micro_batch_size, cfg.grad_accum, budget, cfg.erm_epochs)
     # FLOPs or time budgets: as long as the ERM budget, the best guess.
     steps = plan.erm_steps if plan.max_steps is None else plan.max_steps
     return steps / plan.steps_per_epoch * rows
@@ -91,13 +103,19 @@ def forecast(recipe, split) -> Forecast:
     main = recipe.main
     n = len(split)
     subset_rows = max(1, math.floor(recipe.selection.fraction * n + 0.5))
-    per_token_main = 6.0 * flops_parameters(main.model, split.num_labels, main.num_layers) \
+    per_token_main = (
+        6.0
+        * flops_parameters(main.model, split.num_labels, main.num_layers)
         * mean_tokens(split, main.model, main.max_length)
+    )
     erm = per_token_main * _examples(recipe.erm_budget, n, n, main, recipe.num_ranks)
 
     def reference_flops(ref: ReferenceConfig) -> float:
-        per_example = 6.0 * flops_parameters(ref.model, split.num_labels, ref.num_layers) \
+        per_example = (
+            6.0
+            * flops_parameters(ref.model, split.num_labels, ref.num_layers)
             * mean_tokens(split, ref.model, ref.max_length)
+        )
         return per_example * ref.epochs * n
 
     from . import reference_configs
@@ -109,15 +127,22 @@ def forecast(recipe, split) -> Forecast:
         rows = subset_rows if method in SUBSET_METHODS else n
         budget = recipe.ftft_budget if stops_early else recipe.erm_budget
         reference = references.get({"ftft": "small", "dm": "main"}.get(method), 0.0)
-        methods.append(MethodForecast(method, reference, per_token_main * _examples(budget, rows, n, main,
-                                                                                   recipe.num_ranks), stops_early))
+        methods.append(
+            MethodForecast(
+                method, reference, per_token_main * _examples(budget, rows, n, main, recipe.num_ranks), stops_early
+            )
+        )
     warnings = []
     if "small" in references:
         share = 100.0 * references["small"] / erm
         if share >= 100:
-            warnings.append(f"FTFT cannot come in under ERM: its reference alone costs {share:.0f}% of ERM "
-                            "(use a smaller reference, fewer reference epochs or a shorter max_length)")
+            warnings.append(
+                f"FTFT cannot come in under ERM: its reference alone costs {share:.0f}% of ERM "
+                "(use a smaller reference, fewer reference epochs or a shorter max_length)"
+            )
         elif share >= 50:
-            warnings.append(f"FTFT's reference alone costs {share:.0f}% of ERM: FTFT stays under ERM only if "
-                            f"its main run stops before {100 - share:.0f}% of ERM's cost")
+            warnings.append(
+                f"FTFT's reference alone costs {share:.0f}% of ERM: FTFT stays under ERM only if "
+                f"its main run stops before {100 - share:.0f}% of ERM's cost"
+            )
     return Forecast(erm, methods, warnings)

@@ -5,6 +5,7 @@ compared with the main model's own dynamics (the probe) when the `dm` baseline r
 subsets' pairwise overlap (Jaccard) is reported beside what two random subsets of the same
 fraction would share, f / (2 - f).
 """
+
 from __future__ import annotations
 
 from ..dynamics.gate import assess_reference
@@ -28,19 +29,31 @@ def gate_references(cfg, references: dict, subsets: dict) -> dict:
             accuracy = run_metrics["final"].get(f"{dev}/accuracy") if dev else None
             majority = run_metrics.get("majority_rate", {}).get(dev) if dev else None
             probe = metrics.get("main") if name == "small" else None
-            verdict = assess_reference(name, dynamics[name], uid_sets[name], accuracy, majority, cfg.gate,
-                                       probe=probe, reference_metrics=metrics[name])
+            verdict = assess_reference(
+                name,
+                dynamics[name],
+                uid_sets[name],
+                accuracy,
+                majority,
+                cfg.gate,
+                probe=probe,
+                reference_metrics=metrics[name],
+            )
             verdicts.append({**verdict.to_json(), "summary": verdict.summary()})
 
     names = sorted(subsets)
     overlap = {}
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             union = uid_sets[a] | uid_sets[b]
             overlap[f"{a}~{b}"] = len(uid_sets[a] & uid_sets[b]) / len(union) if union else 1.0
     fraction = cfg.selection.fraction
-    return {"mode": cfg.reference_gate, "verdicts": verdicts, "subset_overlap": overlap,
-            "random_overlap": fraction / (2 - fraction)}
+    return {
+        "mode": cfg.reference_gate,
+        "verdicts": verdicts,
+        "subset_overlap": overlap,
+        "random_overlap": fraction / (2 - fraction),
+    }
 
 
 def gate_markdown(gate: dict) -> str:
@@ -53,4 +66,3 @@ def gate_markdown(gate: dict) -> str:
     for pair, value in gate["subset_overlap"].items():
         lines.append(f"- subset overlap {pair}: Jaccard {value:.2f} (two random subsets: {gate['random_overlap']:.2f})")
     return "\n".join(lines) + "\n"
-

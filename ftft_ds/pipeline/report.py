@@ -5,6 +5,7 @@ its main run up to where it stopped plus the reference run it needed (FTFT's che
 main-model reference). Metrics are each run's selected evaluation: the best checkpoint's for
 early-stopping runs, the last step's otherwise.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,13 +30,20 @@ def collect_rows(runs: dict) -> list[dict]:
         metrics = read_json(folder / "metrics.json")
         cost = read_json(folder / "cost.json")
         ref_cost = read_json(reference / "cost.json") if reference is not None else None
-        rows.append({
-            "method": method, "seed": seed, **{k: v for k, v in metrics["selected"].items() if k != "step"},
-            "steps": metrics["steps"], "selected_step": metrics["selected_step"], "stopped": metrics["stopped"],
-            "train_rows": metrics["train_rows"],
-            "main_flops": cost["train_flops"], "reference_flops": ref_cost["train_flops"] if ref_cost else 0.0,
-            "wall_seconds": cost["wall_seconds"] + (ref_cost["wall_seconds"] if ref_cost else 0.0),
-        })
+        rows.append(
+            {
+                "method": method,
+                "seed": seed,
+                **{k: v for k, v in metrics["selected"].items() if k != "step"},
+                "steps": metrics["steps"],
+                "selected_step": metrics["selected_step"],
+                "stopped": metrics["stopped"],
+                "train_rows": metrics["train_rows"],
+                "main_flops": cost["train_flops"],
+                "reference_flops": ref_cost["train_flops"] if ref_cost else 0.0,
+                "wall_seconds": cost["wall_seconds"] + (ref_cost["wall_seconds"] if ref_cost else 0.0),
+            }
+        )
     erm = [r["main_flops"] for r in rows if r["method"] == "erm"]
     base = float(np.mean(erm)) if erm else None
     for row in rows:
@@ -52,8 +60,11 @@ def summarize(rows: list[dict], methods, metric_keys) -> list[dict]:
         entry = {"method": method, "seeds": len(mine)}
         for key in [*metric_keys, "relative_cost", "wall_seconds", "steps"]:
             values = np.array([r[key] for r in mine if r.get(key) is not None], dtype=float)
-            entry[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else None} \
-                if values.size else None
+            entry[key] = (
+                {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else None}
+                if values.size
+                else None
+            )
         summary.append(entry)
     return summary
 
@@ -66,17 +77,31 @@ def compare(rows: list[dict], method: str, metric: str, baseline: str = "erm") -
     of seeds, too few for the sample standard deviation to stand in for the true one.
     """
     by_seed = {r["seed"]: r for r in rows if r["method"] == baseline and r.get(metric) is not None}
-    pairs = [(r["seed"], r[metric], by_seed[r["seed"]][metric]) for r in rows
-             if r["method"] == method and r["seed"] in by_seed and r.get(metric) is not None]
+    pairs = [
+        (r["seed"], r[metric], by_seed[r["seed"]][metric])
+        for r in rows
+        if r["method"] == method and r["seed"] in by_seed and r.get(metric) is not None
+    ]
     if not pairs:
         return None
     differences = np.array([m - b for _, m, b in pairs])
-    out = {"method": method, "baseline": baseline, "metric": metric, "seeds": [s for s, _, _ in pairs],
-           "differences": differences.tolist(), "mean_difference": float(differences.mean()),
-           "method_mean": float(np.mean([m for _, m, _ in pairs])),
-           "baseline_mean": float(np.mean([b for _, _, b in pairs])), "ci95": None,
-           "relative_cost": float(np.mean([r["relative_cost"] for r in rows if r["method"] == method
-                                           and r.get("relative_cost") is not None] or [np.nan]))}
+    out = {
+        "method": method,
+        "baseline": baseline,
+        "metric": metric,
+        "seeds": [s for s, _, _ in pairs],
+        "differences": differences.tolist(),
+        "mean_difference": float(differences.mean()),
+        "method_mean": float(np.mean([m for _, m, _ in pairs])),
+        "baseline_mean": float(np.mean([b for _, _, b in pairs])),
+        "ci95": None,
+        "relative_cost": float(
+            np.mean(
+                [r["relative_cost"] for r in rows if r["method"] == method and r.get("relative_cost") is not None]
+                or [np.nan]
+            )
+        ),
+    }
     if len(pairs) > 1:
         half = stats.t.ppf(0.975, len(pairs) - 1) * stats.sem(differences)
         out["ci95"] = [float(differences.mean() - half), float(differences.mean() + half)]
@@ -86,8 +111,11 @@ def compare(rows: list[dict], method: str, metric: str, baseline: str = "erm") -
 def comparison_line(c: dict) -> str:
     """One line a newcomer understands: the method against ERM on the headline metric, and its cost."""
     seeds = len(c["seeds"])
-    spread = (f", 95% CI [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] over {seeds} seeds"
-              if c["ci95"] else " with one seed: run more seeds before trusting a difference")
+    spread = (
+        f", 95% CI [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] over {seeds} seeds"
+        if c["ci95"]
+        else " with one seed: run more seeds before trusting a difference"
+    )
     cost = c["relative_cost"]
     if c["mean_difference"] >= 0 and cost <= 50:
         verdict = f"{c['method']} matches or beats {c['baseline']} at no more than half its cost"
@@ -95,9 +123,11 @@ def comparison_line(c: dict) -> str:
         verdict = f"{c['method']} matches or beats {c['baseline']}, but at more than half its cost"
     else:
         verdict = f"{c['method']} falls short of {c['baseline']}"
-    return (f"{c['method']} vs {c['baseline']}: {c['metric']} {100 * c['method_mean']:.1f} vs "
-            f"{100 * c['baseline_mean']:.1f} ({100 * c['mean_difference']:+.1f} points{spread}) "
-            f"at {cost:.0f}% of {c['baseline']}'s cost: {verdict}.")
+    return (
+        f"{c['method']} vs {c['baseline']}: {c['metric']} {100 * c['method_mean']:.1f} vs "
+        f"{100 * c['baseline_mean']:.1f} ({100 * c['mean_difference']:+.1f} points{spread}) "
+        f"at {cost:.0f}% of {c['baseline']}'s cost: {verdict}."
+    )
 
 
 def markdown_table(summary: list[dict], metric_keys) -> str:
@@ -111,11 +141,20 @@ def markdown_table(summary: list[dict], metric_keys) -> str:
     header = ["method", "seeds", *metric_keys, "cost (ERM=100)", "steps", "wall s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in summary:
-        lines.append("| " + " | ".join([
-            entry["method"], str(entry["seeds"]), *(cell(entry[k]) for k in metric_keys),
-            cell(entry["relative_cost"], scale=1.0), cell(entry["steps"], scale=1.0, digits=0),
-            cell(entry["wall_seconds"], scale=1.0, digits=0),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    entry["method"],
+                    str(entry["seeds"]),
+                    *(cell(entry[k]) for k in metric_keys),
+                    cell(entry["relative_cost"], scale=1.0),
+                    cell(entry["steps"], scale=1.0, digits=0),
+                    cell(entry["wall_seconds"], scale=1.0, digits=0),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -127,11 +166,21 @@ def plot_cost_vs_metric(summary: list[dict], metric: str, path: Path) -> Path:
     for entry in summary:
         if entry["relative_cost"] is None or entry[metric] is None:
             continue
-        axes.errorbar(entry["relative_cost"]["mean"], 100 * entry[metric]["mean"],
-                      xerr=entry["relative_cost"]["std"] or 0.0, yerr=100 * (entry[metric]["std"] or 0.0),
-                      fmt="o", capsize=3, label=entry["method"])
-        axes.annotate(entry["method"], (entry["relative_cost"]["mean"], 100 * entry[metric]["mean"]),
-                      textcoords="offset points", xytext=(6, 4))
+        axes.errorbar(
+            entry["relative_cost"]["mean"],
+            100 * entry[metric]["mean"],
+            xerr=entry["relative_cost"]["std"] or 0.0,
+            yerr=100 * (entry[metric]["std"] or 0.0),
+            fmt="o",
+            capsize=3,
+            label=entry["method"],
+        )
+        axes.annotate(
+            entry["method"],
+            (entry["relative_cost"]["mean"], 100 * entry[metric]["mean"]),
+            textcoords="offset points",
+            xytext=(6, 4),
+        )
     axes.set_xlabel("cost (training FLOPs, ERM = 100)")
     axes.set_ylabel(f"{metric} (%)")
     axes.grid(alpha=0.3)
@@ -142,24 +191,32 @@ def plot_cost_vs_metric(summary: list[dict], metric: str, path: Path) -> Path:
     return path
 
 
-def write_report(out: Path, rows: list[dict], summary: list[dict], metric_keys, gate: dict,
-                 ood_metric: str, projected) -> dict:
+def write_report(
+    out: Path, rows: list[dict], summary: list[dict], metric_keys, gate: dict, ood_metric: str, projected
+) -> dict:
     """results.json, results.md, the cost plot and TensorBoard hparams; return the file paths.
 
     The markdown holds the table, one comparison line per method against ERM on `ood_metric`
     (the verdict for FTFT last), and the reference gate.
     """
     methods = [entry["method"] for entry in summary]
-    comparisons = [c for c in (compare(rows, m, ood_metric) for m in methods if m != "erm" and "erm" in methods)
-                   if c is not None]
+    comparisons = [
+        c for c in (compare(rows, m, ood_metric) for m in methods if m != "erm" and "erm" in methods) if c is not None
+    ]
     comparisons.sort(key=lambda c: c["method"] == "ftft")
-    markdown = (markdown_table(summary, metric_keys) + "\n"
-                + "".join(f"{comparison_line(c)}\n" for c in comparisons)
-                + "\n" + gate_markdown(gate))
+    markdown = (
+        markdown_table(summary, metric_keys)
+        + "\n"
+        + "".join(f"{comparison_line(c)}\n" for c in comparisons)
+        + "\n"
+        + gate_markdown(gate)
+    )
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(markdown, encoding="utf-8")
-    write_json(out / "results.json", {"rows": rows, "summary": summary, "comparisons": comparisons,
-                                      "gate": gate, "forecast": projected.to_json()})
+    write_json(
+        out / "results.json",
+        {"rows": rows, "summary": summary, "comparisons": comparisons, "gate": gate, "forecast": projected.to_json()},
+    )
     files = {"table": out / "results.md", "json": out / "results.json"}
     if ood_metric in metric_keys:
         files["plot"] = plot_cost_vs_metric(summary, ood_metric, out / "cost_vs_ood.png")

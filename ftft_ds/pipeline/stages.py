@@ -7,6 +7,7 @@ that outlived the orchestrator which started it (a detached SLURM job). A stage 
 interrupted) is run again from scratch, and a changed input changes the digest, so nothing is
 silently reused across changed inputs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -82,8 +83,10 @@ class Stage:
             return
         holder = run_in_progress(self.folder)
         if holder is not None:
-            raise FtftError(f"stage {self.name} cannot re-run: {self.folder} is still being written by {holder}; "
-                            f"stop that run first")
+            raise FtftError(
+                f"stage {self.name} cannot re-run: {self.folder} is still being written by {holder}; "
+                f"stop that run first"
+            )
         if self.folder.exists():
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True)
@@ -94,5 +97,6 @@ class Stage:
         missing = [o for o in self.outputs if not (self.folder / o).exists()]
         if missing:
             raise FtftError(f"stage {self.name} finished without writing {missing[0]} in {self.folder}")
-        write_json(self.folder / MANIFEST, {"digest": digest(self.key), "status": "done", "key": self.key,
-                                            "seconds": seconds})
+        write_json(
+            self.folder / MANIFEST, {"digest": digest(self.key), "status": "done", "key": self.key, "seconds": seconds}
+        )

@@ -14,6 +14,7 @@ budget on every rank, evaluates on the ID and OOD splits, checkpoints, resumes, 
 - `model/`: the selected model in Hugging Face format (consolidated from ZeRO-3 shards);
 - `config.json`: the resolved config.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,10 +29,10 @@ from ..dynamics.recorder import DynamicsRecorder
 from ..dynamics.select import Subset
 from ..io import versions, write_json
 from ..train.checkpoint import Checkpointer, export_hf_model
-from .prepare import check_before_start, prepare_run
 from ..train.runtime import DistEnv, init_distributed, peak_memory_bytes, run_folder
 from ..train.stop import Divergence, Patience
 from ..train.trainer import Trainer
+from .prepare import check_before_start, prepare_run
 from .record import write_dynamics
 
 JOB_NAME = "main"
@@ -65,8 +66,14 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
     out = Path(cfg.output_dir)
     budget = cfg.budget
     run = prepare_run(
-        cfg, env, budget, JOB_NAME, select_rows=subset_rows(cfg.subset) if cfg.subset else None,
-        erm_epochs=cfg.erm_epochs, schedule=cfg.lr_schedule, eval_splits=cfg.data.eval_splits,
+        cfg,
+        env,
+        budget,
+        JOB_NAME,
+        select_rows=subset_rows(cfg.subset) if cfg.subset else None,
+        erm_epochs=cfg.erm_epochs,
+        schedule=cfg.lr_schedule,
+        eval_splits=cfg.data.eval_splits,
         schedule_budget=cfg.schedule_budget,
     )
     recorder = DynamicsRecorder(run.sampler.rows, run.split.num_labels) if cfg.record_dynamics else None
@@ -76,13 +83,27 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
     selects_best = evaluator is not None and cfg.patience is not None
     watched = evaluator.only([cfg.patience_metric.split("/")[0]]) if selects_best else evaluator
     checkpointer = Checkpointer(out / "checkpoints", env)
-    stop_rule = dataclasses.replace(run.stop_rule, patience=Patience(cfg.patience_metric, cfg.patience) if evaluator else None,
-                                    divergence=_divergence_guard(cfg, run, watched))
+    stop_rule = dataclasses.replace(
+        run.stop_rule,
+        patience=Patience(cfg.patience_metric, cfg.patience) if evaluator else None,
+        divergence=_divergence_guard(cfg, run, watched),
+    )
     trainer = Trainer(
-        run.engine, run.loader, run.sampler, run.ledger, stop_rule, env, log_every=cfg.log_every,
-        evaluator=watched, eval_every=run.plan.evals_every(cfg.evals_per_schedule) if cfg.evals_per_schedule else cfg.eval_every,
-        checkpointer=checkpointer, checkpoint_every=cfg.checkpoint_every,
-        recorder=recorder, on_step_end=on_step_end, log_path=out / "log.jsonl", desc="main",
+        run.engine,
+        run.loader,
+        run.sampler,
+        run.ledger,
+        stop_rule,
+        env,
+        log_every=cfg.log_every,
+        evaluator=watched,
+        eval_every=run.plan.evals_every(cfg.evals_per_schedule) if cfg.evals_per_schedule else cfg.eval_every,
+        checkpointer=checkpointer,
+        checkpoint_every=cfg.checkpoint_every,
+        recorder=recorder,
+        on_step_end=on_step_end,
+        log_path=out / "log.jsonl",
+        desc="main",
     )
     if cfg.resume:
         trainer.resume()
@@ -137,8 +158,7 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
             write_dynamics(out / "dynamics", run, cfg, env, recorder, source="main")
         write_json(out / "metrics.json", metrics)
         save_config(cfg, out / "config.json")
-        run.ledger.save(out / "cost.json", kind="main", model=cfg.model, num_layers=cfg.num_layers,
-                        subset=cfg.subset)
+        run.ledger.save(out / "cost.json", kind="main", model=cfg.model, num_layers=cfg.num_layers, subset=cfg.subset)
     if dist.is_initialized():
         dist.barrier()
     return metrics
@@ -148,8 +168,9 @@ def _divergence_guard(cfg: MainConfig, run, evaluator) -> Divergence | None:
     if cfg.divergence_margin is None or evaluator is None:
         return None
     split = cfg.patience_metric.split("/")[0]
-    return Divergence(cfg.patience_metric, evaluator.majority_rate(split) + cfg.divergence_margin,
-                      after_step=run.warmup_steps)
+    return Divergence(
+        cfg.patience_metric, evaluator.majority_rate(split) + cfg.divergence_margin, after_step=run.warmup_steps
+    )
 
 
 def _local_parameters(engine) -> int:
@@ -158,7 +179,7 @@ def _local_parameters(engine) -> int:
 
 
 def _mib(num_bytes: int) -> int:
-    return round(num_bytes / 2 ** 20)
+    return round(num_bytes / 2**20)
 
 
 def _per_rank(local: int) -> list[int]:

@@ -4,6 +4,7 @@ A main run, the sweep that cuts it into rungs and the cost forecast must agree t
 long an epoch is, what "the ERM budget" means, where the run stops and what the learning-rate
 schedule spans; so they all ask `plan_steps`, and nothing else does this arithmetic.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,6 +15,7 @@ from ..train.budget import Budget
 
 MAX_EPOCHS = 1000
 """More passes over the training rows than this is refused as a likely typo in a budget."""
+
 
 @dataclass(frozen=True)
 class StepPlan:
@@ -39,9 +41,18 @@ def steps_per_epoch(num_rows: int, world_size: int, micro_batch_size: int, grad_
     return math.ceil(per_rank / micro_batch_size) / grad_accum
 
 
-def plan_steps(rows: int, full_rows: int, world_size: int, micro_batch_size: int, grad_accum: int,
-               budget: Budget, erm_epochs: float = 1.0, schedule: str = "compressed",
-               schedule_budget: Budget | None = None, warmup_ratio: float = 0.0) -> StepPlan:
+def plan_steps(
+    rows: int,
+    full_rows: int,
+    world_size: int,
+    micro_batch_size: int,
+    grad_accum: int,
+    budget: Budget,
+    erm_epochs: float = 1.0,
+    schedule: str = "compressed",
+    schedule_budget: Budget | None = None,
+    warmup_ratio: float = 0.0,
+) -> StepPlan:
     """Plan a run over `rows` of a `full_rows` training split.
 
     The schedule spans the budget (`compressed`) or the ERM budget (`truncated`), unless
@@ -51,8 +62,10 @@ def plan_steps(rows: int, full_rows: int, world_size: int, micro_batch_size: int
     erm_steps = max(1, round(steps_per_epoch(full_rows, world_size, micro_batch_size, grad_accum) * erm_epochs))
     max_steps = budget.max_steps(per_epoch, erm_steps)
     if max_steps is not None and max_steps / per_epoch > MAX_EPOCHS:
-        raise FtftError(f"budget {budget} means {max_steps} steps = {max_steps / per_epoch:.0f} epochs over "
-                        f"the {rows} training rows; at most {MAX_EPOCHS} are allowed")
+        raise FtftError(
+            f"budget {budget} means {max_steps} steps = {max_steps / per_epoch:.0f} epochs over "
+            f"the {rows} training rows; at most {MAX_EPOCHS} are allowed"
+        )
     schedule_steps = max_steps if (schedule == "compressed" and max_steps is not None) else erm_steps
     if schedule_budget is not None and schedule_budget.max_steps(per_epoch, erm_steps) is not None:
         schedule_steps = schedule_budget.max_steps(per_epoch, erm_steps)

@@ -3,6 +3,7 @@
 Reference runs and main runs differ only in which rows they train on, their budget and what they
 do around the loop, so both are set up here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,18 +14,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import OptimConfig
-from ..train.cost import CostLedger
-from ..errors import warn
 from ..data.handoff import prepare_once
 from ..data.load import Split, load_splits
 from ..data.sampler import ShardedSampler
 from ..data.tokenize import Collator, tokenize_split
-from ..train.models import check_max_length, count_flops_parameters, count_parameters, load_tokenizer
+from ..errors import warn
 from ..train.budget import Budget
-from ..train.evaluate import Evaluator, LoaderSettings
-from ..train.memory import refuse_if_it_cannot_fit
+from ..train.cost import CostLedger
 from ..train.ds_config import check_ds_config, read_ds_config
 from ..train.engine import build_model_for, initialize_engine, run_ds_config, take_monitor
+from ..train.evaluate import Evaluator, LoaderSettings
+from ..train.memory import refuse_if_it_cannot_fit
+from ..train.models import check_max_length, count_flops_parameters, count_parameters, load_tokenizer
 from ..train.runtime import DistEnv, reset_memory_peaks
 from ..train.stop import StopRule
 from .plan import StepPlan, plan_steps
@@ -69,10 +70,17 @@ def seed_dropout(seed: int, env: DistEnv) -> None:
     torch.manual_seed(seed * 10_007 + env.rank)
 
 
-def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
-                select_rows: Callable[[Split], Sequence[int]] | None = None, erm_epochs: float = 1.0,
-                schedule: str = "compressed", eval_splits: Sequence[str] = (),
-                schedule_budget: Budget | None = None) -> PreparedRun:
+def prepare_run(
+    cfg: OptimConfig,
+    env: DistEnv,
+    budget: Budget,
+    job_name: str,
+    select_rows: Callable[[Split], Sequence[int]] | None = None,
+    erm_epochs: float = 1.0,
+    schedule: str = "compressed",
+    eval_splits: Sequence[str] = (),
+    schedule_budget: Budget | None = None,
+) -> PreparedRun:
     """Set a run up.
 
     `select_rows(train_split)` returns the training rows (None: all of them); `schedule` is
@@ -99,13 +107,25 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     sampler = ShardedSampler(rows, env.world_size, env.rank, seed=cfg.data_seed)
     loader = loading.loader(train, cfg.micro_batch_size, sampler, collate, persistent=True)
 
-    plan = plan_steps(len(rows), len(train), env.world_size, cfg.micro_batch_size, cfg.grad_accum, budget,
-                      erm_epochs, schedule, schedule_budget, cfg.warmup_ratio)
+    plan = plan_steps(
+        len(rows),
+        len(train),
+        env.world_size,
+        cfg.micro_batch_size,
+        cfg.grad_accum,
+        budget,
+        erm_epochs,
+        schedule,
+        schedule_budget,
+        cfg.warmup_ratio,
+    )
     if plan.max_steps is not None and plan.max_steps > plan.schedule_steps:
-        warn(f"budget {budget} means {plan.max_steps} steps but the learning-rate schedule spans "
-             f"{plan.schedule_steps} (the {'ERM budget' if schedule == 'truncated' else 'schedule budget'}), "
-             f"so the last {plan.max_steps - plan.schedule_steps} steps train at learning rate 0; raise "
-             f"erm_epochs or use lr_schedule=compressed")
+        warn(
+            f"budget {budget} means {plan.max_steps} steps but the learning-rate schedule spans "
+            f"{plan.schedule_steps} (the {'ERM budget' if schedule == 'truncated' else 'schedule budget'}), "
+            f"so the last {plan.max_steps - plan.schedule_steps} steps train at learning rate 0; raise "
+            f"erm_epochs or use lr_schedule=compressed"
+        )
     ds_config = run_ds_config(cfg, env, split.num_labels, plan.schedule_steps, plan.warmup_steps)
     refuse_if_it_cannot_fit(cfg, ds_config, split.num_labels, env.world_size, env.device)
     monitor = take_monitor(ds_config, Path(cfg.output_dir) / "tensorboard", job_name)
@@ -115,9 +135,19 @@ def prepare_run(cfg: OptimConfig, env: DistEnv, budget: Budget, job_name: str,
     ledger = CostLedger(count_flops_parameters(model), env.world_size, env.device, monitor=monitor)
     reset_memory_peaks(env.device)  # the run's peaks measure training, not loading and set-up
     return PreparedRun(
-        split=split, train=train, eval_data=eval_data, tokenizer=tokenizer, collate=collate, loading=loading,
-        sampler=sampler, loader=loader,
-        engine=engine, ds_config=ds_config, num_parameters=num_parameters, ledger=ledger,
-        stop_rule=StopRule(budget, plan.max_steps), plan=plan,
+        split=split,
+        train=train,
+        eval_data=eval_data,
+        tokenizer=tokenizer,
+        collate=collate,
+        loading=loading,
+        sampler=sampler,
+        loader=loader,
+        engine=engine,
+        ds_config=ds_config,
+        num_parameters=num_parameters,
+        ledger=ledger,
+        stop_rule=StopRule(budget, plan.max_steps),
+        plan=plan,
         warmup_steps=ds_config.get("scheduler", {}).get("params", {}).get("warmup_num_steps", 0),
     )

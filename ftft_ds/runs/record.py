@@ -3,6 +3,7 @@
 Reference runs always record; main runs do when asked (`record_dynamics`, the DM baseline's
 own-dynamics probe). Both write the same store through `write_dynamics`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,15 +15,25 @@ from ..train.runtime import DistEnv
 from .prepare import PreparedRun
 
 
-def write_dynamics(path: Path, run: PreparedRun, cfg: OptimConfig, env: DistEnv, recorder: DynamicsRecorder,
-                   eval_recorder: DynamicsRecorder | None = None, **extra) -> None:
+def write_dynamics(
+    path: Path,
+    run: PreparedRun,
+    cfg: OptimConfig,
+    env: DistEnv,
+    recorder: DynamicsRecorder,
+    eval_recorder: DynamicsRecorder | None = None,
+    **extra,
+) -> None:
     """Save what `recorder` collected as a dynamics store, keyed by uid (rank 0 only)."""
     rows = recorder.rows.tolist()
     picked = run.split.dataset.select(rows)
     Dynamics.create(
-        picked["uid"], picked["label"], recorder.logits(),
+        picked["uid"],
+        picked["label"],
+        recorder.logits(),
         eval_logits=eval_recorder.logits() if eval_recorder is not None else None,
-        dataset_fingerprint=run.split.fingerprint, model=cfg.model,
+        dataset_fingerprint=run.split.fingerprint,
+        model=cfg.model,
         seeds={"init_seed": cfg.init_seed, "data_seed": cfg.data_seed, "dropout_seed": cfg.dropout_seed},
         source=extra.pop("source", "reference"),
         extra={

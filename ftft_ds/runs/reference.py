@@ -10,6 +10,7 @@ ranks under the `deepspeed` launcher; either way it writes, under `output_dir`:
 - `cost.json`: the run's cost ledger (the same units as main runs, so a recipe's costs add up);
 - `log.jsonl` and `tensorboard/reference/`: loss, learning rate, accuracy, throughput and cost.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,13 +20,13 @@ import torch.distributed as dist
 
 from ..config import ReferenceConfig, save_config
 from ..dynamics.recorder import DynamicsRecorder
-from ..train.budget import Budget
 from ..io import write_json
+from ..train.budget import Budget
 from ..train.evaluate import predict
-from .prepare import PreparedRun, check_before_start, prepare_run
-from .record import write_dynamics
 from ..train.runtime import DistEnv, init_distributed, run_folder
 from ..train.trainer import Trainer
+from .prepare import PreparedRun, check_before_start, prepare_run
+from .record import write_dynamics
 
 JOB_NAME = "reference"
 
@@ -43,16 +44,30 @@ def run_reference(cfg: ReferenceConfig, env: DistEnv | None = None) -> Path:
 def _run_reference(cfg: ReferenceConfig, env: DistEnv) -> Path:
     out = Path(cfg.output_dir)
     started = time.time()
-    run = prepare_run(cfg, env, budget=Budget("epochs", cfg.epochs), job_name=JOB_NAME,
-                      eval_splits=cfg.data.eval_splits if cfg.evaluate else ())
+    run = prepare_run(
+        cfg,
+        env,
+        budget=Budget("epochs", cfg.epochs),
+        job_name=JOB_NAME,
+        eval_splits=cfg.data.eval_splits if cfg.evaluate else (),
+    )
     rows = range(len(run.train))
     recorder = DynamicsRecorder(rows, run.split.num_labels)
     eval_recorder = DynamicsRecorder(rows, run.split.num_labels) if cfg.eval_pass else None
 
     evaluator = run.evaluator(env)
     trainer = Trainer(
-        run.engine, run.loader, run.sampler, run.ledger, run.stop_rule, env, log_every=cfg.log_every,
-        evaluator=evaluator, recorder=recorder, log_path=out / "log.jsonl", desc="reference",
+        run.engine,
+        run.loader,
+        run.sampler,
+        run.ledger,
+        run.stop_rule,
+        env,
+        log_every=cfg.log_every,
+        evaluator=evaluator,
+        recorder=recorder,
+        log_path=out / "log.jsonl",
+        desc="reference",
         on_epoch_end=None if eval_recorder is None else lambda: _eval_pass(run, eval_recorder, env),
     )
     if env.is_main:
@@ -61,8 +76,9 @@ def _run_reference(cfg: ReferenceConfig, env: DistEnv) -> Path:
 
     store = out / "dynamics"
     if env.is_main:
-        write_dynamics(store, run, cfg, env, recorder, eval_recorder, source="reference",
-                       wall_seconds=time.time() - started)
+        write_dynamics(
+            store, run, cfg, env, recorder, eval_recorder, source="reference", wall_seconds=time.time() - started
+        )
         majority = {name: evaluator.majority_rate(name) for name in run.eval_data} if evaluator else {}
         write_json(out / "metrics.json", {"final": final, "majority_rate": majority, "steps": trainer.state.step})
         save_config(cfg, out / "config.json")

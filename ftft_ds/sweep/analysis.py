@@ -16,6 +16,7 @@ early scores predict final ones (`early_final_rank_correlation`, the argument fo
 fraction f), and whether an early-stopping policy buys a better best score than training fewer
 trials to the end with the same compute (`compare_policy_vs_full`).
 """
+
 from __future__ import annotations
 
 import math
@@ -140,9 +141,7 @@ def early_final_rank_correlation(early, final) -> float:
     return float(stats.spearmanr(a, b).statistic)
 
 
-def compare_policy_vs_full(
-    table, policy: Policy | str, simulations: int = 2000, seed: int = 0
-) -> PolicyComparison:
+def compare_policy_vs_full(table, policy: Policy | str, simulations: int = 2000, seed: int = 0) -> PolicyComparison:
     """Expected best final score of `policy` against full training of floor(budget) trials.
 
     Each simulation (seeded by `seed`) puts the recorded trials in a random order. The policy
@@ -306,8 +305,14 @@ def _row_effect_p(grid: np.ndarray, permutations: int, rng: np.random.Generator)
     the null of no row effect that keeps any column effect.
     """
     result = stats.permutation_test(
-        tuple(grid), _row_share, permutation_type="samples", vectorized=True, n_resamples=permutations,
-        batch=max(1, PERMUTATION_BLOCK // grid.size), alternative="greater", random_state=rng,
+        tuple(grid),
+        _row_share,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=permutations,
+        batch=max(1, PERMUTATION_BLOCK // grid.size),
+        alternative="greater",
+        random_state=rng,
     )
     return float(result.pvalue)
 

@@ -22,6 +22,7 @@ Dodge et al.'s variance formula) and every bootstrap resample at once: a resampl
 sorted scores times the same matrix. Ties need no special care, since the weights are the
 probabilities of positions in the sorted order, and tied positions carry equal values.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -166,8 +167,14 @@ def expected_max_vs_budget(
                 out[name][valid] = found[where]
     band = bootstrap > 0
     return ExpectedMaxCurve(
-        counts, out["mean"], out["std"], out["lower"] if band else None, out["upper"] if band else None,
-        method, float(ci), budgets=limits,
+        counts,
+        out["mean"],
+        out["std"],
+        out["lower"] if band else None,
+        out["upper"] if band else None,
+        method,
+        float(ci),
+        budgets=limits,
     )
 
 

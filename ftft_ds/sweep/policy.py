@@ -22,6 +22,7 @@ Policies are written as `kind:key=value,...` (`ssc:t=6,f=0.25,p=2`, `halving:t=8
 `none:t=4`) or as the equivalent dict (`{"kind": "ssc", "t": 6, "f": 0.25, "p": 2}`), which is
 what `str(policy)` and `policy.to_spec()` give back, so a manifest can record the policy exactly.
 """
+
 from __future__ import annotations
 
 import math

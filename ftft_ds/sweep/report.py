@@ -12,6 +12,7 @@ Reads `sweep.json` and writes `report.md`, `report.json` and figures into the sw
 - when every trial was trained to the end (`none` policy): the early-stopping policy `compare`
   replayed on the recorded trials against training fewer trials to the end at the same compute.
 """
+
 from __future__ import annotations
 
 import json
@@ -100,23 +101,38 @@ def write_sweep_report(sweep_dir: str | Path, compare: str | None = None, bootst
     sweep = json.loads(summary_path.read_text())
     metric, rows = sweep["metric"], sweep["trials"]
     finished = [r for r in rows if r["final"] is not None]
-    report = {"policy": sweep["policy"], "metric": metric, "trials": len(rows), "finished": len(finished),
-              "diverged": sum(r["diverged"] for r in rows), "budget_full_runs": sweep["budget_full_runs"],
-              "winner": sweep["winner"], "figures": {}}
-    lines = ["# Sweep report\n", f"policy `{sweep['policy']}`: {len(rows)} trials, {len(finished)} trained to the end, "
-             f"{report['diverged']} diverged; compute {sweep['budget_full_runs']:.2f} full runs "
-             f"(policy budget {sweep['policy_budget_full_runs']:.2f}).\n"]
+    report = {
+        "policy": sweep["policy"],
+        "metric": metric,
+        "trials": len(rows),
+        "finished": len(finished),
+        "diverged": sum(r["diverged"] for r in rows),
+        "budget_full_runs": sweep["budget_full_runs"],
+        "winner": sweep["winner"],
+        "figures": {},
+    }
+    lines = [
+        "# Sweep report\n",
+        f"policy `{sweep['policy']}`: {len(rows)} trials, {len(finished)} trained to the end, "
+        f"{report['diverged']} diverged; compute {sweep['budget_full_runs']:.2f} full runs "
+        f"(policy budget {sweep['policy_budget_full_runs']:.2f}).\n",
+    ]
     if finished:
         scores = [r["final"] for r in finished]
         curves = {m: expected_max_curve(scores, method=m, bootstrap=bootstrap) for m in METHODS}
         report["expected_max"] = {m: c.to_dict() for m, c in curves.items()}
-        report["figures"]["trials"] = str(_save(_curves_figure(curves, "trials", metric), folder / "expected_max_trials.png"))
+        report["figures"]["trials"] = str(
+            _save(_curves_figure(curves, "trials", metric), folder / "expected_max_trials.png")
+        )
         budgets = np.arange(1, len(finished) + 1, dtype=float)
-        by_cost = {m: expected_max_vs_budget(scores, [1.0] * len(scores), budgets, method=m, bootstrap=bootstrap)
-                   for m in METHODS}
+        by_cost = {
+            m: expected_max_vs_budget(scores, [1.0] * len(scores), budgets, method=m, bootstrap=bootstrap)
+            for m in METHODS
+        }
         report["expected_max_vs_compute"] = {m: c.to_dict() for m, c in by_cost.items()}
-        report["figures"]["compute"] = str(_save(_curves_figure(by_cost, "compute (full runs)", metric),
-                                                 folder / "expected_max_compute.png"))
+        report["figures"]["compute"] = str(
+            _save(_curves_figure(by_cost, "compute (full runs)", metric), folder / "expected_max_compute.png")
+        )
         lines.append("| trials n | E[max] with replacement | E[max] unbiased |\n|---|---|---|")
         for n, a, b in zip(curves[METHODS[0]].ns, curves[METHODS[0]].mean, curves[METHODS[1]].mean):
             lines.append(f"| {n} | {a:.4f} | {b:.4f} |")
@@ -126,8 +142,10 @@ def write_sweep_report(sweep_dir: str | Path, compare: str | None = None, bootst
             attribution = seed_variance_attribution(finished)
             report["seed_attribution"] = attribution.to_dict()
             report["figures"]["heatmap"] = str(heatmap(finished, folder / "wi_do_heatmap.png"))
-            lines.append(f"WI explains {attribution.wi_share:.1%} of the variance (p = {attribution.wi_p:.3f}), "
-                         f"DO {attribution.do_share:.1%} (p = {attribution.do_p:.3f}).\n")
+            lines.append(
+                f"WI explains {attribution.wi_share:.1%} of the variance (p = {attribution.wi_p:.3f}), "
+                f"DO {attribution.do_share:.1%} (p = {attribution.do_p:.3f}).\n"
+            )
         except FtftError as exc:  # not a complete grid: the analysis does not apply
             report["seed_attribution"] = str(exc)
     fractions = sorted({float(f) for r in finished for f in r["early"]} - {1.0})
@@ -137,15 +155,22 @@ def write_sweep_report(sweep_dir: str | Path, compare: str | None = None, bootst
         curve = _spearman_by_fraction(finished, fractions)
         report["early_final_spearman"] = correlations
         report["early_final_spearman_curve"] = curve
-        report["figures"]["early_final"] = str(_save(_spearman_figure(curve, metric), folder / "early_final_spearman.png"))
-        lines += [f"Spearman(best {metric} by {f:g} of training, final) = "
-                  + ("undefined (all tied)" if c is None else f"{c:.3f}") for f, c in correlations.items()] + [""]
+        report["figures"]["early_final"] = str(
+            _save(_spearman_figure(curve, metric), folder / "early_final_spearman.png")
+        )
+        lines += [
+            f"Spearman(best {metric} by {f:g} of training, final) = "
+            + ("undefined (all tied)" if c is None else f"{c:.3f}")
+            for f, c in correlations.items()
+        ] + [""]
     if compare and len(finished) == len(rows):
         comparison = compare_policy_vs_full(finished, compare)
         report["policy_vs_full"] = comparison.to_dict()
-        lines.append(f"Policy `{comparison.policy}` ({comparison.budget:.2f} full runs): expected best "
-                     f"{comparison.policy_mean:.4f} ± {comparison.policy_std:.4f}; training {comparison.full_trials} "
-                     f"trials to the end: {comparison.full_mean:.4f} ± {comparison.full_std:.4f}.\n")
+        lines.append(
+            f"Policy `{comparison.policy}` ({comparison.budget:.2f} full runs): expected best "
+            f"{comparison.policy_mean:.4f} ± {comparison.policy_std:.4f}; training {comparison.full_trials} "
+            f"trials to the end: {comparison.full_mean:.4f} ± {comparison.full_std:.4f}.\n"
+        )
     with atomic_path(folder / "report.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     write_json(folder / "report.json", report)

@@ -12,6 +12,7 @@ killed sweep, re-run, redoes only the segments that had not finished; `sweep.jso
 Budgets are counted in full runs: a trial stopped at fraction f costs f (t·f + p·(1 − f) for
 Dodge et al.'s start t / stop at f / continue p).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,10 +34,25 @@ from ..train.budget import Budget
 from ..train.stop import running_best
 from .policy import parse
 
-
-MAIN_OWNED = frozenset({"data", "output_dir", "subset", "resume", "overwrite", "init_seed", "data_seed", "dropout_seed",
-                        "eval_every", "evals_per_schedule", "patience", "patience_metric", "divergence_margin",
-                        "export_model", "schedule_budget"})
+MAIN_OWNED = frozenset(
+    {
+        "data",
+        "output_dir",
+        "subset",
+        "resume",
+        "overwrite",
+        "init_seed",
+        "data_seed",
+        "dropout_seed",
+        "eval_every",
+        "evals_per_schedule",
+        "patience",
+        "patience_metric",
+        "divergence_margin",
+        "export_model",
+        "schedule_budget",
+    }
+)
 """`MainConfig` fields the sweep sets for every trial: the task, folders, subset, resuming, the
 seeds (`wi_seeds`, `do_seeds`, `seed`, `dropout_seed`), evaluation (`evals_per_epoch`, `metric`),
 `divergence_margin`, and no exported model. Its `budget` is the full trial, run rung by rung."""
@@ -89,7 +105,9 @@ class SweepConfig:
             self.wi_seeds, self.do_seeds = tuple(self.wi_seeds), tuple(self.do_seeds)
             size = len(self.wi_seeds) * len(self.do_seeds)
             if size != self.policy_obj.t:
-                raise FtftError(f"the WI x DO grid has {size} trials but policy {self.policy} starts t={self.policy_obj.t}")
+                raise FtftError(
+                    f"the WI x DO grid has {size} trials but policy {self.policy} starts t={self.policy_obj.t}"
+                )
         if not self.evals_per_epoch > 0:
             raise FtftError(f"evals_per_epoch must be positive, got {self.evals_per_epoch}")
         for name in ("num_ranks", "parallel"):
@@ -115,8 +133,7 @@ def _full_steps(cfg: SweepConfig, base: MainConfig, ranks: int) -> tuple[int, fl
     """Optimizer steps of a full trial on `ranks` ranks, and steps per epoch over its training rows."""
     split = load_split(cfg.data, cfg.data.train_split)
     rows = len(Subset.load(cfg.subset).uids) if cfg.subset else len(split)
-    plan = plan_steps(rows, len(split), ranks, base.micro_batch_size, base.grad_accum,
-                      base.budget, base.erm_epochs)
+    plan = plan_steps(rows, len(split), ranks, base.micro_batch_size, base.grad_accum, base.budget, base.erm_epochs)
     if plan.max_steps is None:
         raise FtftError(f"a sweep needs a budget counted in steps (steps, epochs or erm), not {base.budget}")
     return plan.max_steps, plan.steps_per_epoch
@@ -140,8 +157,7 @@ class SweepRunner:
         self.out = Path(cfg.output_dir)
         self.policy = cfg.policy_obj
         if cfg.executor.kind == "slurm" and "parallel" in fields_set(cfg):
-            raise FtftError("parallel applies to the local executor; SLURM runs executor.max_in_flight "
-                            "trials at once")
+            raise FtftError("parallel applies to the local executor; SLURM runs executor.max_in_flight trials at once")
         self.ranks = run_ranks(cfg.num_ranks, cfg.executor, "sweep", "num_ranks" in fields_set(cfg))
         self.executor = make_executor(cfg.executor, self.out, echo, parallel=cfg.parallel, detach=detach)
         self.full_steps, per_epoch = _full_steps(cfg, cfg.main, self.ranks)
@@ -154,37 +170,57 @@ class SweepRunner:
         folder = self.out / "trials" / f"trial{index:03d}"
         resumes = (folder / "checkpoints" / "latest").is_file()
         return self.cfg.trial_template(
-            data=self.cfg.data, subset=self.cfg.subset, output_dir=str(folder), budget=Budget("steps", steps),
-            schedule_budget=self.cfg.main.budget, init_seed=wi, data_seed=do, dropout_seed=self.cfg.dropout_seed,
-            eval_every=self.eval_every, evals_per_schedule=0, patience_metric=self.cfg.metric, patience=None,
-            divergence_margin=self.cfg.divergence_margin, export_model=False,
+            data=self.cfg.data,
+            subset=self.cfg.subset,
+            output_dir=str(folder),
+            budget=Budget("steps", steps),
+            schedule_budget=self.cfg.main.budget,
+            init_seed=wi,
+            data_seed=do,
+            dropout_seed=self.cfg.dropout_seed,
+            eval_every=self.eval_every,
+            evals_per_schedule=0,
+            patience_metric=self.cfg.metric,
+            patience=None,
+            divergence_margin=self.cfg.divergence_margin,
+            export_model=False,
             # The sweep owns its trial folders: a segment continues from the trial's checkpoint, or,
             # where a killed segment left none, starts over and replaces what that one wrote.
-            resume=resumes, overwrite=not resumes)
+            resume=resumes,
+            overwrite=not resumes,
+        )
 
     def status(self, index: int) -> dict:
         """What trial `index` has done so far, read from its folder."""
         folder = self.out / "trials" / f"trial{index:03d}"
         metrics = folder / "metrics.json"
         done = json.loads(metrics.read_text()) if metrics.is_file() else None
-        return {"steps": done["steps"] if done else 0, "diverged": bool(done and done["stopped"] == "diverged"),
-                "early": _best_so_far(folder / "log.jsonl", self.cfg.metric, self.full_steps)}
+        return {
+            "steps": done["steps"] if done else 0,
+            "diverged": bool(done and done["stopped"] == "diverged"),
+            "early": _best_so_far(folder / "log.jsonl", self.cfg.metric, self.full_steps),
+        }
 
     def run(self) -> dict:
         alive = list(range(len(self.trials)))
         for rung, steps in enumerate(self.rung_steps):
             states = {i: self.status(i) for i in alive}
             todo = [i for i in alive if states[i]["steps"] < steps and not states[i]["diverged"]]
-            self.echo(f"rung {rung + 1}/{len(self.rung_steps)} ({steps}/{self.full_steps} steps): "
-                      f"{len(alive)} trials alive, {len(todo)} to run")
+            self.echo(
+                f"rung {rung + 1}/{len(self.rung_steps)} ({steps}/{self.full_steps} steps): "
+                f"{len(alive)} trials alive, {len(todo)} to run"
+            )
             self._run_segments(todo, steps)
             scores = {}
             for i in alive:
                 state = self.status(i)
                 reached = [v for f, v in state["early"].items() if f <= steps / self.full_steps + 1e-9]
                 scores[i] = math.nan if state["diverged"] or not reached else reached[-1]
-            alive = [i for i in self.policy.survivors(scores, rung) if not math.isnan(scores[i])] \
-                if rung < len(self.rung_steps) - 1 else self.policy.survivors(scores, rung)
+            alive = (
+                [i for i in self.policy.survivors(scores, rung) if not math.isnan(scores[i])]
+                if rung < len(self.rung_steps) - 1
+                else self.policy.survivors(scores, rung)
+            )
             self._write_summary(alive if rung == len(self.rung_steps) - 1 else None)
         return json.loads((self.out / "sweep.json").read_text())
 
@@ -196,40 +232,64 @@ class SweepRunner:
         """
         size = self.executor.batch_size(len(todo))
         for start in range(0, len(todo), size):
-            indices = todo[start:start + size]
+            indices = todo[start : start + size]
             batch = []
             for index in indices:
                 cfg = self.trial_config(index, steps)
                 folder = Path(cfg.output_dir)
                 folder.mkdir(parents=True, exist_ok=True)
                 save_config(cfg, folder / "run_config.json")
-                batch.append(Job("train", folder / "run_config.json", folder, folder / "segments.log",
-                                 f"trial {index}", ranks=self.ranks, append=True))
+                batch.append(
+                    Job(
+                        "train",
+                        folder / "run_config.json",
+                        folder,
+                        folder / "segments.log",
+                        f"trial {index}",
+                        ranks=self.ranks,
+                        append=True,
+                    )
+                )
             self.executor.run(batch)
             for index in indices:
                 state = self.status(index)
-                self.echo(f"  trial {index:3d} (WI {self.trials[index][0]}, DO {self.trials[index][1]}) "
-                          f"reached step {state['steps']}" + (" and diverged" if state["diverged"] else ""))
+                self.echo(
+                    f"  trial {index:3d} (WI {self.trials[index][0]}, DO {self.trials[index][1]}) "
+                    f"reached step {state['steps']}" + (" and diverged" if state["diverged"] else "")
+                )
 
     def _write_summary(self, ranking: list[int] | None) -> None:
         rows = []
         for i, (wi, do) in enumerate(self.trials):
             state = self.status(i)
             finished = state["steps"] >= self.full_steps
-            rows.append({
-                "trial": i, "wi_seed": wi, "do_seed": do, "steps": state["steps"],
-                "fraction": state["steps"] / self.full_steps, "diverged": state["diverged"],
-                "status": "diverged" if state["diverged"] else "finished" if finished else "stopped",
-                "early": state["early"],
-                "final": list(state["early"].values())[-1] if finished and state["early"] else None,
-            })
-        write_json(self.out / "sweep.json", {
-            "policy": str(self.policy), "metric": self.cfg.metric, "full_steps": self.full_steps,
-            "rung_steps": self.rung_steps, "eval_every": self.eval_every,
-            "budget_full_runs": sum(r["fraction"] for r in rows),
-            "policy_budget_full_runs": self.policy.budget_in_full_runs(),
-            "winner": ranking[0] if ranking else None, "trials": rows,
-        })
+            rows.append(
+                {
+                    "trial": i,
+                    "wi_seed": wi,
+                    "do_seed": do,
+                    "steps": state["steps"],
+                    "fraction": state["steps"] / self.full_steps,
+                    "diverged": state["diverged"],
+                    "status": "diverged" if state["diverged"] else "finished" if finished else "stopped",
+                    "early": state["early"],
+                    "final": list(state["early"].values())[-1] if finished and state["early"] else None,
+                }
+            )
+        write_json(
+            self.out / "sweep.json",
+            {
+                "policy": str(self.policy),
+                "metric": self.cfg.metric,
+                "full_steps": self.full_steps,
+                "rung_steps": self.rung_steps,
+                "eval_every": self.eval_every,
+                "budget_full_runs": sum(r["fraction"] for r in rows),
+                "policy_budget_full_runs": self.policy.budget_in_full_runs(),
+                "winner": ranking[0] if ranking else None,
+                "trials": rows,
+            },
+        )
 
 
 def run_sweep(cfg: SweepConfig, echo=print, detach: bool = False) -> dict:

@@ -14,6 +14,7 @@ The first three are known up front as a number of optimizer steps; the last two 
 every step against the cost ledger's totals, which its per-step flush makes identical on every
 rank, so every rank stops at the same step.
 """
+
 from __future__ import annotations
 
 import math

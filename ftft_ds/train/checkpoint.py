@@ -20,6 +20,7 @@ universal format (`python -m deepspeed.checkpoint.ds_to_universal --input_folder
 CKPT/step_N --output_folder CKPT/step_N_universal`), write that tag into `CKPT/latest`, and set
 `"checkpoint": {"load_universal": true}` in the DeepSpeed config (see the README).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -97,12 +98,18 @@ class Checkpointer:
             # Parameters small enough to persist (stage3_param_persistence_threshold) stay whole on
             # every rank and are used as such, so their whole value is kept besides the partition.
             weights = {name: p.ds_tensor.detach().cpu() for name, p in engine.module.named_parameters()}
-            weights.update({f"{name}:whole": p.data.detach().cpu() for name, p in engine.module.named_parameters()
-                            if getattr(p, "ds_persist", False)})
+            weights.update(
+                {
+                    f"{name}:whole": p.data.detach().cpu()
+                    for name, p in engine.module.named_parameters()
+                    if getattr(p, "ds_persist", False)
+                }
+            )
             target = folder / f"weights_rank{self.env.rank}.pt"
         else:
-            weights = {name: t.detach().cpu() for name, t in engine.module.state_dict().items()} \
-                if self.env.is_main else None
+            weights = (
+                {name: t.detach().cpu() for name, t in engine.module.state_dict().items()} if self.env.is_main else None
+            )
             target = folder / "weights.pt"
         if weights is not None:
             with atomic_path(target) as tmp:
@@ -118,8 +125,10 @@ class Checkpointer:
             raise FtftError(f"the best checkpoint of step {step} is missing: {path}")
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if partitioned and saved["world_size"] != self.env.world_size:
-            raise FtftError(f"the best checkpoint {folder} was saved by {saved['world_size']} ranks, "
-                            f"this run has {self.env.world_size}")
+            raise FtftError(
+                f"the best checkpoint {folder} was saved by {saved['world_size']} ranks, "
+                f"this run has {self.env.world_size}"
+            )
         with torch.no_grad():
             if partitioned:
                 for name, p in engine.module.named_parameters():
@@ -140,7 +149,7 @@ class Checkpointer:
             (p for p in self.directory.iterdir() if p.is_dir() and p.name.startswith("step_")),
             key=lambda p: int(p.name.split("_")[1]),
         )
-        old = [*steps[:-self.keep_last], *self.directory.glob(BEST_PREFIX + "*")]
+        old = [*steps[: -self.keep_last], *self.directory.glob(BEST_PREFIX + "*")]
         for folder in old:
             if folder.name not in keep:
                 shutil.rmtree(folder, ignore_errors=True)

@@ -9,6 +9,7 @@ writes the events to TensorBoard under the stable tags below and `cost.json` at 
 runs and main runs use the same ledger, so `reference + main` costs are directly comparable with
 ERM's.
 """
+
 from __future__ import annotations
 
 import time
@@ -71,12 +72,17 @@ class CostTotals:
         return out
 
 
-
 class CostLedger:
     """Counts a run's cost on every rank; logs and saves it from rank 0."""
 
-    def __init__(self, flops_parameters: int, world_size: int, device: torch.device, monitor=None,
-                 totals: CostTotals | None = None):
+    def __init__(
+        self,
+        flops_parameters: int,
+        world_size: int,
+        device: torch.device,
+        monitor=None,
+        totals: CostTotals | None = None,
+    ):
         self.totals = totals or CostTotals(flops_parameters=flops_parameters, world_size=world_size)
         self.monitor = monitor
         # Device-side sums since the last flush: [train tokens, eval tokens, loss sum, correct].
@@ -91,8 +97,9 @@ class CostLedger:
         allocated and reserved peaks; CPU: the resident set's): memory while training, apart from
         the final save and evaluations."""
 
-    def count_train(self, attention_mask: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor,
-                    labels: torch.Tensor) -> None:
+    def count_train(
+        self, attention_mask: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+    ) -> None:
         """Count one training micro-batch: device values stay on the device, so nothing waits."""
         examples = labels.numel()
         self._examples += examples
@@ -133,23 +140,28 @@ class CostLedger:
         t.device_hours += elapsed * t.world_size / 3600.0
         self._window += (tokens, examples, loss_sum, correct, elapsed)
         record = {
-            TAG_TOKENS: t.train_tokens + t.eval_tokens, TAG_FLOPS: t.total_flops,
-            TAG_WALL_S: t.wall_seconds, TAG_DEVICE_HOURS: t.device_hours,
+            TAG_TOKENS: t.train_tokens + t.eval_tokens,
+            TAG_FLOPS: t.total_flops,
+            TAG_WALL_S: t.wall_seconds,
+            TAG_DEVICE_HOURS: t.device_hours,
         }
         if not write:
             return record
         # At log points only: budgets that are not step counts flush every step.
         self.training_memory_bytes = peak_memory_bytes(self._device)
-        record[TAG_MEMORY_MIB] = self.training_memory_bytes["allocated"] / 2 ** 20
-        record[TAG_RESERVED_MIB] = self.training_memory_bytes["reserved"] / 2 ** 20
+        record[TAG_MEMORY_MIB] = self.training_memory_bytes["allocated"] / 2**20
+        record[TAG_RESERVED_MIB] = self.training_memory_bytes["reserved"] / 2**20
         tokens, examples, loss_sum, correct, elapsed = self._window.tolist()
         self._window[:] = 0
         if examples:
-            record.update({
-                TAG_LOSS: loss_sum / examples, TAG_ACCURACY: correct / examples,
-                TAG_EXAMPLES_PER_S: examples / max(elapsed, 1e-9),
-                TAG_TOKENS_PER_S: tokens / max(elapsed, 1e-9),
-            })
+            record.update(
+                {
+                    TAG_LOSS: loss_sum / examples,
+                    TAG_ACCURACY: correct / examples,
+                    TAG_EXAMPLES_PER_S: examples / max(elapsed, 1e-9),
+                    TAG_TOKENS_PER_S: tokens / max(elapsed, 1e-9),
+                }
+            )
         if lr is not None:
             record[TAG_LR] = lr
         self.write(record, step)

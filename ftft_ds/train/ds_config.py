@@ -4,6 +4,7 @@ The rules follow what Hugging Face users expect from `transformers`' DeepSpeed i
 takes the value of the matching training argument, an explicit value must agree with it, and
 `train_batch_size` is micro-batch × gradient accumulation × world size.
 """
+
 from __future__ import annotations
 
 import copy
@@ -89,7 +90,7 @@ def _fill(node: dict, key: str, value, where: str) -> None:
         )
 
 
-MIN_BUCKET_ELEMENTS = 25 * 2 ** 20 // 2
+MIN_BUCKET_ELEMENTS = 25 * 2**20 // 2
 """The fewest elements an `"auto"` ZeRO bucket holds: 25 MiB of bf16 values, PyTorch DDP's bucket
 size. Hugging Face's hidden² rule alone gives MiniLM 147k-element buckets, hundreds of tiny
 all-reduces per step, each paying a cross-node latency."""
@@ -114,10 +115,14 @@ def check_ds_config(config: dict) -> None:
     if isinstance(stage, bool) or stage not in (0, 1, 2, 3):
         raise FtftError(f"DeepSpeed config's zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
     name = config.get("optimizer", {}).get("type")
-    if name is not None and not (isinstance(name, str) and (
-            name.lower() in DEEPSPEED_OPTIMIZERS or isinstance(getattr(torch.optim, name, None), type))):
-        raise FtftError(f"DeepSpeed config's optimizer.type {name!r} is unknown; expected one of "
-                        f"{', '.join(DEEPSPEED_OPTIMIZERS)} or a torch.optim class name")
+    if name is not None and not (
+        isinstance(name, str)
+        and (name.lower() in DEEPSPEED_OPTIMIZERS or isinstance(getattr(torch.optim, name, None), type))
+    ):
+        raise FtftError(
+            f"DeepSpeed config's optimizer.type {name!r} is unknown; expected one of "
+            f"{', '.join(DEEPSPEED_OPTIMIZERS)} or a torch.optim class name"
+        )
 
 
 def resolve_ds_config(name_or_path: str | dict, args: TrainArgs) -> dict:
@@ -207,8 +212,10 @@ def _accumulate_in_fp32(config: dict, grad_accum: int) -> None:
     if zero_stage(config) >= 1:
         config.setdefault("data_types", {}).setdefault("grad_accum_dtype", "fp32")
     elif grad_accum > 1 and config.get("data_types", {}).get("grad_accum_dtype") is None:
-        warn(f"bf16 without ZeRO accumulates the {grad_accum} micro-batches' gradients in bf16; "
-             f"use a ZeRO stage (zero1 and up) to accumulate them in fp32")
+        warn(
+            f"bf16 without ZeRO accumulates the {grad_accum} micro-batches' gradients in bf16; "
+            f"use a ZeRO stage (zero1 and up) to accumulate them in fp32"
+        )
 
 
 def _find_auto(node, where: str = "") -> str | None:

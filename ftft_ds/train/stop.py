@@ -6,6 +6,7 @@ at majority-class level after warm-up (both after an evaluation). `StopRule` mak
 decisions from values every rank shares, so every rank leaves the loop at the same step, and
 returns a `StopReason` that the run keeps in its state, its checkpoints and `metrics.json`.
 """
+
 from __future__ import annotations
 
 import enum
@@ -81,7 +82,11 @@ class StopRule:
         """Update `state`'s best score from an evaluation at `state.step`; `DIVERGED` or `PATIENCE`
         when the run should end there. `state` is the trainer's `TrainState`."""
         guard = self.divergence
-        if guard is not None and state.step >= guard.after_step and results.get(guard.metric, math.inf) <= guard.threshold:
+        if (
+            guard is not None
+            and state.step >= guard.after_step
+            and results.get(guard.metric, math.inf) <= guard.threshold
+        ):
             return StopReason.DIVERGED
         if self.patience is None or self.patience.metric not in results:
             return None

@@ -7,6 +7,7 @@ is spent, evaluates (the stop rule then weighs patience and divergence), checkpo
 `on_step_end` hook. Every decision that ends or branches the loop is made identically on every
 rank, because a rank that leaves early would hang the others' collectives.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,12 +54,26 @@ class Trainer:
     evaluated, checkpointed): the place to watch or measure a run from outside.
     """
 
-    def __init__(self, engine, loader, sampler, ledger: CostLedger, stop_rule: StopRule, env: DistEnv, *,
-                 log_every: int = 10, evaluator=None, eval_every: int = 0,
-                 checkpointer: Checkpointer | None = None, checkpoint_every: int = 0, recorder=None,
-                 on_epoch_end: Callable[[], None] | None = None,
-                 on_step_end: Callable[["Trainer"], None] | None = None, log_path: Path | None = None,
-                 desc: str = "train"):
+    def __init__(
+        self,
+        engine,
+        loader,
+        sampler,
+        ledger: CostLedger,
+        stop_rule: StopRule,
+        env: DistEnv,
+        *,
+        log_every: int = 10,
+        evaluator=None,
+        eval_every: int = 0,
+        checkpointer: Checkpointer | None = None,
+        checkpoint_every: int = 0,
+        recorder=None,
+        on_epoch_end: Callable[[], None] | None = None,
+        on_step_end: Callable[["Trainer"], None] | None = None,
+        log_path: Path | None = None,
+        desc: str = "train",
+    ):
         self.engine = engine
         self.loader = loader
         self.sampler = sampler
@@ -84,8 +99,13 @@ class Trainer:
     def fit(self) -> dict:
         """Train until the budget (or patience) stops the run; return the final evaluation."""
         state = self.state
-        progress = tqdm(total=self.stop_rule.max_steps, initial=state.step, desc=self.desc,
-                        disable=not self.env.is_main, dynamic_ncols=True)
+        progress = tqdm(
+            total=self.stop_rule.max_steps,
+            initial=state.step,
+            desc=self.desc,
+            disable=not self.env.is_main,
+            dynamic_ncols=True,
+        )
         # A run resumed from a checkpoint taken when it had already stopped (killed after its final
         # checkpoint, before its results were written) only finishes: no step past its budget.
         # Patience and divergence end a run for good; a budget only for itself, so a run resumed
@@ -147,7 +167,12 @@ class Trainer:
         if self.evaluator is not None and self.eval_every and step % self.eval_every == 0:
             reason = self._evaluate() or reason  # what the evaluation decides comes first
         self.state.stopped = reason.value if reason else None
-        if reason is None and self.checkpointer is not None and self.checkpoint_every and step % self.checkpoint_every == 0:
+        if (
+            reason is None
+            and self.checkpointer is not None
+            and self.checkpoint_every
+            and step % self.checkpoint_every == 0
+        ):
             self.save_checkpoint()
 
     # -- evaluation, patience, checkpoints ----------------------------------------------------
@@ -166,13 +191,18 @@ class Trainer:
 
     def client_state(self) -> dict:
         """What a checkpoint keeps besides the engine's own state: each part saves itself."""
-        return {"trainer": self.state.state_dict(), "ledger": self.ledger.state_dict(),
-                "sampler": self.sampler.state_dict(), "budget": str(self.stop_rule.budget)}
+        return {
+            "trainer": self.state.state_dict(),
+            "ledger": self.ledger.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "budget": str(self.stop_rule.budget),
+        }
 
     def save_checkpoint(self) -> None:
         self.ledger.flush(self.state.step, write=False)
-        self.checkpointer.save(self.engine, f"step_{self.state.step}", self.client_state(),
-                               best_step=self.state.best_step)
+        self.checkpointer.save(
+            self.engine, f"step_{self.state.step}", self.client_state(), best_step=self.state.best_step
+        )
 
     def resume(self) -> None:
         """Continue from the latest checkpoint: same sampler position, optimizer, schedule, ledger."""
@@ -181,8 +211,9 @@ class Trainer:
         self.state.load_state_dict(client["trainer"])
         self.ledger.load_state_dict(client["ledger"])
         if self.env.is_main and self.log_path is not None and self.log_path.is_file():
-            kept = [line for line in self.log_path.read_text().splitlines()
-                    if json.loads(line)["step"] <= self.state.step]
+            kept = [
+                line for line in self.log_path.read_text().splitlines() if json.loads(line)["step"] <= self.state.step
+            ]
             self.log_path.write_text("".join(line + "\n" for line in kept))
 
     def _log(self, record: dict) -> None:

@@ -1,6 +1,7 @@
 """Build a run's engine exactly as `ftft train` does and print what DeepSpeed made of it, as JSON:
 the optimizer it built, the dtypes it trains and accumulates in, the device, the DeepSpeed
 extensions it had to compile. Arguments: a JSON MainConfig mapping, as `ftft train` reads one."""
+
 import json
 import sys
 
@@ -23,9 +24,13 @@ def main() -> None:
         report = {
             "optimizer": f"{type(optimizer).__module__}.{type(optimizer).__name__}",
             "fused": optimizer.defaults.get("fused"),
-            "model_dtype": str(model_dtype), "grad_accum_dtype": str(accumulation_dtype),
-            "device": str(env.device), "world_size": env.world_size, "bf16": engine.bfloat16_enabled(),
-            "compiled_ops": built, "cuda_rng": torch.cuda.initial_seed() if torch.cuda.is_available() else None,
+            "model_dtype": str(model_dtype),
+            "grad_accum_dtype": str(accumulation_dtype),
+            "device": str(env.device),
+            "world_size": env.world_size,
+            "bf16": engine.bfloat16_enabled(),
+            "compiled_ops": built,
+            "cuda_rng": torch.cuda.initial_seed() if torch.cuda.is_available() else None,
         }
     if env.is_main:
         print("PROBE " + json.dumps(report))

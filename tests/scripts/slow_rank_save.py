@@ -2,6 +2,7 @@
 
 DeepSpeed itself is untouched; only the moment rank 1 hands a file to its checkpoint engine moves.
 """
+
 import os
 import sys
 import time
