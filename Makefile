@@ -32,10 +32,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Two workers, each taking whole test files (their module fixtures train once): most tests wait on
-# process start-up, launchers or the SLURM queue as much as they compute.
+# Two workers: most tests wait on process start-up, launchers or the SLURM queue as much as they
+# compute. Files with module fixtures (xdist_group) go whole to one worker, so they train once;
+# every other test goes wherever a worker is free. `PYTEST_ARGS=--random-order` shuffles the order.
 test: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS) tests
 
 bench: setup
 	for name in $(BENCH); do $(BIN)/python bench/bench_$$name.py || exit 1; done

@@ -16,6 +16,8 @@ from ftft_ds.train.runtime import free_port, init_distributed
 from ftft_ds.train.stop import Divergence, Patience, StopReason, StopRule, running_best
 from ftft_ds.train.trainer import TrainState
 
+pytestmark = pytest.mark.xdist_group("test_core")  # its module fixtures are built once, on one worker
+
 # -- the stop rule -------------------------------------------------------------------------------
 
 

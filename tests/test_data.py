@@ -22,6 +22,8 @@ from ftft_ds.data import (
 )
 from ftft_ds.errors import FtftError
 
+pytestmark = pytest.mark.xdist_group("test_data")  # its module fixtures are built once, on one worker
+
 ROWS = [
     {"text": "the cat sat", "text_pair": "a cat sat", "label": 0},
     {"text": "the dog ran", "text_pair": "no dog ran", "label": 2},

@@ -21,6 +21,8 @@ from ftft_ds.train.models import build_model, load_tokenizer, model_config
 
 from .helpers import DECODER_FAMILIES, deepspeed_launch, ftft, save_tiny_decoder, tail
 
+pytestmark = pytest.mark.xdist_group("test_decoders")  # its module fixtures are built once, on one worker
+
 TRAIN_SIZE = 120
 
 
@@ -121,6 +123,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(decoders):
         ReferenceConfig(model=path, attn_implementation="fast")
 
 
+@pytest.mark.launcher
 def test_decoder_reference_records_dynamics_on_one_and_two_ranks(decoders, tmp_path):
     split = load_split(DataConfig(embedded_train_size=TRAIN_SIZE), "train")
     args = [
@@ -148,6 +151,7 @@ def test_decoder_reference_records_dynamics_on_one_and_two_ranks(decoders, tmp_p
         assert dynamics.manifest["world_size"] == world_size
 
 
+@pytest.mark.launcher
 def test_encoder_reference_chooses_the_subset_of_a_zero3_decoder_main_run(decoders, tmp_path):
     """FTFT across families and tokenizers: tiny-bert (WordPiece) picks, a Llama (byte-level BPE) trains."""
     recipe = {
@@ -181,6 +185,7 @@ def test_encoder_reference_chooses_the_subset_of_a_zero3_decoder_main_run(decode
     assert run_config["model"] == decoders["llama"] and run_config["subset"].endswith("subset.json")
 
 
+@pytest.mark.launcher
 def test_decoder_trains_under_zero3_with_cpu_offload(decoders, tmp_path):
     from transformers import AutoModelForSequenceClassification
 

@@ -15,6 +15,8 @@ from ftft_ds.train.models import build_model, load_tokenizer
 
 from .helpers import deepspeed_launch, forward_alone, in_process, save_without_dropout, tail
 
+pytestmark = pytest.mark.xdist_group("test_hf_integration")  # its module fixtures are built once, on one worker
+
 ROWS = 50  # not a multiple of the batch: the last batch of an epoch is short
 
 
@@ -147,6 +149,7 @@ transformers.Trainer(model=model, args=args, train_dataset=train, callbacks=[cal
 """
 
 
+@pytest.mark.launcher
 def test_callback_under_deepspeed_on_two_ranks(tmp_path):
     """51 rows on 2 ranks: each rank sees 26 (one padded repeat). At learning rate 0 with dropout
     off, the store holds each row once per epoch, with the logits one process gives that row."""

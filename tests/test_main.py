@@ -18,6 +18,8 @@ from ftft_ds.train.runtime import free_port
 
 from .helpers import REPO, assert_same_losses, deepspeed_launch, ftft, quiet_env, tail
 
+pytestmark = pytest.mark.xdist_group("test_main")  # its module fixtures are built once, on one worker
+
 TRAIN_SIZE = 240
 COMMON = [
     "--model",
@@ -76,6 +78,7 @@ def zero2_subset_run(subset_file, tmp_path_factory):
     return out
 
 
+@pytest.mark.launcher
 def test_zero2_subset_run_stops_at_budget_and_covers_the_subset(zero2_subset_run, subset_file):
     out = zero2_subset_run
     metrics = read_json(out / "metrics.json")
@@ -105,6 +108,7 @@ def test_zero2_subset_run_stops_at_budget_and_covers_the_subset(zero2_subset_run
     assert len(events.Scalars("train/loss")) == 10
 
 
+@pytest.mark.launcher
 def test_zero3_partitions_parameters_and_exports_a_consolidated_model(tmp_path):
     out = tmp_path / "zero3"
     proc = deepspeed_launch("launch/main.py", [*COMMON, "--ds-config", "zero3", "--budget", "steps:7", "-o", out])
@@ -127,6 +131,7 @@ def test_zero3_partitions_parameters_and_exports_a_consolidated_model(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.launcher
 def test_two_nodes_on_loopback_train_as_the_same_two_ranks_on_one_node(tmp_path, subset_file, zero2_subset_run):
     """One rank on each of two loopback "nodes" (a hostfile, --no_ssh, --node_rank): the same run
     as two ranks on one node, loss for loss, with the same recorded rows and the same final weights.
@@ -194,6 +199,7 @@ def losses(out):
     ]
 
 
+@pytest.mark.launcher
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     args = [
         *COMMON,
@@ -269,6 +275,7 @@ def test_resume_after_a_kill_past_the_final_checkpoint_only_finishes(tmp_path):
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.launcher
 def test_forecast_matches_a_two_rank_run_on_more_rows_than_its_token_sample(tmp_path):
     """The forecast measures tokens on the first 2,000 rows only and counts steps from the batch
     arithmetic; the run pads its shards (2,051 rows on 2 ranks: one repeat) and ends each epoch on a

@@ -95,6 +95,7 @@ def test_patience_reports_the_best_checkpoint_and_costs_up_to_the_stop(tmp_path)
     assert (patient / "model" / "config.json").is_file()
 
 
+@pytest.mark.launcher
 def test_subset_from_another_dataset_fails_on_every_rank(tmp_path):
     subset = tmp_path / "subset.json"
     Subset(["abc"], {"dataset_fingerprint": "0000000000000000", "num_selected": 1}).save(subset)

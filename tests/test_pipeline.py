@@ -24,6 +24,8 @@ from ftft_ds.pipeline.stages import Stage
 
 from .helpers import REPO, ftft, processes_mentioning, quiet_env, refused_in_process, tail
 
+pytestmark = pytest.mark.xdist_group("test_pipeline")  # its module fixtures are built once, on one worker
+
 RECIPE = {
     "data": {"embedded_train_size": 120},
     "main": {"model": "tiny-bert", "micro_batch_size": 8, "lr": 1.0e-3, "erm_epochs": 2, "log_every": 5},
@@ -234,6 +236,7 @@ def test_a_boolean_is_never_a_number():
         load_config(MainConfig, None, ["lr=yes"])
 
 
+@pytest.mark.launcher
 def test_ctrl_c_to_ftft_run_alone_stops_its_training_processes(tmp_path):
     """Ctrl-C, schedulers and `kill PID` signal the ftft process, not its group: no launcher or rank
     may outlive it (SIGTERM to `ftft sweep` is tested with the sweep, and to SLURM jobs there)."""

@@ -11,6 +11,8 @@ from ftft_ds.train.models import build_model
 
 from .helpers import ftft, refused_in_process, save_tiny_decoder
 
+pytestmark = pytest.mark.xdist_group("test_plan")  # its module fixtures are built once, on one worker
+
 
 @pytest.fixture(scope="module")
 def qwen2(tmp_path_factory):

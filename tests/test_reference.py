@@ -12,6 +12,8 @@ from ftft_ds.train.evaluate import classification_metrics
 
 from .helpers import deepspeed_launch, forward_alone, ftft, save_without_dropout, tail
 
+pytestmark = pytest.mark.xdist_group("test_reference")  # its module fixtures are built once, on one worker
+
 TRAIN_SIZE = 307  # odd, as its dev split (51): the samplers must pad, and the gathers drop the repeats
 COMMON = [
     "--set",
@@ -47,6 +49,7 @@ def dataset_split():
     return load_split(DataConfig(embedded_train_size=TRAIN_SIZE), "train")
 
 
+@pytest.mark.launcher
 def test_two_ranks_record_every_row_as_one_process_sees_it(two_rank_run, frozen_model):
     """Row for row, the logits both ranks recorded (odd row count: one padded repeat) are those of a
     single-process forward pass, so no row's logits landed under another row's uid or label."""
@@ -63,6 +66,7 @@ def test_two_ranks_record_every_row_as_one_process_sees_it(two_rank_run, frozen_
         np.testing.assert_allclose(dyn.eval_logits[:, epoch], alone, atol=1e-5)
 
 
+@pytest.mark.launcher
 def test_two_rank_evaluation_equals_one_process(two_rank_run, frozen_model):
     """Every eval split's metrics, gathered from both ranks' shards, equal one process's."""
     final = json.loads((two_rank_run / "metrics.json").read_text())["final"]
@@ -73,6 +77,7 @@ def test_two_rank_evaluation_equals_one_process(two_rank_run, frozen_model):
         assert {k: final[f"{name}/{k}"] for k in expected} == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.launcher
 def test_two_rank_run_logs_cost_and_loss_to_tensorboard(two_rank_run):
     runs = list((two_rank_run / "tensorboard").glob("*"))
     events = EventAccumulator(str(runs[0])).Reload()

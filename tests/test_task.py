@@ -10,6 +10,8 @@ from ftft_ds.data import CONSTRUCTIONS, LABEL_NAMES, DataConfig, generate_task, 
 from ftft_ds.data.task import CUE_WORDS, NEGATION_WORDS, vocabulary
 from ftft_ds.errors import FtftError
 
+pytestmark = pytest.mark.xdist_group("test_task")  # its module fixtures are built once, on one worker
+
 
 @pytest.fixture(scope="module")
 def task():
