@@ -22,7 +22,16 @@ from ftft_ds.pipeline import RecipeConfig
 from ftft_ds.pipeline.report import compare, comparison_line, markdown_table, summarize
 from ftft_ds.pipeline.stages import Stage
 
-from .helpers import REPO, ftft, processes_mentioning, quiet_env, refused_in_process, tail
+from .helpers import (
+    REPO,
+    ftft,
+    in_process,
+    processes_mentioning,
+    quiet_env,
+    refused_in_process,
+    save_tiny_decoder,
+    tail,
+)
 
 pytestmark = pytest.mark.xdist_group("test_pipeline")  # its module fixtures are built once, on one worker
 
@@ -62,10 +71,28 @@ def test_table_structure_and_costs_add_up(recipe):
     rows = {r["method"]: r for r in results["rows"]}
     erm_flops = read(out / "main" / "erm" / "seed0" / "cost.json")["train_flops"]
     reference_flops = {name: read(out / "reference" / name / "cost.json")["train_flops"] for name in ("small", "main")}
+    erm_cost = read(out / "main" / "erm" / "seed0" / "cost.json")
     for method, row in rows.items():
-        main = read(out / "main" / method / "seed0" / "cost.json")["train_flops"]
-        expected = main + {"ftft": reference_flops["small"], "dm": reference_flops["main"]}.get(method, 0.0)
-        assert row["relative_cost"] == pytest.approx(100 * expected / erm_flops)
+        main = read(out / "main" / method / "seed0" / "cost.json")
+        reference = {"ftft": "small", "dm": "main"}.get(method)
+        ref = read(out / "reference" / reference / "cost.json") if reference else {}
+        assert row["relative_cost"] == pytest.approx(
+            100 * (main["train_flops"] + ref.get("train_flops", 0.0)) / erm_cost["train_flops"]
+        )
+        # All FLOPs: evaluation forward passes (2 x parameters x tokens) on top of training.
+        assert (
+            main["total_flops"]
+            == pytest.approx(main["train_flops"] + 2 * main["flops_parameters"] * main["eval_tokens"])
+            and main["eval_tokens"] > 0
+        )
+        assert row["relative_total_flops"] == pytest.approx(
+            100 * (main["total_flops"] + ref.get("total_flops", 0.0)) / erm_cost["total_flops"]
+        )
+        # Wall time: each run's whole wall time, set-up and evaluations included, not just its loop.
+        assert main["run_seconds"] > main["wall_seconds"] > 0
+        assert row["relative_wall_time"] == pytest.approx(
+            100 * (main["run_seconds"] + ref.get("run_seconds", 0.0)) / erm_cost["run_seconds"]
+        )
     subset_rows = round(0.33 * 120)
     assert {m: r["train_rows"] for m, r in rows.items()} == {
         "erm": 120,
@@ -130,14 +157,24 @@ def test_dry_run_prints_the_forecast_and_trains_nothing(tmp_path):
     config.write_text(yaml.safe_dump(expensive))
     proc = ftft(["run", config, "--dry-run"])
     assert proc.returncode == 0, tail(proc)
-    assert "| ftft | 200 | ≤ 100 | 200 to 300 |" in proc.stdout
+    assert "| ftft | 200 | ≤ 100 | 200 to 300 | 266 ± 21 |" in proc.stdout  # expected: 200 + 66% of the cap
+    assert "FTFT cannot cost half of ERM: with its reference at 200%" in proc.stdout
     assert "warning: FTFT cannot come in under ERM: its reference alone costs 200% of ERM" in proc.stdout
     assert not (tmp_path / "out").exists()
 
 
 def _rows(method, values, cost):
     return [
-        {"method": method, "seed": seed, "ood/accuracy": value, "relative_cost": cost, "wall_seconds": 1.0, "steps": 10}
+        {
+            "method": method,
+            "seed": seed,
+            "ood/accuracy": value,
+            "relative_cost": cost,
+            "relative_total_flops": cost + 5,
+            "relative_wall_time": 2 * cost,
+            "wall_seconds": 1.0,
+            "steps": 10,
+        }
         for seed, value in enumerate(values)
     ]
 
@@ -145,11 +182,16 @@ def _rows(method, values, cost):
 def test_table_with_one_seed_shows_no_spread():
     rows = _rows("erm", [0.40], 100.0) + _rows("ftft", [0.45], 40.0)
     table = markdown_table(summarize(rows, ["erm", "ftft"], ["ood/accuracy"]), ["ood/accuracy"])
-    assert "±" not in table and "| ftft | 1 | 45.0 | 40.0 | 10 | 1 |" in table
+    assert (
+        "| method | seeds | ood/accuracy | training FLOPs (ERM=100) | all FLOPs (ERM=100) | wall time (ERM=100) |"
+        in table
+    )
+    assert "±" not in table and "| ftft | 1 | 45.0 | 40.0 | 45.0 | 80.0 | 10 | 1 |" in table
     line = comparison_line(compare(rows, "ftft", "ood/accuracy"))
     assert line == (
         "ftft vs erm: ood/accuracy 45.0 vs 40.0 (+5.0 points with one seed: run more seeds before "
-        "trusting a difference) at 40% of erm's cost: ftft matches or beats erm at no more than half its cost."
+        "trusting a difference) at 40% of erm's training FLOPs (45% of its FLOPs with evaluations, 80% of its "
+        "wall time): ftft matches or beats erm at no more than half its training FLOPs."
     )
 
 
@@ -162,7 +204,8 @@ def test_table_with_several_seeds_shows_spread_and_a_paired_interval():
     half = 4.302653 * np.std([0.01, 0.03, 0.0], ddof=1) / np.sqrt(3)  # t(0.975, 2 df)
     assert comparison["ci95"] == pytest.approx([0.01333 - half, 0.01333 + half], abs=1e-4)
     assert comparison_line(comparison).endswith(
-        "at 60% of erm's cost: ftft matches or beats erm, but at more than half its cost."
+        "at 60% of erm's training FLOPs (65% of its FLOPs with evaluations, 120% of its wall time): ftft matches "
+        "or beats erm, but at more than half its training FLOPs."
     )
 
 
@@ -311,5 +354,76 @@ def test_demo_at_a_tiny_size_prints_its_table_and_verdict(tmp_path):
     assert proc.returncode == 0, tail(proc)
     assert "projected training cost" in proc.stdout and "| erm | 1 |" in proc.stdout and "| ftft | 1 |" in proc.stdout
     verdict = [line for line in proc.stdout.splitlines() if line.startswith("ftft vs erm: ood/accuracy")]
-    assert len(verdict) == 1 and "of erm's cost" in verdict[0]
+    assert len(verdict) == 1 and "of erm's training FLOPs" in verdict[0] and "of its wall time" in verdict[0]
     assert (out / "results.md").is_file() and (out / "cost_vs_ood.png").is_file()
+
+
+def test_the_default_reference_is_the_main_model_cut_to_cost_at_most_a_tenth_of_erm(tmp_path):
+    """Unset, FTFT's reference is the main model's first 2 layers, or 1 where 2 would cost over 10%
+    of ERM: 1 of MiniLM's 6 (as low as its layers go), 2 of a 24-layer model's."""
+    from ftft_ds.data.load import DataConfig, load_split
+    from ftft_ds.pipeline.forecast import default_reference, flops_parameters
+
+    split = load_split(DataConfig(embedded_train_size=120), "train")
+    shallow = from_dict(RecipeConfig, {"data": {"embedded_train_size": 120}, "main": {"model": "minilm"}})
+    assert shallow.reference is None
+    reference, share = default_reference(shallow, split)
+    assert (reference.model, reference.num_layers, reference.epochs) == ("minilm", 1, 3)
+    # 3 reference epochs against ERM's 3, every row: the share is the parameters' ratio.
+    ratio = flops_parameters("minilm", 3, 1) / flops_parameters("minilm", 3, None)
+    assert share == pytest.approx(100 * ratio, rel=1e-6) and 10 < share < 25
+
+    deep_model = save_tiny_decoder("llama", tmp_path / "deep", num_layers=24)
+    deep = from_dict(
+        RecipeConfig,
+        {"data": {"embedded_train_size": 120}, "main": {"model": str(deep_model), "lr": 1e-4, "max_length": 32}},
+    )
+    reference, share = default_reference(deep, split)
+    assert (reference.model, reference.num_layers, reference.max_length, reference.lr) == (str(deep_model), 2, 32, 1e-4)
+    assert share <= 10
+
+
+@pytest.mark.parametrize("epochs, warned", [(3, True), (1, False)])
+def test_the_forecast_warns_of_a_reference_over_a_quarter_of_erm(tmp_path, epochs, warned):
+    """tiny-bert's first layer against its two, for 3 epochs against ERM's 3: about 60% of ERM;
+    for 1 epoch, about 20%."""
+    config = tmp_path / "recipe.yaml"
+    recipe = {
+        **RECIPE,
+        "main": {**RECIPE["main"], "erm_epochs": 3},
+        "reference": {"model": "tiny-bert", "num_layers": 1, "epochs": epochs},
+        "output_dir": str(tmp_path / "o"),
+    }
+    config.write_text(yaml.safe_dump(recipe))
+    result = in_process(["run", config, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "more than a quarter" in line]
+    assert bool(lines) == warned
+    if warned:
+        assert (
+            lines[0].startswith("warning: FTFT's reference alone costs ")
+            and "% of ERM, more than a quarter" in lines[0]
+        )
+
+
+def test_early_stopping_on_id_dev_is_said_before_training(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                **RECIPE,
+                "data": {"embedded_train_size": 120, "eval_splits": ["dev", "ood"]},
+                "methods": ["erm", "ftft"],
+                "output_dir": str(tmp_path / "o"),
+            }
+        )
+    )
+    result = in_process(["run", config, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if "early stopping follows" in line]
+    assert len(warning) == 1 and warning[0].startswith(
+        "warning: early stopping follows dev/accuracy, an in-distribution split: the task has no OOD validation"
+    )
+    assert "apart from the reported 'ood'" in warning[0]
+    config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(tmp_path / "o")}))  # with ood_dev
+    assert "early stopping follows" not in in_process(["run", config, "--dry-run"]).output

@@ -26,7 +26,7 @@ from ..errors import FtftError
 from ..io import make_output_dir, write_json
 from ..jobs import Job, make_executor, run_ranks
 from .config import EARLY_STOPPING_METHODS, RecipeConfig
-from .forecast import forecast
+from .forecast import default_reference, forecast
 from .gate import gate_references
 from .report import collect_rows, summarize, write_report
 from .stages import Stage, file_digest
@@ -88,9 +88,16 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
     out = Path(cfg.output_dir)
     split = load_split(cfg.data, cfg.data.train_split)
     data = {"config": to_dict(cfg.data), "fingerprint": split.fingerprint}
+    if cfg.reference is None and "ftft" in cfg.methods:
+        reference, share = default_reference(cfg, split)
+        cfg = dataclasses.replace(cfg, reference=reference)
+        echo(
+            f"reference (recipe.reference unset): the main model's first {reference.num_layers} layer(s), "
+            f"{reference.epochs} epochs, {share:.0f}% of ERM's training FLOPs"
+        )
     projected = forecast(cfg, split)
     echo("projected training cost, FLOPs relative to ERM = 100:\n" + projected.table())
-    for warning in projected.warnings:
+    for warning in [*projected.warnings, *stopping_warnings(cfg)]:
         echo(f"warning: {warning}")
     if dry_run:
         return {"forecast": projected}
@@ -195,6 +202,29 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
     headline = f"{ood_split}/accuracy" if ood_split else (metric_keys[0] if metric_keys else "")
     save_config(cfg, out / "recipe.json")
     return write_report(out, rows, summary, metric_keys, gate, headline, projected)
+
+
+def stopping_warnings(cfg: RecipeConfig) -> list[str]:
+    """What the recipe's early stopping means for FTFT's robustness claim, when it cannot follow an
+    OOD validation split."""
+    if not any(m in EARLY_STOPPING_METHODS for m in cfg.methods) or cfg.early_stopping.metric is not None:
+        return []
+    metric = cfg.stopping_metric()
+    if "ood" in metric.partition("/")[0].lower():
+        return []
+    ood = [s for s in cfg.data.eval_splits if "ood" in s.lower()]
+    return [
+        f"early stopping follows {metric}, an in-distribution split: the task has no OOD validation split "
+        f"(a name with ood and dev/val in it). The FTFT paper's robustness gains were measured stopping on OOD "
+        f"validation; stopping on ID dev picks the checkpoint best in distribution, so expect less of FTFT out "
+        f"of distribution"
+        + (
+            f". Holding out part of an OOD set as a split named like ood_dev, apart from the reported "
+            f"{ood[0]!r}, restores the protocol"
+            if ood
+            else ""
+        )
+    ]
 
 
 def _run_mains(executor, todo: list, echo) -> None:

@@ -1,9 +1,15 @@
 """The results of a recipe: the table, its plots, and the transfer diagnostics.
 
-Costs are training FLOPs from the runs' cost ledgers, relative to ERM = 100: a method's cost is
-its main run up to where it stopped plus the reference run it needed (FTFT's cheap reference, DM's
-main-model reference). Metrics are each run's selected evaluation: the best checkpoint's for
-early-stopping runs, the last step's otherwise.
+A method's cost is its main run up to where it stopped plus the reference run it needed (FTFT's
+cheap reference, DM's main-model reference), from the runs' cost ledgers, relative to ERM = 100,
+three ways:
+- training FLOPs (`relative_cost`), the FTFT paper's measure;
+- all FLOPs (`relative_total_flops`), evaluation forward passes included: on small evaluation
+  budgets they are not small, and early stopping needs evaluations;
+- wall time (`relative_wall_time`), set-up, evaluations and checkpoints included: small models
+  are bound by per-step overhead, so a reference with 2% of ERM's FLOPs can take a third of its time.
+Metrics are each run's selected evaluation: the best checkpoint's for early-stopping runs, the
+last step's otherwise.
 """
 
 from __future__ import annotations
@@ -41,15 +47,24 @@ def collect_rows(runs: dict) -> list[dict]:
                 "train_rows": metrics["train_rows"],
                 "main_flops": cost["train_flops"],
                 "reference_flops": ref_cost["train_flops"] if ref_cost else 0.0,
-                "wall_seconds": cost["wall_seconds"] + (ref_cost["wall_seconds"] if ref_cost else 0.0),
+                "total_flops": cost["total_flops"] + (ref_cost["total_flops"] if ref_cost else 0.0),
+                "wall_seconds": cost["run_seconds"] + (ref_cost["run_seconds"] if ref_cost else 0.0),
             }
         )
-    erm = [r["main_flops"] for r in rows if r["method"] == "erm"]
-    base = float(np.mean(erm)) if erm else None
-    for row in rows:
-        total = row["main_flops"] + row["reference_flops"]
-        row["relative_cost"] = 100.0 * total / base if base else None
+    erm = [r for r in rows if r["method"] == "erm"]
+    for key, base_key, total in (
+        ("relative_cost", "main_flops", lambda r: r["main_flops"] + r["reference_flops"]),
+        ("relative_total_flops", "total_flops", lambda r: r["total_flops"]),
+        ("relative_wall_time", "wall_seconds", lambda r: r["wall_seconds"]),
+    ):
+        base = float(np.mean([r[base_key] for r in erm])) if erm else None
+        for row in rows:
+            row[key] = 100.0 * total(row) / base if base else None
     return rows
+
+
+COSTS = {"relative_cost": "training FLOPs", "relative_total_flops": "all FLOPs", "relative_wall_time": "wall time"}
+"""The three relative costs (ERM = 100) every row, summary and comparison carries."""
 
 
 def summarize(rows: list[dict], methods, metric_keys) -> list[dict]:
@@ -58,7 +73,7 @@ def summarize(rows: list[dict], methods, metric_keys) -> list[dict]:
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         entry = {"method": method, "seeds": len(mine)}
-        for key in [*metric_keys, "relative_cost", "wall_seconds", "steps"]:
+        for key in [*metric_keys, *COSTS, "wall_seconds", "steps"]:
             values = np.array([r[key] for r in mine if r.get(key) is not None], dtype=float)
             entry[key] = (
                 {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else None}
@@ -95,12 +110,10 @@ def compare(rows: list[dict], method: str, metric: str, baseline: str = "erm") -
         "method_mean": float(np.mean([m for _, m, _ in pairs])),
         "baseline_mean": float(np.mean([b for _, _, b in pairs])),
         "ci95": None,
-        "relative_cost": float(
-            np.mean(
-                [r["relative_cost"] for r in rows if r["method"] == method and r.get("relative_cost") is not None]
-                or [np.nan]
-            )
-        ),
+        **{
+            key: float(np.mean([r[key] for r in rows if r["method"] == method and r.get(key) is not None] or [np.nan]))
+            for key in COSTS
+        },
     }
     if len(pairs) > 1:
         half = stats.t.ppf(0.975, len(pairs) - 1) * stats.sem(differences)
@@ -109,7 +122,8 @@ def compare(rows: list[dict], method: str, metric: str, baseline: str = "erm") -
 
 
 def comparison_line(c: dict) -> str:
-    """One line a newcomer understands: the method against ERM on the headline metric, and its cost."""
+    """One line a newcomer understands: the method against ERM on the headline metric, and its three
+    costs; the verdict on cost follows training FLOPs, the paper's measure."""
     seeds = len(c["seeds"])
     spread = (
         f", 95% CI [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] over {seeds} seeds"
@@ -118,15 +132,16 @@ def comparison_line(c: dict) -> str:
     )
     cost = c["relative_cost"]
     if c["mean_difference"] >= 0 and cost <= 50:
-        verdict = f"{c['method']} matches or beats {c['baseline']} at no more than half its cost"
+        verdict = f"{c['method']} matches or beats {c['baseline']} at no more than half its training FLOPs"
     elif c["mean_difference"] >= 0:
-        verdict = f"{c['method']} matches or beats {c['baseline']}, but at more than half its cost"
+        verdict = f"{c['method']} matches or beats {c['baseline']}, but at more than half its training FLOPs"
     else:
         verdict = f"{c['method']} falls short of {c['baseline']}"
     return (
         f"{c['method']} vs {c['baseline']}: {c['metric']} {100 * c['method_mean']:.1f} vs "
         f"{100 * c['baseline_mean']:.1f} ({100 * c['mean_difference']:+.1f} points{spread}) "
-        f"at {cost:.0f}% of {c['baseline']}'s cost: {verdict}."
+        f"at {cost:.0f}% of {c['baseline']}'s training FLOPs ({c['relative_total_flops']:.0f}% of its FLOPs with "
+        f"evaluations, {c['relative_wall_time']:.0f}% of its wall time): {verdict}."
     )
 
 
@@ -138,7 +153,7 @@ def markdown_table(summary: list[dict], metric_keys) -> str:
             return f"{value['mean'] * scale:.{digits}f}"
         return f"{value['mean'] * scale:.{digits}f} ± {value['std'] * scale:.{digits}f}"
 
-    header = ["method", "seeds", *metric_keys, "cost (ERM=100)", "steps", "wall s"]
+    header = ["method", "seeds", *metric_keys, *(f"{name} (ERM=100)" for name in COSTS.values()), "steps", "wall s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in summary:
         lines.append(
@@ -148,7 +163,7 @@ def markdown_table(summary: list[dict], metric_keys) -> str:
                     entry["method"],
                     str(entry["seeds"]),
                     *(cell(entry[k]) for k in metric_keys),
-                    cell(entry["relative_cost"], scale=1.0),
+                    *(cell(entry[key], scale=1.0) for key in COSTS),
                     cell(entry["steps"], scale=1.0, digits=0),
                     cell(entry["wall_seconds"], scale=1.0, digits=0),
                 ]
@@ -159,32 +174,31 @@ def markdown_table(summary: list[dict], metric_keys) -> str:
 
 
 def plot_cost_vs_metric(summary: list[dict], metric: str, path: Path) -> Path:
-    """The trade-off at a glance: an OOD metric against relative cost, one point per method."""
-    figure = Figure(figsize=(6, 4.2), dpi=110)
+    """The trade-off at a glance: an OOD metric against each relative cost (training FLOPs, all
+    FLOPs, wall time), one point per method, one panel per cost."""
+    figure = Figure(figsize=(13, 4.2), dpi=110)
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    for entry in summary:
-        if entry["relative_cost"] is None or entry[metric] is None:
-            continue
-        axes.errorbar(
-            entry["relative_cost"]["mean"],
-            100 * entry[metric]["mean"],
-            xerr=entry["relative_cost"]["std"] or 0.0,
-            yerr=100 * (entry[metric]["std"] or 0.0),
-            fmt="o",
-            capsize=3,
-            label=entry["method"],
-        )
-        axes.annotate(
-            entry["method"],
-            (entry["relative_cost"]["mean"], 100 * entry[metric]["mean"]),
-            textcoords="offset points",
-            xytext=(6, 4),
-        )
-    axes.set_xlabel("cost (training FLOPs, ERM = 100)")
-    axes.set_ylabel(f"{metric} (%)")
-    axes.grid(alpha=0.3)
-    axes.set_title(f"{metric} against cost")
+    for index, (key, name) in enumerate(COSTS.items()):
+        axes = figure.add_subplot(1, len(COSTS), index + 1)
+        for entry in summary:
+            if entry[key] is None or entry[metric] is None:
+                continue
+            x, y = entry[key]["mean"], 100 * entry[metric]["mean"]
+            axes.errorbar(
+                x,
+                y,
+                xerr=entry[key]["std"] or 0.0,
+                yerr=100 * (entry[metric]["std"] or 0.0),
+                fmt="o",
+                capsize=3,
+                label=entry["method"],
+            )
+            axes.annotate(entry["method"], (x, y), textcoords="offset points", xytext=(6, 4))
+        axes.axvline(100, color="grey", linewidth=0.8, linestyle=":")
+        axes.set_xlabel(f"{name}, ERM = 100")
+        axes.set_ylabel(f"{metric} (%)")
+        axes.grid(alpha=0.3)
+        axes.set_title(f"{metric} against {name}")
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
@@ -227,7 +241,7 @@ def write_report(
         for row in rows:
             writer.add_hparams(
                 {"method": row["method"], "seed": row["seed"]},
-                {f"hparam/{k}": row[k] for k in [*metric_keys, "relative_cost"] if row.get(k) is not None},
+                {f"hparam/{k}": row[k] for k in [*metric_keys, *COSTS] if row.get(k) is not None},
                 run_name=f"{row['method']}-seed{row['seed']}",
             )
     files["tensorboard"] = out / "tensorboard" / "results"

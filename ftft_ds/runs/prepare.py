@@ -6,6 +6,7 @@ do around the loop, so both are set up here.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -88,6 +89,7 @@ def prepare_run(
     cut where the run stops), unless `schedule_budget` names the budget it spans; `eval_splits`
     are tokenized for evaluation.
     """
+    started = time.time()  # the run's wall time (`CostTotals.run_seconds`) counts its set-up too
     seed_dropout(cfg.dropout_seed, env)
     tokenizer = load_tokenizer(cfg.model)
 
@@ -132,7 +134,7 @@ def prepare_run(
     model = build_model_for(cfg, split.num_labels, ds_config)
     num_parameters = count_parameters(model)
     engine = initialize_engine(model, ds_config)
-    ledger = CostLedger(count_flops_parameters(model), env.world_size, env.device, monitor=monitor)
+    ledger = CostLedger(count_flops_parameters(model), env.world_size, env.device, monitor=monitor, started=started)
     reset_memory_peaks(env.device)  # the run's peaks measure training, not loading and set-up
     return PreparedRun(
         split=split,

@@ -53,6 +53,10 @@ class CostTotals:
     flops_parameters: int = 0
     """Parameters in the 6·N·D rule: all but embedding tables (lookups are not matrix multiplies)."""
     world_size: int = 1
+    run_seconds: float = 0.0
+    """Wall time of the whole run, set-up (data, model, engine), evaluations, checkpoints and export
+    included, summed over resumed segments: what a user waits for, apart from interpreter start-up.
+    `wall_seconds` counts the training loop alone (its evaluations included)."""
 
     @property
     def train_flops(self) -> float:
@@ -82,8 +86,10 @@ class CostLedger:
         device: torch.device,
         monitor=None,
         totals: CostTotals | None = None,
+        started: float | None = None,
     ):
         self.totals = totals or CostTotals(flops_parameters=flops_parameters, world_size=world_size)
+        self._segment_started = time.time() if started is None else started  # this process's share of run_seconds
         self.monitor = monitor
         # Device-side sums since the last flush: [train tokens, eval tokens, loss sum, correct].
         self._pending = torch.zeros(4, dtype=torch.float64, device=device)
@@ -173,12 +179,16 @@ class CostLedger:
             self.monitor.write_events([(tag, float(value), step) for tag, value in scalars.items()])
 
     def save(self, path: str | Path, **extra) -> None:
-        write_json(path, {**self.totals.to_dict(), **extra})
+        write_json(path, {**self.totals.to_dict(), "run_seconds": self._run_seconds(), **extra})
 
     def state_dict(self) -> dict:
-        """The totals so far, for a checkpoint (flush first: pending counts are not included)."""
-        return asdict(self.totals)
+        """The totals so far, `run_seconds` up to now, for a checkpoint (flush first: pending counts
+        are not included)."""
+        return {**asdict(self.totals), "run_seconds": self._run_seconds()}
+
+    def _run_seconds(self) -> float:
+        return self.totals.run_seconds + time.time() - self._segment_started
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue counting from a checkpoint's totals."""
+        """Continue counting from a checkpoint's totals (`run_seconds` goes on from where it was saved)."""
         self.totals = CostTotals(**state)
