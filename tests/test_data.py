@@ -9,6 +9,7 @@ import datasets
 import pytest
 import torch
 
+from ftft_ds.config import from_dict
 from ftft_ds.data import (
     Collator,
     DataConfig,
@@ -322,3 +323,27 @@ def test_embedded_task_with_minilm_tokenizer(embedded):
     assert max(len(row) for row in tokenized["input_ids"]) < 64
     batch = Collator(tokenizer)([tokenized[i] for i in range(3)])
     assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "labels", "index"}
+
+
+def test_an_ood_split_can_lend_part_of_its_rows_for_validation():
+    """validation_holdout: ood:0.3 draws about 30% of ood's rows, by uid, into ood_val; ood keeps the
+    rest, so early stopping on ood_val never sees a row the table reports."""
+    from ftft_ds.pipeline.config import RecipeConfig
+
+    config = DataConfig(embedded_train_size=600, eval_splits=["dev", "ood"], validation_holdout="ood:0.3")
+    assert config.eval_splits == ("dev", "ood", "ood_val")
+    whole = load_split(DataConfig(embedded_train_size=600), "ood")
+    splits = load_splits(config, ["ood", "ood_val"])
+    rest, held = set(splits["ood"].uids()), set(splits["ood_val"].uids())
+    assert not rest & held and rest | held == set(whole.uids())
+    assert 0.2 < len(held) / len(whole) < 0.4
+    assert load_splits(config, ["ood_val"])["ood_val"].uids() == splits["ood_val"].uids()  # the same cut alone
+    assert splits["ood"].fingerprint not in (whole.fingerprint, splits["ood_val"].fingerprint)
+    recipe = from_dict(
+        RecipeConfig,
+        {"data": {"embedded_train_size": 600, "eval_splits": ["dev", "ood"], "validation_holdout": "ood:0.3"}},
+    )
+    assert recipe.stopping_metric() == "ood_val/accuracy" and recipe.reported_ood_split() == "ood"
+    for bad in ("ood", "ood:1.5", "ood:x", "dev_ood:0.3"):
+        with pytest.raises(FtftError, match="validation_holdout"):
+            DataConfig(eval_splits=["dev", "ood"], validation_holdout=bad)

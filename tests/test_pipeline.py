@@ -424,6 +424,6 @@ def test_early_stopping_on_id_dev_is_said_before_training(tmp_path):
     assert len(warning) == 1 and warning[0].startswith(
         "warning: early stopping follows dev/accuracy, an in-distribution split: the task has no OOD validation"
     )
-    assert "apart from the reported 'ood'" in warning[0]
+    assert "data.validation_holdout: ood:0.3 holds out 30% of 'ood' for validation" in warning[0]
     config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(tmp_path / "o")}))  # with ood_dev
     assert "early stopping follows" not in in_process(["run", config, "--dry-run"]).output

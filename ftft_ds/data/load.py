@@ -71,6 +71,11 @@ class DataConfig:
     """Training examples of the embedded task (dev, test and ood_dev get 1/6 of it, ood 1/3)."""
     embedded_seed: int = 0
     """Generation seed of the embedded task."""
+    validation_holdout: Optional[str] = None
+    """`SPLIT:FRACTION`, e.g. `ood:0.3`: that share of SPLIT's rows, chosen by a hash of their uids,
+    becomes a validation split `SPLIT_val` (added to `eval_splits`), and SPLIT keeps only the rest,
+    so a task with an OOD test set but no OOD validation set can early-stop on OOD data without
+    touching the rows it reports."""
 
     def __post_init__(self):
         require(
@@ -128,6 +133,31 @@ class DataConfig:
             _is_int(self.embedded_seed) and self.embedded_seed >= 0,
             f"embedded_seed must be a non-negative integer, got {self.embedded_seed!r}",
         )
+        holdout = self.holdout()
+        if holdout is not None:
+            source, _ = holdout
+            require(
+                source in self.eval_splits,
+                f"validation_holdout names split {source!r}, which is not among eval_splits {list(self.eval_splits)}",
+            )
+            if f"{source}_val" not in self.eval_splits:
+                self.eval_splits = (*self.eval_splits, f"{source}_val")
+
+    def holdout(self) -> Optional[tuple]:
+        """(split, fraction) of `validation_holdout`, or None."""
+        if self.validation_holdout is None:
+            return None
+        split, _, fraction = str(self.validation_holdout).rpartition(":")
+        try:
+            share = float(fraction)
+        except ValueError:
+            share = float("nan")
+        require(
+            _is_name(split) and 0 < share < 1,
+            f"validation_holdout must be SPLIT:FRACTION with a fraction in (0, 1), e.g. ood:0.3, "
+            f"got {self.validation_holdout!r}",
+        )
+        return split, share
 
     def _mapped_columns(self) -> dict:
         """Canonical column name -> source column name (None: not mapped)."""
@@ -569,9 +599,34 @@ def load_splits(config: DataConfig, names: Optional[Iterable[str]] = None) -> di
     """
     names = list(names) if names is not None else [config.train_split, *config.eval_splits]
     require(len(names) > 0, "no splits requested")
-    raws = _read_raw(config, dict.fromkeys(names))
+    holdout = config.holdout()
+    held_out = f"{holdout[0]}_val" if holdout else None
+    read = dict.fromkeys(holdout[0] if n == held_out else n for n in names)
+    raws = _read_raw(config, read)
     num_labels, label_names = _label_schema(config, raws)
-    return {n: _canonical(raws[n], config, n, num_labels, label_names) for n in names}
+    splits = {n: _canonical(raws[n], config, n, num_labels, label_names) for n in read}
+    if holdout and (held_out in names or holdout[0] in names):
+        splits[holdout[0]], splits[held_out] = _hold_out(splits[holdout[0]], held_out, holdout[1])
+    return {n: splits[n] for n in names}
+
+
+def _hold_out(split: Split, name: str, fraction: float) -> tuple:
+    """`split` cut in two by a hash of each row's uid: (the rest, under its own name; the held-out
+    `fraction`, as split `name`). The cut depends on the uids alone, not on row order or a seed."""
+    digests = [int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=8).digest(), "big") for uid in split.uids()]
+    held = [i for i, d in enumerate(digests) if d < fraction * 2**64]
+    kept = sorted(set(range(len(split))) - set(held))
+    require(
+        held and kept,
+        f"validation_holdout {fraction} of split {split.name!r} ({len(split)} rows) leaves one side empty",
+    )
+
+    def part(rows: list, part_name: str) -> Split:
+        fingerprint = hashlib.sha256(f"{split.fingerprint}:{part_name}:{fraction}".encode()).hexdigest()[:16]
+        rows_only = split.dataset.select(rows).flatten_indices()  # Split reads its columns from Arrow directly
+        return Split(part_name, rows_only, fingerprint, split.num_labels, split.label_names)
+
+    return part(kept, split.name), part(held, name)
 
 
 def load_split(config: DataConfig, split_name: str) -> Split:

@@ -219,8 +219,8 @@ def stopping_warnings(cfg: RecipeConfig) -> list[str]:
         f"validation; stopping on ID dev picks the checkpoint best in distribution, so expect less of FTFT out "
         f"of distribution"
         + (
-            f". Holding out part of an OOD set as a split named like ood_dev, apart from the reported "
-            f"{ood[0]!r}, restores the protocol"
+            f"; data.validation_holdout: {ood[0]}:0.3 holds out 30% of {ood[0]!r} for validation, apart "
+            f"from the rows it reports, and stops on those"
             if ood
             else ""
         )
