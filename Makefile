@@ -34,7 +34,7 @@ lint: setup
 
 # Two workers: most tests wait on process start-up, launchers or the SLURM queue as much as they
 # compute. Files with module fixtures (xdist_group) go whole to one worker, so they train once;
-# every other test goes wherever a worker is free. `PYTEST_ARGS=--random-order` shuffles the order.
+# every other test goes wherever a worker is free. `PYTEST_ARGS=--random-order-seed=N` shuffles the order.
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS) tests
 
