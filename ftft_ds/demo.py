@@ -1,9 +1,8 @@
 """`ftft demo`: the whole FTFT recipe on the embedded task, sized for 2 CPU cores.
 
 The FTFT protocol as `ftft run` applies it: a cheap reference records training dynamics; the 33%
-most ambiguous examples are selected; the pretrained MiniLM, cut to its first 3 layers so that
-the demo finishes in about 6 minutes on 2 CPU cores, then trains under ZeRO-2 on 2 ranks, once
-on everything for the ERM budget (ERM), and once on the subset under the same
+most ambiguous examples are selected; the full pretrained MiniLM then trains under ZeRO-2 on 2
+ranks, once on everything for the ERM budget (ERM), and once on the subset under the same
 learning-rate schedule, evaluated 12 times over it and stopped by patience on the OOD validation
 split (FTFT). The table compares ID and OOD test accuracy and cost, reference included; the last
 line is the verdict.
@@ -24,10 +23,9 @@ from .pipeline import RecipeConfig
 
 DEMO = {
     "output_dir": "runs/demo",
-    "data": {"source": "embedded", "embedded_train_size": 2000, "eval_splits": ["dev", "ood_dev", "ood"]},
+    "data": {"source": "embedded", "embedded_train_size": 3000, "eval_splits": ["dev", "ood_dev", "ood"]},
     "main": {
         "model": "minilm",
-        "num_layers": 3,
         "ds_config": "zero2",
         "micro_batch_size": 16,
         "lr": 2.0e-4,
