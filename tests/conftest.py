@@ -1,11 +1,17 @@
-"""Markers that decide where a test runs: `gpu` tests need CUDA, `cpu_only` assertions hold only
-without it (see pytest.ini)."""
+"""Markers that decide where a test runs (`gpu` tests need CUDA, `cpu_only` assertions hold only
+without it; see pytest.ini), the order files reach the workers in, and the SLURM cluster fixture."""
 
 import pytest
 import torch
 
+LONGEST_FIRST = ("test_slurm.py", "test_pipeline.py", "test_main.py", "test_sweep_runner.py", "test_checkpoint.py")
+"""Files whose tests take longest, handed to the xdist workers first: started last, one of them
+would leave the other worker idle at the end of the run."""
+
 
 def pytest_collection_modifyitems(config, items):
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: order within files kept
     has_cuda = torch.cuda.is_available()
     for item in items:
         if "gpu" in item.keywords and not has_cuda:

@@ -1,6 +1,7 @@
 """The core in-process, without the launcher: the stop rule, the cost ledger, and the trainer in a
 world of one (gloo, tiny BERT), trained, checked on disk, resumed, and counted step by step."""
 
+import dataclasses
 import json
 import os
 
@@ -91,8 +92,11 @@ def test_the_ledger_sums_a_micro_batch_and_restores_its_totals(world):
     assert ledger.totals.train_flops == 6 * 1000 * 5
     assert record["train/accuracy"] == 0.5 and record["train/loss"] == pytest.approx(0.5)
     restored = CostLedger(flops_parameters=1000, world_size=1, device=world.device)
-    restored.load_state_dict(ledger.state_dict())
-    assert restored.totals == ledger.totals
+    saved = ledger.state_dict()
+    restored.load_state_dict(saved)
+    # Everything carries over; run_seconds holds the saved run's wall time so far, and goes on from it.
+    assert dataclasses.replace(restored.totals, run_seconds=0.0) == ledger.totals
+    assert 0 < saved["run_seconds"] == restored.totals.run_seconds <= restored.state_dict()["run_seconds"]
 
 
 def _config(out, **fields):

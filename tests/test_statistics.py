@@ -31,9 +31,20 @@ T_975 = {
 
 
 def _rows(erm, ftft):
-    return [{"method": "erm", "seed": s, "m": v, "relative_cost": 100.0} for s, v in enumerate(erm)] + [
-        {"method": "ftft", "seed": s, "m": v, "relative_cost": 40.0} for s, v in enumerate(ftft)
-    ]
+    costs = {"erm": (100.0, 100.0, 100.0), "ftft": (40.0, 44.0, 70.0)}  # training FLOPs, all FLOPs, wall time
+
+    def row(method, seed, value):
+        flops, total, wall = costs[method]
+        return {
+            "method": method,
+            "seed": seed,
+            "m": value,
+            "relative_cost": flops,
+            "relative_total_flops": total,
+            "relative_wall_time": wall,
+        }
+
+    return [row("erm", s, v) for s, v in enumerate(erm)] + [row("ftft", s, v) for s, v in enumerate(ftft)]
 
 
 @pytest.mark.parametrize("df", sorted(T_975))
@@ -62,8 +73,9 @@ def test_paired_interval_matches_the_earlier_values(erm, ftft, ci95):
 def test_comparison_lines_are_unchanged():
     three = compare(_rows([0.40, 0.42, 0.44], [0.41, 0.45, 0.44]), "ftft", "m")
     assert comparison_line(three) == (
-        "ftft vs erm: m 43.3 vs 42.0 (+1.3 points, 95% CI [-2.5, +5.1] over 3 seeds) at 40% of erm's cost: "
-        "ftft matches or beats erm at no more than half its cost."
+        "ftft vs erm: m 43.3 vs 42.0 (+1.3 points, 95% CI [-2.5, +5.1] over 3 seeds) at 40% of erm's training "
+        "FLOPs (44% of its FLOPs with evaluations, 70% of its wall time): ftft matches or beats erm at no more "
+        "than half its training FLOPs."
     )
     one = compare(_rows([0.40], [0.45]), "ftft", "m")
     assert one["ci95"] is None
