@@ -27,11 +27,9 @@ def quiet_env(**extra) -> dict:
     return env
 
 
-def deepspeed_launch(
-    script: str, args: list, num_ranks: int = 2, timeout: int = 600, launcher_args: tuple = (), **env
-) -> subprocess.CompletedProcess:
-    """`deepspeed --num_gpus N script args` on CPU ranks, on a free port, with `env` added; output captured."""
-    cmd = [
+def launcher_command(script: str, args: list, num_ranks: int = 2, launcher_args: tuple = ()) -> list:
+    """`deepspeed --num_gpus N script args` on CPU ranks, on a free port, as a command line."""
+    return [
         sys.executable,
         "-m",
         "deepspeed.launcher.runner",
@@ -43,6 +41,13 @@ def deepspeed_launch(
         str(REPO / script),
         *map(str, args),
     ]
+
+
+def deepspeed_launch(
+    script: str, args: list, num_ranks: int = 2, timeout: int = 600, launcher_args: tuple = (), **env
+) -> subprocess.CompletedProcess:
+    """`launcher_command` run to its end, with `env` added; output captured."""
+    cmd = launcher_command(script, args, num_ranks, launcher_args)
     return subprocess.run(cmd, cwd=REPO, env=quiet_env(**env), capture_output=True, text=True, timeout=timeout)
 
 

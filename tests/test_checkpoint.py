@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -13,7 +12,7 @@ from ftft_ds.data.load import DataConfig, load_split
 from ftft_ds.data.tokenize import Collator, tokenize_split
 from ftft_ds.train.evaluate import classification_metrics
 
-from .helpers import REPO, deepspeed_launch, free_port, quiet_env, tail
+from .helpers import REPO, deepspeed_launch, launcher_command, quiet_env, tail
 
 pytestmark = pytest.mark.launcher
 
@@ -95,34 +94,29 @@ def test_latest_names_a_checkpoint_only_once_every_rank_wrote_it(tmp_path):
     """Rank 1 writes its checkpoint files 2 s after rank 0: `latest` must not name the new
     checkpoint before rank 1's files are there, and is never seen half-written."""
     out = tmp_path / "slow"
-    cmd = [
-        sys.executable,
-        "-m",
-        "deepspeed.launcher.runner",
-        "--num_gpus",
-        "2",
-        "--master_port",
-        str(free_port()),
-        str(REPO / "tests/scripts/slow_rank_save.py"),
-        "--model",
-        "tiny-bert",
-        "--ds-config",
-        "zero2",
-        "--budget",
-        "steps:9",
-        "--set",
-        "checkpoint_every=3",
-        "--set",
-        "data.embedded_train_size=64",
-        "--set",
-        "micro_batch_size=4",
-        "--set",
-        "data.eval_splits=[]",
-        "--set",
-        "export_model=false",
-        "-o",
-        str(out),
-    ]
+    cmd = launcher_command(
+        "tests/scripts/slow_rank_save.py",
+        [
+            "--model",
+            "tiny-bert",
+            "--ds-config",
+            "zero2",
+            "--budget",
+            "steps:9",
+            "--set",
+            "checkpoint_every=3",
+            "--set",
+            "data.embedded_train_size=64",
+            "--set",
+            "micro_batch_size=4",
+            "--set",
+            "data.eval_splits=[]",
+            "--set",
+            "export_model=false",
+            "-o",
+            out,
+        ],
+    )
     proc = subprocess.Popen(cmd, cwd=REPO, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     latest, seen, early = out / "checkpoints" / "latest", [], []
     while proc.poll() is None:

@@ -16,7 +16,7 @@ from ftft_ds.dynamics.select import Subset
 from ftft_ds.dynamics.store import Dynamics
 from ftft_ds.train.runtime import free_port
 
-from .helpers import REPO, assert_same_losses, deepspeed_launch, ftft, quiet_env, tail
+from .helpers import REPO, assert_same_losses, deepspeed_launch, ftft, launcher_command, quiet_env, tail
 
 pytestmark = pytest.mark.xdist_group("test_main")  # its module fixtures are built once, on one worker
 
@@ -217,19 +217,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     assert proc.returncode == 0, tail(proc)
 
     cut = tmp_path / "cut"
-    cmd = [
-        sys.executable,
-        "-m",
-        "deepspeed.launcher.runner",
-        "--num_gpus",
-        "2",
-        "--master_port",
-        str(free_port()),
-        str(REPO / "launch/main.py"),
-        *map(str, args),
-        "-o",
-        str(cut),
-    ]
+    cmd = launcher_command("launch/main.py", [*args, "-o", cut])
     victim = subprocess.Popen(
         cmd, cwd=REPO, env=quiet_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )

@@ -35,6 +35,20 @@ def cli() -> None:
     """ftft: fine-tuning by transferring training dynamics, on DeepSpeed."""
 
 
+def executor_options(fn):
+    """`--executor` and `--detach`, for the orchestrators (`ftft run`, `ftft sweep`)."""
+    fn = click.option(
+        "--detach",
+        is_flag=True,
+        help="On SIGINT/SIGTERM leave the SLURM jobs running; the same command later re-attaches to them.",
+    )(fn)
+    return click.option(
+        "--executor",
+        type=click.Choice(["local", "slurm"]),
+        help="Where runs execute (overrides executor.kind): child processes here, or SLURM jobs.",
+    )(fn)
+
+
 def _register() -> None:
     # Imported here so that each family of commands stays in its own module.
     from . import dynamics_cmds, run_cmds, sweep_cmds  # noqa: F401

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import cli
+from . import cli, executor_options
 
 CONFIG_HELP = "YAML/JSON run config; options given here override it."
 
@@ -184,16 +184,7 @@ def demo(output_dir, overrides, dry_run):
     help="Override any recipe field, e.g. --set seeds=[0,1,2] --set main.lr=3e-5.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the projected cost of every method and stop.")
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "slurm"]),
-    help="Where runs execute (overrides executor.kind): child processes here, or SLURM jobs.",
-)
-@click.option(
-    "--detach",
-    is_flag=True,
-    help="On SIGINT/SIGTERM leave the SLURM jobs running; the same command later re-attaches to them.",
-)
+@executor_options
 def run_cmd(config, output_dir, overrides, dry_run, executor, detach):
     """The whole FTFT recipe with its baselines: references, selection, main runs, results table.
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from ..errors import FtftError
-from . import cli
+from . import cli, executor_options
 
 
 @cli.command()
@@ -19,16 +19,7 @@ from . import cli
     metavar="KEY=VALUE",
     help="Override any sweep field, e.g. --set policy=halving:t=8,eta=2,min=0.125.",
 )
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "slurm"]),
-    help="Where runs execute (overrides executor.kind): child processes here, or SLURM jobs.",
-)
-@click.option(
-    "--detach",
-    is_flag=True,
-    help="On SIGINT/SIGTERM leave the SLURM jobs running; the same command later re-attaches to them.",
-)
+@executor_options
 def sweep(config, output_dir, overrides, executor, detach):
     """Run (or resume) a seed sweep: WI x DO trials stopped early by a policy."""
     from ..config import load_config

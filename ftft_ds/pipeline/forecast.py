@@ -168,7 +168,7 @@ def default_reference(recipe, split) -> tuple[ReferenceConfig, float]:
     main = recipe.main
     depth = main.num_layers or model_config(main.model, split.num_labels).num_hidden_layers
     optim = {f.name: getattr(main, f.name) for f in dataclasses.fields(OptimConfig)}
-    erm = main_flops(recipe, split, recipe.erm_budget, len(split))
+    erm = example_flops(main, split) * _examples(recipe.erm_budget, len(split), len(split), main, recipe.num_ranks)
     choice = None
     for layers in range(min(DEFAULT_REFERENCE_LAYERS, depth), 0, -1):
         reference = ReferenceConfig(**{**optim, "num_layers": layers})
@@ -179,26 +179,19 @@ def default_reference(recipe, split) -> tuple[ReferenceConfig, float]:
     return choice
 
 
-def main_flops(recipe, split, budget: Budget, rows: int) -> float:
-    """Training FLOPs of a main run of `budget` on `rows` of the training split, at the split's
-    mean tokens per example."""
-    main = recipe.main
-    per_example = (
+def example_flops(run: OptimConfig, split) -> float:
+    """Training FLOPs per example of a run's model: 6 x non-embedding parameters x the split's mean
+    tokens per example under its tokenizer (the cost ledger's count)."""
+    return (
         6.0
-        * flops_parameters(main.model, split.num_labels, main.num_layers)
-        * mean_tokens(split, main.model, main.max_length)
+        * flops_parameters(run.model, split.num_labels, run.num_layers)
+        * mean_tokens(split, run.model, run.max_length)
     )
-    return per_example * _examples(budget, rows, len(split), main, recipe.num_ranks)
 
 
 def reference_flops(ref: ReferenceConfig, split) -> float:
     """Training FLOPs of a reference run: every training row, every epoch."""
-    per_example = (
-        6.0
-        * flops_parameters(ref.model, split.num_labels, ref.num_layers)
-        * mean_tokens(split, ref.model, ref.max_length)
-    )
-    return per_example * ref.epochs * len(split)
+    return example_flops(ref, split) * ref.epochs * len(split)
 
 
 def _examples(budget: Budget, rows: int, full_rows: int, cfg: MainConfig, world_size: int) -> float:
@@ -217,7 +210,8 @@ def forecast(recipe, split) -> Forecast:
     main = recipe.main
     n = len(split)
     subset_rows = max(1, math.floor(recipe.selection.fraction * n + 0.5))
-    erm = main_flops(recipe, split, recipe.erm_budget, n)
+    per_example = example_flops(main, split)  # the split tokenized once for every method
+    erm = per_example * _examples(recipe.erm_budget, n, n, main, recipe.num_ranks)
 
     from . import reference_configs
 
@@ -228,7 +222,8 @@ def forecast(recipe, split) -> Forecast:
         rows = subset_rows if method in SUBSET_METHODS else n
         budget = recipe.ftft_budget if stops_early else recipe.erm_budget
         reference = references.get({"ftft": "small", "dm": "main"}.get(method), 0.0)
-        methods.append(MethodForecast(method, reference, main_flops(recipe, split, budget, rows), stops_early))
+        main_run = per_example * _examples(budget, rows, n, main, recipe.num_ranks)
+        methods.append(MethodForecast(method, reference, main_run, stops_early))
     warnings, half = [], None
     if "small" in references:
         share = 100.0 * references["small"] / erm
