@@ -172,6 +172,7 @@ def main_config(args, output_dir: Path):
     """The main-run config that every variant takes its model, data and DeepSpeed config from."""
     from ftft_ds.config import MainConfig
     from ftft_ds.data.load import DataConfig
+    from ftft_ds.train.budget import Budget
 
     return MainConfig(
         model=args.model,
@@ -180,7 +181,7 @@ def main_config(args, output_dir: Path):
         max_length=args.max_length,
         log_every=args.log_every,
         output_dir=str(output_dir),
-        budget=f"steps:{args.total_steps}",
+        budget=Budget("steps", args.total_steps),
         lr_schedule="compressed",
         export_model=False,
         data=DataConfig(source="embedded", embedded_train_size=args.train_size, eval_splits=()),
