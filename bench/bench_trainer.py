@@ -92,6 +92,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="minilm",
         help=f"minilm (pretrained), tiny-bert, a model path, or a decoder built here: {', '.join(DECODERS)}",
     )
+    parser.add_argument("--num-layers", type=int, default=None, help="keep only the model's first K layers")
+    parser.add_argument("--freeze-embeddings", action="store_true", help="keep the token embeddings fixed")
+    parser.add_argument("--bf16", action="store_true", help="bf16 even without a GPU (the config's bf16 'auto')")
     parser.add_argument("--ds-config", default="zero2", help="bundled DeepSpeed config name or JSON path")
     parser.add_argument("--ranks", type=int, choices=(1, 2), default=1)
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps (a multiple of --log-every)")
@@ -149,6 +152,9 @@ def option_argv(args) -> list:
     return [
         "--model",
         args.model,
+        *(["--num-layers", str(args.num_layers)] if args.num_layers else []),
+        *(["--freeze-embeddings"] if args.freeze_embeddings else []),
+        *(["--bf16"] if args.bf16 else []),
         "--ds-config",
         args.ds_config,
         "--ranks",
@@ -176,6 +182,9 @@ def main_config(args, output_dir: Path):
 
     return MainConfig(
         model=args.model,
+        num_layers=args.num_layers,
+        freeze_embeddings=args.freeze_embeddings,
+        bf16=args.bf16 or None,
         ds_config=args.ds_config,
         micro_batch_size=args.batch,
         max_length=args.max_length,
@@ -463,6 +472,7 @@ def precision(args) -> str:
             weight_decay=0.0,
             warmup_steps=1,
             total_steps=args.total_steps,
+            bf16=args.bf16 or None,
         ),
     )
     return "bf16" if config["bf16"]["enabled"] else "fp32"
@@ -497,7 +507,9 @@ def report(args, results: dict, tokens_per_example: float, device: str, seconds:
     cuda = torch.cuda.is_available()
     counts = next(iter(results.values()))[0]
     print(
-        f"\n{args.model} ({counts['parameters'] / 1e6:.3g}M parameters, {counts['flops_parameters'] / 1e6:.3g}M "
+        f"\n{args.model}{f' cut to {args.num_layers} layers' if args.num_layers else ''}"
+        f"{', frozen embeddings' if args.freeze_embeddings else ''} "
+        f"({counts['parameters'] / 1e6:.3g}M parameters, {counts['flops_parameters'] / 1e6:.3g}M "
         f"outside embeddings), {args.ds_config}, {args.ranks} rank(s), "
         f"{device}, {precision(args)}; micro-batch {args.batch}, max length {args.max_length}, "
         f"{tokens_per_example:.1f} tokens/example; {args.steps} timed steps in blocks of {args.log_every} after "

@@ -13,6 +13,7 @@ from ftft_ds.config import MainConfig, load_config
 from ftft_ds.runs.main import run_main
 from ftft_ds.train.budget import Budget
 from ftft_ds.train.cost import CostLedger, CostTotals
+from ftft_ds.train.models import build_model
 from ftft_ds.train.runtime import free_port, init_distributed
 from ftft_ds.train.stop import Divergence, Patience, StopReason, StopRule, running_best
 from ftft_ds.train.trainer import TrainState
@@ -146,6 +147,19 @@ def test_trainer_writes_its_files_and_a_resumed_run_takes_exactly_the_remaining_
     assert cost["optimizer_steps"] == 7 and cost["train_examples"] == 7 * 8
     logged = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert [s for s in logged if s <= 7] == logged and sorted(set(logged)) == list(range(1, 8))
+
+
+def test_frozen_embeddings_keep_their_initial_values_while_the_layers_above_train(world, tmp_path):
+    trained = {}
+
+    def keep_weights(trainer):
+        trained.update({name: p.detach().clone() for name, p in trainer.engine.module.named_parameters()})
+
+    run_main(_config(tmp_path / "run", budget="steps:3", freeze_embeddings=True), world, on_step_end=keep_weights)
+    initial = dict(build_model("tiny-bert", 3, init_seed=0).named_parameters())
+    changed = {name for name, p in initial.items() if not torch.equal(p, trained[name])}
+    assert "bert.embeddings.word_embeddings.weight" not in changed
+    assert "classifier.weight" in changed and any(".encoder." in name for name in changed)
 
 
 def test_resuming_with_another_data_order_seed_is_refused(world, tmp_path):

@@ -24,12 +24,9 @@ def test_a_bf16_checkpoint_loads_in_float32(tmp_path):
 
 
 def test_bf16_run_records_float32_logits(tmp_path):
-    """Under bf16 (DeepSpeed's CPU accelerator runs it) with 2 micro-batches accumulated, the
-    recorded logits are float32 values, not bf16 ones widened."""
-    config = read_ds_config("zero1")
-    config["bf16"] = {"enabled": True}
-    path = tmp_path / "bf16.json"
-    path.write_text(json.dumps(config))
+    """Under bf16 (DeepSpeed's CPU accelerator runs it; `bf16=true` turns the bundled configs'
+    `"auto"` on without a GPU) with 2 micro-batches accumulated, the recorded logits are float32
+    values, not bf16 ones widened."""
     out = tmp_path / "ref"
     proc = ftft(
         [
@@ -37,7 +34,9 @@ def test_bf16_run_records_float32_logits(tmp_path):
             "--model",
             "tiny-bert",
             "--ds-config",
-            path,
+            "zero1",
+            "--set",
+            "bf16=true",
             "--set",
             "epochs=1",
             "--set",

@@ -31,6 +31,7 @@ def run_ds_config(cfg: OptimConfig, env: DistEnv, num_labels: int, schedule_step
         warmup_steps=warmup_steps,
         total_steps=schedule_steps,
         hidden_size=hidden,
+        bf16=cfg.bf16,
     )
     return resolve_ds_config(cfg.ds_config, args)
 
@@ -71,6 +72,7 @@ def build_model_for(cfg: OptimConfig, num_labels: int, ds_config: dict) -> torch
             cfg.init_seed,
             attn_implementation=cfg.attn_implementation,
             gradient_checkpointing=cfg.gradient_checkpointing,
+            freeze_embeddings=cfg.freeze_embeddings,
         )
 
 

@@ -170,6 +170,7 @@ def build_model(
     init_seed: int = 0,
     attn_implementation: str | None = None,
     gradient_checkpointing: bool = False,
+    freeze_embeddings: bool = False,
 ):
     """An `AutoModelForSequenceClassification` for `name`, its new head drawn from `init_seed`.
 
@@ -179,7 +180,8 @@ def build_model(
     `ATTN_IMPLEMENTATIONS`, as `OptimConfig` checks; None: the model's default);
     `gradient_checkpointing` recomputes each layer's activations in the backward pass instead of
     keeping them, trading about a third more compute for activation memory that no longer grows
-    with depth.
+    with depth; `freeze_embeddings` keeps the input token embeddings out of training (the engine
+    is given only the parameters that require gradients).
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -207,6 +209,8 @@ def build_model(
             raise FtftError(f"could not load model {name!r}: {_first_line(exc)}") from None
         fit_embeddings(model, load_tokenizer(name))
     float32_head(model, num_labels)
+    if freeze_embeddings:
+        model.get_input_embeddings().requires_grad_(False)
     if gradient_checkpointing:
         if not model.supports_gradient_checkpointing:
             raise FtftError(f"model {name!r} does not support gradient checkpointing")
