@@ -26,6 +26,15 @@ def test_example_config_loads(name):
         assert config.executor.kind == "slurm"
 
 
+@pytest.mark.parametrize("name", ["vader", "uci_sentences"])
+def test_real_data_recipe_loads(name):
+    """The real-data recipes (their data comes from their `prepare.py`, so they are not dry-run here);
+    the second one leaves the reference to the default."""
+    config = load_config(RecipeConfig, REPO / "examples" / name / "recipe.yaml")
+    assert config.data.source == (f"data/{name}_amazon_4k" if name == "vader" else f"data/{name}")
+    assert (config.reference is None) == (name == "uci_sentences")
+
+
 def test_every_example_is_covered():
     assert {path.name for path in (REPO / "examples").glob("*.yaml")} == set(KINDS)
 

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import random
 import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from jsonl_splits import keep_stratified, stratified, text_key, write_splits  # noqa: E402
 
 PACKAGE = "vaderSentiment==3.3.2"
 INNER = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
@@ -76,7 +78,7 @@ def labelled(domain: str, text: str) -> list[dict]:
         if len(parts) < 3 or abs(float(parts[1])) <= NEUTRAL_BAND:
             continue
         sentence = "\t".join(parts[2:]).strip()
-        key = " ".join(sentence.lower().split())
+        key = text_key(sentence)
         if sentence and key not in seen:
             seen.add(key)
             rows.append(
@@ -87,21 +89,6 @@ def labelled(domain: str, text: str) -> list[dict]:
                 }
             )
     return rows
-
-
-def stratified(rows: list[dict], fractions, rng: random.Random) -> list[list[dict]]:
-    parts = [[] for _ in fractions]
-    for label in sorted({r["label"] for r in rows}):
-        items = [r for r in rows if r["label"] == label]
-        rng.shuffle(items)
-        start = 0
-        for i, fraction in enumerate(fractions):
-            end = len(items) if i == len(fractions) - 1 else start + round(fraction * len(items))
-            parts[i] += items[start:end]
-            start = end
-    for part in parts:
-        rng.shuffle(part)
-    return parts
 
 
 def by_document(rows: list[dict], first_share: float, rng: random.Random) -> list[list[dict]]:
@@ -132,22 +119,14 @@ def main() -> None:
     out = Path(args.out or f"data/vader_{args.ood}")
     texts = fetch_files()
     movies = labelled("movies", texts["movies"])
-    in_domain = {" ".join(r["text"].lower().split()) for r in movies}
-    shifted = [r for r in labelled(args.ood, texts[args.ood]) if " ".join(r["text"].lower().split()) not in in_domain]
+    in_domain = {text_key(r["text"]) for r in movies}
+    shifted = [r for r in labelled(args.ood, texts[args.ood]) if text_key(r["text"]) not in in_domain]
     rng = random.Random(SEED)
     train, dev, test = stratified(movies, [0.8, 0.1, 0.1], rng)
     if args.train_size is not None:
-        if not 2 <= args.train_size <= len(train):
-            parser.error(f"--train-size must be between 2 and {len(train)}, got {args.train_size}")
-        train = stratified(train, [args.train_size / len(train), 1 - args.train_size / len(train)], rng)[0]
+        train = keep_stratified(train, args.train_size, rng)
     ood_dev, ood = by_document(shifted, 0.3, rng)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in {"train": train, "dev": dev, "test": test, "ood_dev": ood_dev, "ood": ood}.items():
-        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        positive = sum(r["label"] == "positive" for r in rows)
-        print(f"{name:8s} {len(rows):6d} rows, {positive / max(1, len(rows)):.0%} positive")
-    print(f"written to {out}")
+    write_splits(out, {"train": train, "dev": dev, "test": test, "ood_dev": ood_dev, "ood": ood})
 
 
 if __name__ == "__main__":
