@@ -9,9 +9,9 @@ line is the verdict.
 
 The main runs keep MiniLM's token embeddings frozen, and train in bf16 where the CPU computes it
 natively (AVX512-BF16 or AMX; on GPUs bf16 follows the DeepSpeed config's "auto"): the embedding
-table is half of MiniLM's parameters, and its gradient, Adam step and ZeRO traffic about half of a
-step's time on 2 CPU ranks; together the two changes halve the step (`bench/bench_trainer.py`,
-README "Measured"), which is what fits the demo in 6 minutes with all of MiniLM's 6 layers.
+table is half of MiniLM's parameters, and its gradient, Adam step and ZeRO traffic a fifth of a
+step's time on 2 CPU ranks; once it is frozen, bf16 speeds the rest 1.5 times. Together the two
+halve the step (`bench/bench_trainer.py`, README "Measured") with all of MiniLM's 6 layers kept.
 
 The reference is `tiny-bert` (2 layers, 32 wide, trained from scratch: 0.2% of MiniLM's FLOPs per
 token) for 30 epochs in batches of 16. On this task what makes an example ambiguous is a cue word

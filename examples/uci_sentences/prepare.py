@@ -41,7 +41,8 @@ SEED = 13
 def fetch_domains() -> dict:
     """Each domain's labelled sentences, from the package tarball that `npm pack` brings."""
     if shutil.which("npm") is None:
-        raise SystemExit("error: npm not found; it fetches the `sentiment` package (apt install npm)")
+        print("error: npm not found; it fetches the `sentiment` package (apt install npm)", file=sys.stderr)
+        raise SystemExit(2)
     with tempfile.TemporaryDirectory() as folder:
         subprocess.run(["npm", "pack", PACKAGE, "--silent"], cwd=folder, check=True, stdout=subprocess.DEVNULL)
         tarball = next(Path(folder).glob("sentiment-*.tgz"))

@@ -124,6 +124,8 @@ def main() -> None:
     rng = random.Random(SEED)
     train, dev, test = stratified(movies, [0.8, 0.1, 0.1], rng)
     if args.train_size is not None:
+        if not 2 <= args.train_size <= len(train):
+            parser.error(f"--train-size must be between 2 and {len(train)}, got {args.train_size}")
         train = keep_stratified(train, args.train_size, rng)
     ood_dev, ood = by_document(shifted, 0.3, rng)
     write_splits(out, {"train": train, "dev": dev, "test": test, "ood_dev": ood_dev, "ood": ood})
