@@ -236,7 +236,7 @@ class OptimConfig:
     overwrite: bool = False
     """Replace an earlier run's artefacts in `output_dir`; without it (or `resume`) such a folder is refused."""
     ds_config: str = "zero1"
-    """DeepSpeed config: a bundled name (zero1, zero2, zero3, zero3_offload) or a JSON path."""
+    """DeepSpeed config: a bundled name (zero0, zero1, zero2, zero3, zero3_offload) or a JSON path."""
     lr: float = 5e-5
     """Peak learning rate (linear warm-up, then linear decay)."""
     weight_decay: float = 0.01

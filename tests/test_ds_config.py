@@ -23,7 +23,7 @@ def args(**kw):
     return TrainArgs(**base)
 
 
-@pytest.mark.parametrize("name", ["zero1", "zero2", "zero3", "zero3_offload"])
+@pytest.mark.parametrize("name", ["zero0", "zero1", "zero2", "zero3", "zero3_offload"])
 def test_bundled_configs_resolve_without_auto(name):
     cfg = resolve_ds_config(name, args())
     assert cfg["train_batch_size"] == 4 * 2 * 3

@@ -20,7 +20,7 @@ def _common_options(fn):
                 "--data", "data_source", help="embedded, a Hugging Face dataset name, or a local file/folder."
             ),
             click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Folder for the run's outputs."),
-            click.option("--ds-config", help="zero1, zero2, zero3, zero3_offload or a DeepSpeed JSON path."),
+            click.option("--ds-config", help="zero0, zero1, zero2, zero3, zero3_offload or a DeepSpeed JSON path."),
             click.option(
                 "--overwrite/--no-overwrite",
                 default=None,
@@ -222,7 +222,7 @@ def _print_report(report: dict) -> None:
     "--ds-config",
     default="zero2",
     show_default=True,
-    help="The set-up to check: zero1, zero2, zero3, zero3_offload or a DeepSpeed JSON path.",
+    help="The set-up to check: zero0, zero1, zero2, zero3, zero3_offload or a DeepSpeed JSON path.",
 )
 @click.option("--gpus-per-node", type=int, default=1, show_default=True)
 @click.option("--nodes", type=int, default=1, show_default=True)
