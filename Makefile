@@ -20,6 +20,7 @@ $(BIN)/ftft: setup.py
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[demo,test]"
+	$(BIN)/python -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 	touch $@
 
 setup: $(BIN)/ftft
