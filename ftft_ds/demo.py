@@ -14,7 +14,9 @@ step's time on 2 CPU ranks; once it is frozen, bf16 speeds the rest 1.5 times. T
 halve the step (`bench/bench_trainer.py`, README "Measured") with all of MiniLM's 6 layers kept.
 
 The reference is `tiny-bert` (2 layers, 32 wide, trained from scratch: 0.2% of MiniLM's FLOPs per
-token) for 30 epochs in batches of 16. On this task what makes an example ambiguous is a cue word
+token) for 30 epochs in batches of 16, on one rank without ZeRO (`zero0`): a 32-wide model's step is
+mostly per-step overhead, and ZeRO's flat-buffer optimizer step, which partitions nothing on one
+rank, made it 29% slower. On this task what makes an example ambiguous is a cue word
 that names the wrong label: a model flips such an example from wrong to right only once it has
 learnt the rule or memorised the example. The tiny model memorises them one by one over its 30
 epochs, so their gold probability swings; MiniLM cut to its first layer, in 3 epochs (already 18%
@@ -46,6 +48,7 @@ DEMO = {
     },
     "reference": {
         "model": "tiny-bert",
+        "ds_config": "zero0",
         "epochs": 30,
         "micro_batch_size": 16,
         "lr": 2.0e-3,
