@@ -110,3 +110,30 @@ def test_unfillable_auto_is_named(tmp_path):
 def test_zero_batch_is_refused():
     with pytest.raises(FtftError, match="micro_batch_size"):
         resolve_ds_config("zero1", args(micro_batch_size=0))
+
+
+@pytest.mark.cpu_only
+def test_adam_on_cpu_runs_foreach_with_the_loops_numbers(tmp_path):
+    import torch
+
+    params = resolve_ds_config("zero0", args(grad_accum=1, world_size=1))["optimizer"]["params"]
+    assert params["foreach"] is True and "fused" not in params
+    # One call over all tensors: the same numbers as PyTorch's default per-tensor loop on CPU.
+    kwargs = {k: params[k] for k in ("lr", "betas", "eps", "weight_decay")}
+    weights = [torch.randn(5, 3, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    trained = []
+    for foreach in (True, False):
+        tensors = [w.clone().requires_grad_() for w in weights]
+        optimizer = torch.optim.AdamW(tensors, foreach=foreach, **kwargs)
+        for step in range(3):
+            sum(((t * (step + 1)) ** 2).sum() for t in tensors).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        trained.append(tensors)
+    assert all(torch.equal(a, b) for a, b in zip(*trained))
+    # A config's own fused kernel is kept (PyTorch refuses fused and foreach together).
+    own = json.loads(find_ds_config("zero0").read_text())
+    own["optimizer"]["params"]["fused"] = True
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(own))
+    assert "foreach" not in resolve_ds_config(str(path), args())["optimizer"]["params"]

@@ -207,14 +207,21 @@ def _use_torch_adam(config: dict, optimizer: dict) -> None:
     shared extension lock. PyTorch's AdamW needs no build: its fused kernel on GPUs, its default
     one under offload and on CPUs (where it also resumes bit-exactly, which DeepSpeed's CPU Adam
     does not). Under offload DeepSpeed insists on its CPUAdam unless told otherwise.
+
+    On CPUs it runs `foreach`, one call over all tensors: PyTorch's default there is a Python loop
+    over the tensors, which without ZeRO (one tensor per parameter, not ZeRO's flat partition)
+    took 18% of a 32-wide reference's training loop; `foreach` computes the same numbers.
     """
     if not optimizer.setdefault("torch_adam", True):
         return
     offloaded = config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device") in ("cpu", "nvme")
     if offloaded:
         config.setdefault("zero_force_ds_cpu_optimizer", False)
-    elif torch.cuda.is_available():
-        optimizer.setdefault("fused", True)
+    if torch.cuda.is_available():
+        if not offloaded:
+            optimizer.setdefault("fused", True)
+    elif not optimizer.get("fused"):
+        optimizer.setdefault("foreach", True)
 
 
 def _accumulate_in_fp32(config: dict, grad_accum: int) -> None:
