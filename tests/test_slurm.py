@@ -13,7 +13,7 @@ import yaml
 
 from ftft_ds.jobs.slurm import final_state
 
-from .helpers import REPO, assert_same_losses, deepspeed_launch, ftft, quiet_env, tail
+from .helpers import REPO, assert_same_losses, deepspeed_launch, ftft, launcher_command, quiet_env, tail
 
 pytestmark = pytest.mark.slurm
 
@@ -107,6 +107,18 @@ def test_recipe_on_two_nodes_requeued_detached_and_re_attached(tmp_path, slurm_c
     # Detached: the jobs go on (still queued or running, or already completed), none cancelled.
     assert all(job in queue(ids) or final_state(job)["state"] == "COMPLETED" for job in ids)
 
+    # The straight local run that the requeued job must match, trained while the job waits to restart.
+    straight = json.loads((erm / "run_config.json").read_text())
+    straight.update(output_dir=str(tmp_path / "straight"))
+    (tmp_path / "straight.json").write_text(json.dumps(straight))
+    local = subprocess.Popen(
+        launcher_command("launch/main.py", [tmp_path / "straight.json"]),
+        cwd=REPO,
+        env=quiet_env(),
+        stdout=open(tmp_path / "straight.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+
     second = start(["run", config], tmp_path / "second.log")
     wait_for(
         lambda: f"re-attached to SLURM job {job_id(erm)}" in (tmp_path / "second.log").read_text(),
@@ -120,12 +132,8 @@ def test_recipe_on_two_nodes_requeued_detached_and_re_attached(tmp_path, slurm_c
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["world_size"] == 2
     assert (out / "results.md").is_file()
-    # The requeued job resumed from its checkpoint: the same losses as a straight local run.
-    straight = json.loads((erm / "run_config.json").read_text())
-    straight.update(output_dir=str(tmp_path / "straight"))
-    (tmp_path / "straight.json").write_text(json.dumps(straight))
-    proc = deepspeed_launch("launch/main.py", [tmp_path / "straight.json"], num_ranks=2)
-    assert proc.returncode == 0, tail(proc)
+    # The requeued job resumed from its checkpoint: the same losses as the straight local run.
+    assert local.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
     assert_same_losses(losses(erm), losses(tmp_path / "straight"))
     restarts = subprocess.run(
         ["grep", "-c", "Starting with JobEnvironment", json.loads((erm / "job.json").read_text())["stdout"]],
