@@ -10,8 +10,8 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 # Every target runs with the environment's bin first on PATH, as an activated venv would: its
-# `deepspeed` launcher, and its `ninja`, which builds DeepSpeed's CPU op. A different ninja (the
-# system's) does not trust the other one's build log and compiles the op again (40 s).
+# `deepspeed` launcher, and its `ninja` for set-up's build of DeepSpeed's CPU op, the ninja every
+# run uses too (`prefer_own_ninja` in ftft_ds/train/runtime.py says why).
 export PATH := $(abspath $(BIN)):$(PATH)
 # Benchmarks `make bench` runs, each printing its figures (bench/bench_NAME.py; the README lists
 # them all with their run times): by default the ones that take minutes on 2 CPU cores.

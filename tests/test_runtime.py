@@ -2,8 +2,11 @@
 
 import datetime
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from ftft_ds.train.runtime import (
     device_index,
     launcher_variables,
     peak_memory_bytes,
+    prefer_own_ninja,
     reset_memory_peaks,
 )
 
@@ -165,3 +169,48 @@ def test_srun_across_two_nodes_trains_one_world(tmp_path, slurm_cluster):
     )
     assert proc.returncode == 0, tail(proc)
     assert _metrics(out)["world_size"] == 2
+
+
+OWN_NINJA = Path(sys.executable).parent / "ninja"
+
+
+@pytest.mark.skipif(not OWN_NINJA.is_file(), reason="no ninja installed beside this interpreter")
+def test_the_interpreters_own_ninja_comes_first(monkeypatch):
+    others = [d for d in os.environ["PATH"].split(os.pathsep) if Path(d) != OWN_NINJA.parent]
+    monkeypatch.setenv("PATH", os.pathsep.join(others))
+    prefer_own_ninja()
+    assert shutil.which("ninja") == str(OWN_NINJA)
+    prefer_own_ninja()  # once is enough: PATH does not grow
+    assert os.environ["PATH"] == os.pathsep.join([str(OWN_NINJA.parent), *others])
+
+
+@pytest.mark.cpu_only
+@pytest.mark.skipif(not OWN_NINJA.is_file(), reason="no ninja installed beside this interpreter")
+def test_a_run_outside_the_environment_does_not_compile_the_cpu_op_again(tmp_path):
+    """DeepSpeed's CPU communication op, once built with the environment's ninja (as `make setup`
+    does), is loaded as it is by a run whose PATH leads to another ninja first, or to none."""
+    build = "; ".join(
+        [
+            "from ftft_ds.train.runtime import prefer_own_ninja",
+            "from deepspeed.comm.torch import build_shm_op",
+            "prefer_own_ninja()",
+            "build_shm_op()",
+        ]
+    )
+    proc = subprocess.run([sys.executable, "-c", build], env=quiet_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, tail(proc)
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions"))
+    ops = [*root.glob("deepspeed_shm_comm/*.so"), *root.glob("*/deepspeed_shm_comm/*.so")]
+    assert ops, f"no build of the op under {root}"
+    built = {op: op.stat().st_mtime_ns for op in ops}
+    path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep) if Path(d) != OWN_NINJA.parent)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ftft_ds", "train", *TINY_RUN, "-o", tmp_path / "run"],
+        cwd=REPO,
+        env=quiet_env(PATH=path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, tail(proc)
+    assert {op: op.stat().st_mtime_ns for op in ops} == built
