@@ -157,7 +157,7 @@ def test_dry_run_prints_the_forecast_and_trains_nothing(tmp_path):
     config.write_text(yaml.safe_dump(expensive))
     proc = ftft(["run", config, "--dry-run"])
     assert proc.returncode == 0, tail(proc)
-    assert "| ftft | 200 | ≤ 100 | 200 to 300 | 266 ± 21 |" in proc.stdout  # expected: 200 + 66% of the cap
+    assert "| ftft | 200 | ≤ 100 | 200 to 300 | 271 ± 18 |" in proc.stdout  # expected: 200 + 71% of the cap
     assert "FTFT cannot cost half of ERM: with its reference at 200%" in proc.stdout
     assert "warning: FTFT cannot come in under ERM: its reference alone costs 200% of ERM" in proc.stdout
     assert not (tmp_path / "out").exists()
