@@ -155,11 +155,11 @@ def test_dry_run_prints_the_forecast_and_trains_nothing(tmp_path):
         "output_dir": str(tmp_path / "out"),
     }
     config.write_text(yaml.safe_dump(expensive))
-    proc = ftft(["run", config, "--dry-run"])
-    assert proc.returncode == 0, tail(proc)
-    assert "| ftft | 200 | ≤ 100 | 200 to 300 | 271 ± 18 |" in proc.stdout  # expected: 200 + 71% of the cap
-    assert "FTFT cannot cost half of ERM: with its reference at 200%" in proc.stdout
-    assert "warning: FTFT cannot come in under ERM: its reference alone costs 200% of ERM" in proc.stdout
+    result = in_process(["run", config, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "| ftft | 200 | ≤ 100 | 200 to 300 | 271 ± 18 |" in result.output  # expected: 200 + 71% of the cap
+    assert "FTFT cannot cost half of ERM: with its reference at 200%" in result.output
+    assert "warning: FTFT cannot come in under ERM: its reference alone costs 200% of ERM" in result.output
     assert not (tmp_path / "out").exists()
 
 
@@ -209,13 +209,14 @@ def test_table_with_several_seeds_shows_spread_and_a_paired_interval():
     )
 
 
-def test_rerun_skips_and_changed_input_reruns(recipe, tmp_path):
+def test_rerun_skips_and_changed_input_reruns(recipe, tmp_path, monkeypatch):
     """On a copy of the finished recipe (the fixture stays as it was for the other tests)."""
     copy = tmp_path / "copy"
     shutil.copytree(recipe[0], copy)
-    again = ftft(["run", "recipe.yaml"], cwd=copy)
-    assert again.returncode == 0, tail(again)
-    assert again.stdout.count("done before, skipped") == 10 and "running" not in again.stdout
+    monkeypatch.chdir(copy)
+    again = in_process(["run", "recipe.yaml"])  # nothing to train: no process needed
+    assert again.exit_code == 0, again.output
+    assert again.output.count("done before, skipped") == 10 and "running" not in again.output
 
     changed = ftft(["run", "recipe.yaml", "--set", "selection.fraction=0.5"], cwd=copy)
     assert changed.returncode == 0, tail(changed)
