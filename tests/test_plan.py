@@ -9,7 +9,7 @@ from ftft_ds.train.ds_config import read_ds_config
 from ftft_ds.train.memory import GIB, activation_bytes, check_fits, model_shape, plan_memory
 from ftft_ds.train.models import build_model
 
-from .helpers import ftft, refused_in_process, save_tiny_decoder
+from .helpers import in_process, refused_in_process, save_tiny_decoder
 
 pytestmark = pytest.mark.xdist_group("test_plan")  # its module fixtures are built once, on one worker
 
@@ -60,10 +60,10 @@ def test_checkpointing_shrinks_activations_and_fit_checks_refuse_or_warn():
 
 
 def test_plan_command_prints_every_stage_and_refuses_what_cannot_fit(qwen2):
-    proc = ftft(["plan", "--model", "minilm", "--ds-config", "zero3", "--gpus-per-node", "8", "--gpu-memory", "80"])
-    assert proc.returncode == 0, proc.stderr
-    assert "22.7M parameters" in proc.stdout and "| zero3 (chosen) ✓ |" in proc.stdout
-    assert "zero3 fits in 80 GiB per GPU" in proc.stdout
+    proc = in_process(["plan", "--model", "minilm", "--ds-config", "zero3", "--gpus-per-node", "8", "--gpu-memory", 80])
+    assert proc.exit_code == 0, proc.output
+    assert "22.7M parameters" in proc.output and "| zero3 (chosen) ✓ |" in proc.output
+    assert "zero3 fits in 80 GiB per GPU" in proc.output
     refused = refused_in_process(["plan", "--model", qwen2, "--gpu-memory", "0.00001"])
     assert refused[-1].startswith(f"error: model '{qwen2}' needs")
     bad = refused_in_process(["plan", "--model", "minilm", "--ds-config", "zero1", "--nodes", "0"])

@@ -18,7 +18,7 @@ from ftft_ds.errors import FtftError
 from ftft_ds.sweep.runner import SweepConfig
 from ftft_ds.train.models import build_model
 
-from .helpers import REPO, assert_same_losses, ftft, processes_mentioning, quiet_env, tail
+from .helpers import REPO, assert_same_losses, ftft, in_process, processes_mentioning, quiet_env, tail
 
 SWEEP = {
     "data": {"embedded_train_size": 160},
@@ -112,8 +112,8 @@ def test_sweep_runs_exact_steps_continues_survivors_and_resumes(tmp_path):
     assert proc.returncode == 0, tail(proc)
     assert_same_losses(losses(tmp_path / "straight"), losses(folder))
 
-    report = ftft(["report", out])
-    assert report.returncode == 0, tail(report)
+    report = in_process(["report", out])
+    assert report.exit_code == 0, report.output
     assert (out / "report.json").is_file() and "E[max]" in (out / "report.md").read_text()
 
 
