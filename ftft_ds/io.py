@@ -138,8 +138,7 @@ LOCK_NAME = ".ftft.lock"
 def make_output_dir(path: str | os.PathLike) -> Path:
     """Create folder `path` (and its parents), or say in one line why it cannot be."""
     folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise FtftError(f"output folder {folder} is a file; expected a folder")
+    _refuse_non_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a parent that is a file, no permission, a read-only file system
@@ -147,6 +146,38 @@ def make_output_dir(path: str | os.PathLike) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise FtftError(f"output folder {folder} is not writable")
     return folder
+
+
+def _refuse_non_folder(folder: Path) -> None:
+    """A path that is a file, or lies under one, can never be an output folder."""
+    if folder.exists() and not folder.is_dir():
+        raise FtftError(f"output folder {folder} is a file; expected a folder")
+    if any(parent.is_file() for parent in folder.parents):
+        raise FtftError(f"cannot create output folder {folder}: {os.strerror(errno.ENOTDIR)}")
+
+
+def _earlier_run(folder: Path, *, resume: bool, overwrite: bool) -> list[str]:
+    """The earlier run's artefacts in `folder` that this run must delete (none with `resume`);
+    refused in one line unless `overwrite` allows it."""
+    earlier = [name for name in RUN_ARTEFACTS if (folder / name).exists()]
+    if not earlier or resume:
+        return []
+    if not overwrite:
+        raise FtftError(
+            f"output folder {folder} holds an earlier run ({', '.join(earlier)}); pass "
+            f"--overwrite (overwrite=true) to replace it or --resume to continue it"
+        )
+    return earlier
+
+
+def check_output_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) -> None:
+    """Refuse now what `own_output_dir` would refuse once the process group has started: a path
+    that cannot be a folder, or an earlier run's folder without `resume` or `overwrite`. It only
+    reads, so every rank can call it; `own_output_dir` decides again under the folder's lock."""
+    folder = Path(path)
+    _refuse_non_folder(folder)
+    if folder.is_dir():
+        _earlier_run(folder, resume=resume, overwrite=overwrite)
 
 
 @contextlib.contextmanager
@@ -166,16 +197,9 @@ def own_output_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) ->
         holder = lock.acquire()
         if holder is not None:
             raise FtftError(f"output folder {folder} is in use by another run ({holder})")
-        earlier = [name for name in RUN_ARTEFACTS if (folder / name).exists()]
-        if earlier and not resume:
-            if not overwrite:
-                raise FtftError(
-                    f"output folder {folder} holds an earlier run ({', '.join(earlier)}); pass "
-                    f"--overwrite (overwrite=true) to replace it or --resume to continue it"
-                )
-            for name in earlier:
-                target = folder / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
+        for name in _earlier_run(folder, resume=resume, overwrite=overwrite):
+            target = folder / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
         yield folder
     except BaseException:
         if created and {p.name for p in folder.iterdir()} <= {LOCK_NAME, EXCLUSIVE_LOCK_NAME}:

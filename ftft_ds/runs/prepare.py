@@ -20,6 +20,7 @@ from ..data.load import Split, load_splits
 from ..data.sampler import ShardedSampler
 from ..data.tokenize import Collator, tokenize_split
 from ..errors import warn
+from ..io import check_output_dir
 from ..train.budget import Budget
 from ..train.cost import CostLedger
 from ..train.ds_config import check_ds_config, read_ds_config
@@ -60,8 +61,10 @@ class PreparedRun:
 def check_before_start(cfg: OptimConfig) -> None:
     """Refuse, before a process group starts or any data loads, what set-up would trip over later:
     a DeepSpeed config that cannot be read or names a bad stage or optimizer, a model that cannot
-    be found, a `max_length` beyond its positions. Every rank checks the same and stops with the
+    be found, a `max_length` beyond its positions, an output folder that cannot be used (a file, or
+    an earlier run's without resume or overwrite). Every rank checks the same and stops with the
     same line, and on a cluster a typo costs no process-group start-up."""
+    check_output_dir(cfg.output_dir, resume=getattr(cfg, "resume", False), overwrite=cfg.overwrite)
     check_ds_config(read_ds_config(cfg.ds_config))
     check_max_length(cfg.model, cfg.max_length, load_tokenizer(cfg.model))
 
