@@ -117,23 +117,29 @@ def test_recipe_on_two_nodes_requeued_detached_and_re_attached(tmp_path, slurm_c
         env=quiet_env(),
         stdout=open(tmp_path / "straight.log", "w"),
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
     second = start(["run", config], tmp_path / "second.log")
-    wait_for(
-        lambda: f"re-attached to SLURM job {job_id(erm)}" in (tmp_path / "second.log").read_text(),
-        "the second orchestrator to re-attach",
-    )
-    subprocess.run(["scontrol", "release", job_id(erm)], check=True)
-    assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
-    assert "submitted as" not in (tmp_path / "second.log").read_text()
-    assert {job_id(erm), job_id(ftft_main)} == ids  # nothing submitted twice
-    for folder in (erm, ftft_main):
-        metrics = json.loads((folder / "metrics.json").read_text())
-        assert metrics["world_size"] == 2
-    assert (out / "results.md").is_file()
-    # The requeued job resumed from its checkpoint: the same losses as the straight local run.
-    assert local.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
+    try:
+        wait_for(
+            lambda: f"re-attached to SLURM job {job_id(erm)}" in (tmp_path / "second.log").read_text(),
+            "the second orchestrator to re-attach",
+        )
+        subprocess.run(["scontrol", "release", job_id(erm)], check=True)
+        assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+        assert "submitted as" not in (tmp_path / "second.log").read_text()
+        assert {job_id(erm), job_id(ftft_main)} == ids  # nothing submitted twice
+        for folder in (erm, ftft_main):
+            metrics = json.loads((folder / "metrics.json").read_text())
+            assert metrics["world_size"] == 2
+        assert (out / "results.md").is_file()
+        # The requeued job resumed from its checkpoint: the same losses as the straight local run.
+        assert local.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
+    finally:  # an assertion failed: the background launcher and orchestrator stop with the test
+        for process in (local, second):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
     assert_same_losses(losses(erm), losses(tmp_path / "straight"))
     restarts = subprocess.run(
         ["grep", "-c", "Starting with JobEnvironment", json.loads((erm / "job.json").read_text())["stdout"]],
