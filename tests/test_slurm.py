@@ -1,6 +1,7 @@
 """`ftft run` and `ftft sweep` on a real two-node SLURM cluster (loopback; `.ci/slurm_cluster.sh`):
 main runs as two-node jobs, requeue and exact resume, re-attaching, cancelling, `ftft status`."""
 
+import contextlib
 import json
 import os
 import signal
@@ -136,9 +137,9 @@ def test_recipe_on_two_nodes_requeued_detached_and_re_attached(tmp_path, slurm_c
         assert (out / "results.md").is_file()
         # The requeued job resumed from its checkpoint: the same losses as the straight local run.
         assert local.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
-    finally:  # an assertion failed: the background launcher and orchestrator stop with the test
+    finally:  # the background launcher and orchestrator, and anything left in their groups, end with the test
         for process in (local, second):
-            if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
     assert_same_losses(losses(erm), losses(tmp_path / "straight"))
     restarts = subprocess.run(
