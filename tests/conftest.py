@@ -1,8 +1,11 @@
 """Markers that decide where a test runs (`gpu` tests need CUDA, `cpu_only` assertions hold only
-without it; see pytest.ini), the order files reach the workers in, and the SLURM cluster fixture."""
+without it; see pytest.ini), the order files reach the workers in, a world of one in the test's own
+process, and the SLURM cluster fixture."""
 
 import pytest
 import torch
+
+from .helpers import world_of_one
 
 LONGEST_FIRST = ("test_slurm.py", "test_pipeline.py", "test_main.py", "test_sweep_runner.py", "test_checkpoint.py")
 """Files whose tests take longest, handed to the xdist workers first: started last, one of them
@@ -42,3 +45,10 @@ def slurm_cluster():
     reason = _slurm_answers()
     if reason is not None:
         pytest.skip(reason)
+
+
+@pytest.fixture
+def world():
+    """`helpers.world_of_one` for the length of a test."""
+    with world_of_one() as env:
+        yield env

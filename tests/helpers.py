@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -55,6 +56,29 @@ def ftft(args: list, timeout: int = 600, cwd: Path = REPO) -> subprocess.Complet
     """The `ftft` command in a fresh process (a world of one), in folder `cwd`."""
     cmd = [sys.executable, "-m", "ftft_ds", *map(str, args)]
     return subprocess.run(cmd, cwd=cwd, env=quiet_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def world_of_one():
+    """A process group of one (gloo) in this test process, for runs trained in-process: no
+    interpreter to start, which on a small CPU is most of a tiny run's cost. Removed afterwards,
+    DeepSpeed's references to it included, and the environment restored, so that later tests'
+    child processes do not inherit it."""
+    import deepspeed.comm
+
+    from ftft_ds.train.runtime import init_distributed
+
+    saved = dict(os.environ)
+    os.environ.update(
+        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
+    )
+    try:
+        yield init_distributed()
+    finally:
+        if deepspeed.comm.is_initialized():
+            deepspeed.comm.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -154,6 +178,18 @@ def in_process(args: list):
 
     _register()
     return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def ran_in_process(args: list):
+    """`ftft ARGS` in this process (`in_process`) for a run that must finish: asserts exit code 0,
+    with the run's traceback when it failed, and returns click's result (`.stdout`, `.stderr`).
+    A run that trains needs a process group: the `world` fixture's."""
+    import traceback
+
+    result = in_process(args)
+    failure = "".join(traceback.format_exception(result.exception)) if result.exception else ""
+    assert result.exit_code == 0, result.output[-3000:] + failure
+    return result
 
 
 def refused_in_process(args: list) -> list:

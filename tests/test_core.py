@@ -3,18 +3,15 @@ world of one (gloo, tiny BERT), trained, checked on disk, resumed, and counted s
 
 import dataclasses
 import json
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from ftft_ds.config import MainConfig, load_config
 from ftft_ds.runs.main import run_main
 from ftft_ds.train.budget import Budget
 from ftft_ds.train.cost import CostLedger, CostTotals
 from ftft_ds.train.models import build_model
-from ftft_ds.train.runtime import free_port, init_distributed
 from ftft_ds.train.stop import Divergence, Patience, StopReason, StopRule, running_best
 from ftft_ds.train.trainer import TrainState
 
@@ -67,21 +64,6 @@ def test_running_best_is_the_best_so_far_either_way():
 
 
 # -- a world of one --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def world():
-    """One gloo process group in this process, removed (and the environment restored) afterwards,
-    so that later tests' child processes do not inherit it."""
-    saved = dict(os.environ)
-    os.environ.update(
-        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
-    )
-    env = init_distributed()
-    yield env
-    dist.destroy_process_group()
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 def test_the_ledger_sums_a_micro_batch_and_restores_its_totals(world):

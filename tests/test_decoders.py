@@ -19,7 +19,7 @@ from ftft_ds.dynamics.store import Dynamics
 from ftft_ds.errors import FtftError
 from ftft_ds.train.models import build_model, load_tokenizer, model_config
 
-from .helpers import DECODER_FAMILIES, deepspeed_launch, ftft, save_tiny_decoder, tail
+from .helpers import DECODER_FAMILIES, deepspeed_launch, ftft, ran_in_process, save_tiny_decoder, tail
 
 pytestmark = pytest.mark.xdist_group("test_decoders")  # its module fixtures are built once, on one worker
 
@@ -140,8 +140,7 @@ def test_decoder_reference_records_dynamics_on_one_and_two_ranks(decoders, tmp_p
         "--epochs",
         "2",
     ]
-    one = ftft(["reference", *args, "-o", tmp_path / "one"])
-    assert one.returncode == 0, tail(one)
+    ran_in_process(["reference", *args, "-o", tmp_path / "one"])
     two = deepspeed_launch("launch/reference.py", [*args, "-o", tmp_path / "two"])
     assert two.returncode == 0, tail(two)
     for folder, world_size in (("one", 1), ("two", 2)):

@@ -16,7 +16,7 @@ from ftft_ds.dynamics.select import Subset
 from ftft_ds.dynamics.store import Dynamics
 from ftft_ds.train.runtime import free_port
 
-from .helpers import REPO, assert_same_losses, deepspeed_launch, ftft, launcher_command, quiet_env, tail
+from .helpers import REPO, assert_same_losses, deepspeed_launch, launcher_command, quiet_env, ran_in_process, tail
 
 pytestmark = pytest.mark.xdist_group("test_main")  # its module fixtures are built once, on one worker
 
@@ -238,22 +238,20 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     assert read_json(cut / "cost.json")["train_examples"] == read_json(full / "cost.json")["train_examples"]
 
 
-def test_resume_after_a_kill_past_the_final_checkpoint_only_finishes(tmp_path):
+def test_resume_after_a_kill_past_the_final_checkpoint_only_finishes(world, tmp_path):
     """A scheduler's time limit can strike after the last checkpoint, before metrics.json and model/
     (even mid-export): the resumed run must not train past its budget, and must leave no temp folder."""
     from transformers import AutoModelForSequenceClassification
 
     out = tmp_path / "late"
     args = ["train", *COMMON, "--budget", "steps:12", "-o", out]
-    proc = ftft(args)
-    assert proc.returncode == 0, tail(proc)
+    ran_in_process(args)
     finished = read_json(out / "metrics.json")
     (out / "model").rename(tmp_path / "model_before")
     (out / "metrics.json").unlink()
     (out / ".model.k1ll3d.tmp").mkdir()  # what a kill during export leaves
 
-    proc = ftft([*args, "--resume"])
-    assert proc.returncode == 0, tail(proc)
+    ran_in_process([*args, "--resume"])
     resumed = read_json(out / "metrics.json")
     assert resumed["steps"] == finished["steps"] == 12 and resumed["final"] == finished["final"]
     assert read_json(out / "cost.json")["optimizer_steps"] == 12

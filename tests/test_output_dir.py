@@ -8,7 +8,7 @@ import torch.distributed
 from ftft_ds.errors import FtftError
 from ftft_ds.io import LOCK_NAME, atomic_path, make_output_dir, own_output_dir
 
-from .helpers import ftft, refused_in_process, tail
+from .helpers import ftft, ran_in_process, refused_in_process, world_of_one
 
 TINY = [
     "--model",
@@ -37,20 +37,19 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
 
 def test_an_earlier_run_is_refused_replaced_on_request_or_resumed(tmp_path):
     out = tmp_path / "run"
-    first = ftft(["train", *TINY, "-o", out])
-    assert first.returncode == 0, tail(first)
+    with world_of_one():
+        ran_in_process(["train", *TINY, "-o", out])
     stale = out / "tensorboard" / "stale_curve"
     stale.write_text("from the earlier run")
 
     # Refused before any process group starts (so a test worker can ask in-process).
-    joined = torch.distributed.is_initialized()  # by an earlier in-process test of this worker, maybe
     again = refused_in_process(["train", *TINY, "-o", out])[-1]
     assert "holds an earlier run (metrics.json, cost.json, config.json" in again
     assert "pass --overwrite (overwrite=true) to replace it or --resume to continue it" in again
-    assert torch.distributed.is_initialized() == joined
+    assert not torch.distributed.is_initialized()
 
-    replaced = ftft(["train", *TINY, "-o", out, "--overwrite"])
-    assert replaced.returncode == 0, tail(replaced)
+    with world_of_one():
+        ran_in_process(["train", *TINY, "-o", out, "--overwrite"])
     assert not stale.exists() and (out / "metrics.json").is_file()
 
     # (--resume on a finished run only finishes it: test_main.py, resume after a kill past the final checkpoint)
@@ -64,10 +63,9 @@ def test_output_paths_that_cannot_be_folders_get_one_line(tmp_path):
         make_output_dir(a_file)
     with pytest.raises(FtftError, match=f"cannot create output folder {a_file / 'run'}: Not a directory"):
         make_output_dir(a_file / "run")
-    joined = torch.distributed.is_initialized()
     refused = refused_in_process(["train", *TINY, "-o", a_file / "run"])[-1]
     assert refused == f"error: cannot create output folder {a_file / 'run'}: Not a directory"
-    assert torch.distributed.is_initialized() == joined
+    assert not torch.distributed.is_initialized()
     if os.geteuid() != 0:  # root writes anywhere
         read_only = tmp_path / "ro"
         read_only.mkdir(mode=0o555)

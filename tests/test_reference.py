@@ -10,7 +10,7 @@ from ftft_ds.data.load import DataConfig, load_split
 from ftft_ds.dynamics.store import Dynamics
 from ftft_ds.train.evaluate import classification_metrics
 
-from .helpers import deepspeed_launch, forward_alone, ftft, save_without_dropout, tail
+from .helpers import deepspeed_launch, forward_alone, ran_in_process, save_without_dropout, tail
 
 pytestmark = pytest.mark.xdist_group("test_reference")  # its module fixtures are built once, on one worker
 
@@ -102,11 +102,12 @@ def test_two_rank_run_logs_cost_and_loss_to_tensorboard(two_rank_run):
     assert 30522 * 32 < embeddings < manifest["num_parameters"]  # tiny-bert: the embeddings dominate
 
 
-def test_single_process_run_is_deterministic_and_learns(tmp_path):
+def test_single_process_run_is_deterministic_and_learns(world, tmp_path):
+    """Two runs one after the other in one process: nothing the first leaves behind (random
+    generators, DeepSpeed's state) changes the second."""
     runs = []
     for name in ("a", "b"):
-        proc = ftft(["reference", "--model", "tiny-bert", *COMMON, "--epochs", "2", "-o", tmp_path / name])
-        assert proc.returncode == 0, tail(proc)
+        ran_in_process(["reference", "--model", "tiny-bert", *COMMON, "--epochs", "2", "-o", tmp_path / name])
         runs.append(Dynamics.load(tmp_path / name / "dynamics"))
     np.testing.assert_array_equal(runs[0].logits, runs[1].logits)
     assert not np.allclose(runs[0].logits[:, 0], runs[0].logits[:, 1])  # the model trains between epochs

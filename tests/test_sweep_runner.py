@@ -18,7 +18,7 @@ from ftft_ds.errors import FtftError
 from ftft_ds.sweep.runner import SweepConfig
 from ftft_ds.train.models import build_model
 
-from .helpers import REPO, assert_same_losses, ftft, in_process, processes_mentioning, quiet_env, tail
+from .helpers import REPO, assert_same_losses, ftft, in_process, processes_mentioning, quiet_env, ran_in_process, tail
 
 SWEEP = {
     "data": {"embedded_train_size": 160},
@@ -108,8 +108,7 @@ def test_sweep_runs_exact_steps_continues_survivors_and_resumes(tmp_path):
     straight = json.loads((folder / "run_config.json").read_text())
     straight.update(output_dir=str(tmp_path / "straight"), resume=False, budget="steps:20")
     (tmp_path / "straight.json").write_text(json.dumps(straight))
-    proc = ftft(["train", tmp_path / "straight.json"])
-    assert proc.returncode == 0, tail(proc)
+    ran_in_process(["train", tmp_path / "straight.json"])
     assert_same_losses(losses(tmp_path / "straight"), losses(folder))
 
     report = in_process(["report", out])
