@@ -7,6 +7,11 @@ import torch
 
 from .helpers import world_of_one
 
+# One thread for the runs a test trains in its own process (the `world` fixture), as `quiet_env`
+# gives every child process: the suite's workers and their ranks share the machine's cores, and
+# OpenMP threads that outnumber the cores spin while they wait for each other.
+torch.set_num_threads(1)
+
 LONGEST_FIRST = ("test_slurm.py", "test_pipeline.py", "test_main.py", "test_sweep_runner.py", "test_checkpoint.py")
 """Files whose tests take longest, handed to the xdist workers first: started last, one of them
 would leave the other worker idle at the end of the run."""

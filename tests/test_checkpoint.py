@@ -1,4 +1,5 @@
-"""Checkpoints on the paths multi-rank runs take: ZeRO-3's best weights, and `latest` after a slow rank."""
+"""Checkpoints on the paths multi-rank runs take: the best weights kept and exported under ZeRO-2
+and ZeRO-3 (whose parameters are partitioned), and `latest` after a slow rank."""
 
 import json
 import subprocess
@@ -14,15 +15,11 @@ from ftft_ds.train.evaluate import classification_metrics
 
 from .helpers import REPO, deepspeed_launch, launcher_command, quiet_env, tail
 
-pytestmark = pytest.mark.launcher
+pytestmark = [pytest.mark.launcher, pytest.mark.xdist_group("test_checkpoint")]  # module fixtures: built once
 
 
-@pytest.mark.parametrize("stage", ["zero2", "zero3"])
-def test_patience_reports_and_exports_the_selected_steps_weights(tmp_path, stage):
-    """The selected evaluation is the one logged at the selected step, metric for metric, and the
-    exported model predicts like that step's weights, not the last step's (ZeRO-3 reported the
-    last weights once; ZeRO-1 is covered in one process by test_main_errors)."""
-    out = tmp_path / stage
+def patience_run(stage: str, out):
+    """54 steps on 2 ranks under `stage`, evaluated every 6 steps, the best by dev accuracy kept."""
     proc = deepspeed_launch(
         "launch/main.py",
         [
@@ -51,6 +48,25 @@ def test_patience_reports_and_exports_the_selected_steps_weights(tmp_path, stage
         ],
     )
     assert proc.returncode == 0, tail(proc)
+    return out
+
+
+@pytest.fixture(scope="module")
+def zero2_run(tmp_path_factory):
+    return patience_run("zero2", tmp_path_factory.mktemp("zero2"))
+
+
+@pytest.fixture(scope="module")
+def zero3_run(tmp_path_factory):
+    return patience_run("zero3", tmp_path_factory.mktemp("zero3"))
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_patience_reports_and_exports_the_selected_steps_weights(request, stage):
+    """The selected evaluation is the one logged at the selected step, metric for metric, and the
+    exported model predicts like that step's weights, not the last step's (ZeRO-3 reported the
+    last weights once; ZeRO-1 is covered in one process by test_main_errors)."""
+    out = request.getfixturevalue(f"{stage}_run")
     metrics = json.loads((out / "metrics.json").read_text())
     logged = {r["step"]: r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "dev/mcc" in r}
     step = metrics["selected_step"]
@@ -135,3 +151,22 @@ def test_latest_names_a_checkpoint_only_once_every_rank_wrote_it(tmp_path):
     assert proc.returncode == 0, output[-3000:]
     assert seen and seen[-1] == "step_9", seen
     assert early == [], f"latest named {early} before rank 1 had written it"
+
+
+def test_zero3_partitions_parameters_and_exports_a_consolidated_model(zero3_run):
+    metrics = json.loads((zero3_run / "metrics.json").read_text())
+    assert metrics["zero_stage"] == 3
+    per_rank, total = metrics["parameters_per_rank"], metrics["num_parameters"]
+    assert len(per_rank) == 2 and all(n < 0.6 * total for n in per_rank)
+    assert total <= sum(per_rank) < total * 1.01  # shards (plus alignment padding) cover the model
+    peaks = metrics["peak_memory_mib_per_rank"]
+    training = metrics["training_memory_mib_per_rank"]
+    assert len(peaks) == len(training) == 2
+    assert all(isinstance(t, int) and 0 < t <= p for t, p in zip(training, peaks))
+    if not torch.cuda.is_available():  # resident sets: torch alone is > 100 MiB
+        assert min(training) > 100
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(zero3_run / "model")
+    assert sum(p.numel() for p in model.parameters()) == total
+    assert all(torch.isfinite(p).all() for p in model.parameters())
