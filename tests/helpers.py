@@ -13,18 +13,24 @@ from ftft_ds.train.runtime import free_port
 REPO = Path(__file__).resolve().parents[1]
 
 
+TEST_ENV = {
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+"""What every process of the suite runs with: one thread each (the suite's workers and their ranks
+share the machine's cores, and OpenMP threads that outnumber them spin while they wait), offline.
+The test workers set it for themselves too (conftest), so it reaches the children of the
+orchestrators they run in-process."""
+
+
 def quiet_env(**extra) -> dict:
     env = dict(os.environ)
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    env.update(
-        TOKENIZERS_PARALLELISM="false",
-        OMP_NUM_THREADS="1",
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-        **extra,
-    )
+    env.update(TEST_ENV, **extra)
     return env
 
 
@@ -52,10 +58,10 @@ def deepspeed_launch(
     return subprocess.run(cmd, cwd=REPO, env=quiet_env(**env), capture_output=True, text=True, timeout=timeout)
 
 
-def ftft(args: list, timeout: int = 600, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """The `ftft` command in a fresh process (a world of one), in folder `cwd`."""
+def ftft(args: list, timeout: int = 600, cwd: Path = REPO, **env) -> subprocess.CompletedProcess:
+    """The `ftft` command in a fresh process (a world of one), in folder `cwd`, with `env` added."""
     cmd = [sys.executable, "-m", "ftft_ds", *map(str, args)]
-    return subprocess.run(cmd, cwd=cwd, env=quiet_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env=quiet_env(**env), capture_output=True, text=True, timeout=timeout)
 
 
 @contextlib.contextmanager
@@ -183,12 +189,18 @@ def in_process(args: list):
 def ran_in_process(args: list):
     """`ftft ARGS` in this process (`in_process`) for a run that must finish: asserts exit code 0,
     with the run's traceback when it failed, and returns click's result (`.stdout`, `.stderr`).
-    A run that trains needs a process group: the `world` fixture's."""
+    A run that trains joins a process group: the `world` fixture's (`world_of_one`); an orchestrator
+    (`ftft run`, `ftft sweep`) runs outside one, since its child processes inherit the environment.
+    """
     import traceback
 
+    import torch.distributed
+
+    joined = torch.distributed.is_initialized()
     result = in_process(args)
     failure = "".join(traceback.format_exception(result.exception)) if result.exception else ""
     assert result.exit_code == 0, result.output[-3000:] + failure
+    assert torch.distributed.is_initialized() == joined, "a run started a process group: train in world_of_one"
     return result
 
 

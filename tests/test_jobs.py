@@ -64,3 +64,23 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_time(monkeypatch
     local.stop([stubborn, polite])
     assert 1.0 <= time.monotonic() - started < 10
     assert polite.returncode == -signal.SIGTERM and stubborn.returncode == -signal.SIGKILL
+
+
+def test_a_child_job_is_a_world_of_its_own_whatever_world_started_the_orchestrator(monkeypatch):
+    """An orchestrator started where a launcher's rank variables are set (a torchrun shell, a batch
+    script exporting MASTER_PORT) gives none of them to its jobs: one-rank jobs run side by side
+    would otherwise all listen on that port."""
+    import json
+    import subprocess
+
+    from ftft_ds.jobs import local
+
+    for name, value in dict(
+        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="10.0.0.1", MASTER_PORT="29500"
+    ).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FTFT_TEST_MARK", "kept")
+    child = local.start([sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"], subprocess.PIPE)
+    seen = json.loads(child.communicate()[0])
+    assert seen["FTFT_TEST_MARK"] == "kept"
+    assert not set(local.RANK_VARIABLES) & set(seen)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from ..errors import FtftError
-from ..train.runtime import free_port
+from ..train.runtime import RANK_VARIABLES, free_port
 
 GRACE_SECONDS = 30
 """How long stopped children get to exit (DeepSpeed's launcher stops its ranks) before SIGKILL."""
@@ -174,10 +174,25 @@ def progress_line(log: Path) -> str | None:
     return bars[-1].strip() if bars else None
 
 
+def child_environment() -> dict:
+    """This process's environment less `RANK_VARIABLES`. Each child job is a world of its own: its
+    launcher sets them for its ranks, and a one-rank job picks a free port. Inherited, they would
+    make it a member of whatever world this process sits in (an orchestrator started from a
+    torchrun shell or a batch script that exports MASTER_PORT), and one-rank jobs run side by side
+    would all try to listen on the same port."""
+    return {key: value for key, value in os.environ.items() if key not in RANK_VARIABLES}
+
+
 def start(args: Sequence[str], output) -> subprocess.Popen:
-    """Start `args` in a process group of its own, stdout and stderr into `output`, no stdin."""
+    """Start `args` in a process group of its own, stdout and stderr into `output`, no stdin, in
+    `child_environment()`."""
     return subprocess.Popen(
-        list(args), stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        list(args),
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=child_environment(),
     )
 
 

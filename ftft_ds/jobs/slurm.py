@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 from ..errors import FtftError
 from ..io import write_json
+from ..train.runtime import RANK_VARIABLES
 from .local import last_error, on_stop_signal, progress_line
 
 RECORD = "job.json"
@@ -165,7 +166,9 @@ class SlurmExecutor:
             "array_parallelism": min(cfg.max_in_flight, count),
             "stderr_to_stdout": True,
             "additional_parameters": dict(cfg.sbatch_options),
-            "setup": list(cfg.setup),
+            # The submitting shell's rank variables would reach every task (sbatch exports the
+            # environment): a task would join that world, not its job's (RANK_VARIABLES).
+            "setup": [f"unset {' '.join(RANK_VARIABLES)}", *cfg.setup],
             # A job restarted by SLURM takes its share of the limit afresh: signal it well before.
             "signal_delay_s": min(90, max(10, cfg.time_limit_min * 60 // 10)),
         }

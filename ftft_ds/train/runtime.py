@@ -65,6 +65,11 @@ _LAUNCHERS = (
 )
 
 
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")
+"""torch.distributed's place-in-the-world variables. A job an orchestrator starts (a child process,
+a SLURM job) never takes them from the orchestrator: each job is a world of its own."""
+
+
 def launcher_variables(environ: dict) -> dict:
     """torch.distributed's RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT for this process,
     from whichever launcher's variables `environ` holds (see the module docstring).
