@@ -2,15 +2,15 @@
 without it; see pytest.ini), the order files reach the workers in, a world of one in the test's own
 process, and the SLURM cluster fixture."""
 
+import os
+
 import pytest
 import torch
 
-from .helpers import world_of_one
+from .helpers import TEST_ENV, world_of_one
 
-# One thread for the runs a test trains in its own process (the `world` fixture), as `quiet_env`
-# gives every child process: the suite's workers and their ranks share the machine's cores, and
-# OpenMP threads that outnumber the cores spin while they wait for each other.
-torch.set_num_threads(1)
+os.environ.update(TEST_ENV)  # for the child processes of the orchestrators run in-process
+torch.set_num_threads(1)  # for the runs trained in-process (the `world` fixture): TEST_ENV says why
 
 LONGEST_FIRST = ("test_slurm.py", "test_pipeline.py", "test_main.py", "test_sweep_runner.py", "test_checkpoint.py")
 """Files whose tests take longest, handed to the xdist workers first: started last, one of them

@@ -19,7 +19,7 @@ from ftft_ds.dynamics.store import Dynamics
 from ftft_ds.errors import FtftError
 from ftft_ds.train.models import build_model, load_tokenizer, model_config
 
-from .helpers import DECODER_FAMILIES, deepspeed_launch, ftft, ran_in_process, save_tiny_decoder, tail
+from .helpers import DECODER_FAMILIES, deepspeed_launch, ran_in_process, save_tiny_decoder, tail, world_of_one
 
 pytestmark = pytest.mark.xdist_group("test_decoders")  # its module fixtures are built once, on one worker
 
@@ -140,7 +140,8 @@ def test_decoder_reference_records_dynamics_on_one_and_two_ranks(decoders, tmp_p
         "--epochs",
         "2",
     ]
-    ran_in_process(["reference", *args, "-o", tmp_path / "one"])
+    with world_of_one():
+        ran_in_process(["reference", *args, "-o", tmp_path / "one"])
     two = deepspeed_launch("launch/reference.py", [*args, "-o", tmp_path / "two"])
     assert two.returncode == 0, tail(two)
     for folder, world_size in (("one", 1), ("two", 2)):
@@ -172,8 +173,7 @@ def test_encoder_reference_chooses_the_subset_of_a_zero3_decoder_main_run(decode
         "early_stopping": {"patience": 2, "evals": 4},
     }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    proc = ftft(["run", tmp_path / "recipe.yaml"])
-    assert proc.returncode == 0, tail(proc)
+    ran_in_process(["run", tmp_path / "recipe.yaml"])
     out = tmp_path / "out"
     subset = Subset.load(next((out / "select").glob("*/subset.json")))
     main = out / "main" / "ftft" / "seed0"

@@ -24,13 +24,12 @@ from ftft_ds.pipeline.stages import Stage
 
 from .helpers import (
     REPO,
-    ftft,
     in_process,
     processes_mentioning,
     quiet_env,
+    ran_in_process,
     refused_in_process,
     save_tiny_decoder,
-    tail,
 )
 
 pytestmark = pytest.mark.xdist_group("test_pipeline")  # its module fixtures are built once, on one worker
@@ -57,9 +56,8 @@ def recipe(tmp_path_factory):
     folder = tmp_path_factory.mktemp("recipe")
     config = folder / "recipe.yaml"
     config.write_text(yaml.safe_dump({**RECIPE, "methods": ALL_METHODS, "seeds": [0], "output_dir": "out"}))
-    proc = ftft(["run", config], cwd=folder)
-    assert proc.returncode == 0, tail(proc)
-    return folder, proc
+    with contextlib.chdir(folder):
+        return folder, ran_in_process(["run", config])
 
 
 def test_table_structure_and_costs_add_up(recipe):
@@ -218,8 +216,7 @@ def test_rerun_skips_and_changed_input_reruns(recipe, tmp_path, monkeypatch):
     assert again.exit_code == 0, again.output
     assert again.output.count("done before, skipped") == 10 and "running" not in again.output
 
-    changed = ftft(["run", "recipe.yaml", "--set", "selection.fraction=0.5"], cwd=copy)
-    assert changed.returncode == 0, tail(changed)
+    changed = ran_in_process(["run", "recipe.yaml", "--set", "selection.fraction=0.5"])
     lines = changed.stdout.splitlines()
     reran = {line.split(":")[0].split("] ")[1] for line in lines if line.endswith("running ...")}
     assert reran == {
@@ -337,7 +334,7 @@ def test_a_stage_being_written_by_a_live_run_is_never_deleted(tmp_path):
 def test_demo_at_a_tiny_size_prints_its_table_and_verdict(tmp_path):
     """`ftft demo` end to end, its recipe shrunk by --set: reference, selection, ERM and FTFT."""
     out = tmp_path / "demo"
-    proc = ftft(
+    proc = ran_in_process(
         [
             "demo",
             "-o",
@@ -352,7 +349,6 @@ def test_demo_at_a_tiny_size_prints_its_table_and_verdict(tmp_path):
             "num_ranks=1",
         ]
     )
-    assert proc.returncode == 0, tail(proc)
     assert "projected training cost" in proc.stdout and "| erm | 1 |" in proc.stdout and "| ftft | 1 |" in proc.stdout
     verdict = [line for line in proc.stdout.splitlines() if line.startswith("ftft vs erm: ood/accuracy")]
     assert len(verdict) == 1 and "of erm's training FLOPs" in verdict[0] and "of its wall time" in verdict[0]

@@ -18,7 +18,7 @@ from ftft_ds.errors import FtftError
 from ftft_ds.sweep.runner import SweepConfig
 from ftft_ds.train.models import build_model
 
-from .helpers import REPO, assert_same_losses, ftft, in_process, processes_mentioning, quiet_env, ran_in_process, tail
+from .helpers import REPO, assert_same_losses, in_process, processes_mentioning, quiet_env, ran_in_process, world_of_one
 
 SWEEP = {
     "data": {"embedded_train_size": 160},
@@ -90,8 +90,7 @@ def test_sweep_runs_exact_steps_continues_survivors_and_resumes(tmp_path):
             os.killpg(victim.pid, signal.SIGKILL)
     assert all(p.is_file() for p in done) and not (out / "trials" / "trial003" / "metrics.json").exists()
 
-    proc = ftft(["sweep", config])
-    assert proc.returncode == 0, tail(proc)
+    proc = ran_in_process(["sweep", config])
     assert "4 trials alive, 2 to run" in proc.stdout
     summary = json.loads((out / "sweep.json").read_text())
     assert summary["rung_steps"] == [5, 20]
@@ -108,7 +107,8 @@ def test_sweep_runs_exact_steps_continues_survivors_and_resumes(tmp_path):
     straight = json.loads((folder / "run_config.json").read_text())
     straight.update(output_dir=str(tmp_path / "straight"), resume=False, budget="steps:20")
     (tmp_path / "straight.json").write_text(json.dumps(straight))
-    ran_in_process(["train", tmp_path / "straight.json"])
+    with world_of_one():
+        ran_in_process(["train", tmp_path / "straight.json"])
     assert_same_losses(losses(tmp_path / "straight"), losses(folder))
 
     report = in_process(["report", out])
@@ -150,8 +150,7 @@ def test_divergence_guard_stops_trials_stuck_at_majority(tmp_path):
     stale = tmp_path / "out" / "trials" / "trial000"
     (stale / "tensorboard").mkdir(parents=True)
     (stale / "log.jsonl").write_text('{"step": 99, "train/loss": 9.9}\n')
-    proc = ftft(["sweep", config])
-    assert proc.returncode == 0, tail(proc)
+    ran_in_process(["sweep", config])
     rows = json.loads((tmp_path / "out" / "sweep.json").read_text())["trials"]
     assert all(r["status"] == "diverged" and r["steps"] < 20 for r in rows)
     assert '"step": 99' not in (stale / "log.jsonl").read_text()
