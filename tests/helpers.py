@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ftft_ds.jobs.local import child_environment
 from ftft_ds.train.runtime import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,11 +28,9 @@ orchestrators they run in-process."""
 
 
 def quiet_env(**extra) -> dict:
-    env = dict(os.environ)
-    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    env.update(TEST_ENV, **extra)
-    return env
+    """This process's environment for a child: a world of its own (`child_environment`), with
+    `TEST_ENV` and `extra` added."""
+    return {**child_environment(), **TEST_ENV, **extra}
 
 
 def launcher_command(script: str, args: list, num_ranks: int = 2, launcher_args: tuple = ()) -> list:
