@@ -75,9 +75,8 @@ def test_a_child_job_is_a_world_of_its_own_whatever_world_started_the_orchestrat
 
     from ftft_ds.jobs import local
 
-    for name, value in dict(
-        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="10.0.0.1", MASTER_PORT="29500"
-    ).items():
+    launcher = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
+    for name, value in launcher.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("FTFT_TEST_MARK", "kept")
     child = local.start([sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"], subprocess.PIPE)
