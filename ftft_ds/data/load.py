@@ -610,10 +610,27 @@ def load_splits(config: DataConfig, names: Optional[Iterable[str]] = None) -> di
     return {n: splits[n] for n in names}
 
 
+def uid_digests(uids) -> list[int]:
+    """A 64-bit hash of each uid: the one source of row choices that must not depend on row order
+    or a seed (a held-out validation share, the fixed evaluation sample)."""
+    return [int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=8).digest(), "big") for uid in uids]
+
+
+def fixed_sample(uids, size: int | None) -> list[int]:
+    """Row positions of the `size` rows whose uids hash lowest, in row order (all rows when `size`
+    is None or not smaller): the same rows whatever the model, seed or row order, so evaluations on
+    a sample compare like with like, and a cost plan counts exactly the tokens a run evaluates."""
+    uids = list(uids)
+    if size is None or size >= len(uids):
+        return list(range(len(uids)))
+    digests = uid_digests(uids)
+    return sorted(sorted(range(len(uids)), key=lambda i: (digests[i], uids[i]))[:size])
+
+
 def _hold_out(split: Split, name: str, fraction: float) -> tuple:
     """`split` cut in two by a hash of each row's uid: (the rest, under its own name; the held-out
     `fraction`, as split `name`). The cut depends on the uids alone, not on row order or a seed."""
-    digests = [int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=8).digest(), "big") for uid in split.uids()]
+    digests = uid_digests(split.uids())
     held = [i for i, d in enumerate(digests) if d < fraction * 2**64]
     kept = sorted(set(range(len(split))) - set(held))
     require(

@@ -73,6 +73,13 @@ def tokenize_split(split: Split, tokenizer, max_length: int = 128):
         )
 
 
+def row_lengths(tokenized) -> np.ndarray:
+    """Tokens of each row of a tokenized split (its non-padding length), in row order."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(tokenized.with_format("arrow")["input_ids"]).to_numpy().astype(np.int64)
+
+
 def _tokenized_fingerprint(split: Split, tokenizer, max_length: int) -> str:
     """What the tokenized split depends on: the split's content, the tokenizer and the truncation.
 

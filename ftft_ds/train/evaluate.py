@@ -7,7 +7,6 @@ gathered back by row index. Rows the sampler padded in twice are counted once.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from ..collectives import gather_rows
 from ..data.sampler import ShardedSampler
+from ..data.tokenize import row_lengths
 from .engine import to_device
 from .runtime import DistEnv
 
@@ -80,10 +80,28 @@ class LoaderSettings:
             persistent_workers=persistent and self.num_workers > 0,
         )
 
-    def split_loader(self, data, collate, env: DistEnv) -> DataLoader:
-        """A loader that walks this rank's share of `data` in order (for evaluation-style passes)."""
-        sampler = ShardedSampler(range(len(data)), env.world_size, env.rank, seed=0, shuffle=False)
+    def split_loader(self, data, collate, env: DistEnv, rows=None) -> DataLoader:
+        """A loader over this rank's share of `data`'s `rows` (default: all), longest rows first,
+        for evaluation-style passes: their order does not matter (logits are gathered back by row),
+        and batches of rows of like length carry little padding, which on a CPU is compute spent
+        for nothing."""
+        sampler = evaluation_sampler(row_lengths(data), rows, env.world_size, env.rank)
         return self.loader(data, self.eval_batch_size, sampler, collate)
+
+
+def evaluation_sampler(lengths: np.ndarray, rows, world_size: int, rank: int = 0) -> ShardedSampler:
+    """The sampler of an evaluation-style pass over `rows` (default: all) of a split whose rows have
+    `lengths` tokens: longest first, each rank every world_size-th row (see `LoaderSettings.split_loader`)."""
+    rows = np.arange(len(lengths)) if rows is None else np.asarray(rows, dtype=np.int64)
+    by_length = rows[np.argsort(-lengths[rows], kind="stable")]
+    return ShardedSampler(by_length, world_size, rank, seed=0, shuffle=False)
+
+
+def evaluation_tokens(lengths: np.ndarray, rows, world_size: int) -> int:
+    """Tokens one evaluation pass over `rows` passes forward on `world_size` ranks, the rows the
+    sampler adds to even out the ranks' shares included: what the cost ledger will count for it."""
+    order = evaluation_sampler(lengths, rows, world_size).epoch_order(0).numpy()
+    return int(lengths[order].sum())
 
 
 @torch.no_grad()
@@ -110,21 +128,45 @@ def predict(engine, loader: DataLoader, env: DistEnv, ledger=None) -> tuple[np.n
 
 
 class Evaluator:
-    """Evaluates a DeepSpeed engine on named, tokenized splits."""
+    """Evaluates a DeepSpeed engine on named, tokenized splits (on a fixed sample of a split's
+    rows where `samples` names one)."""
 
-    def __init__(self, splits: dict, num_labels: int, loading: LoaderSettings, collate, env: DistEnv):
+    def __init__(
+        self, splits: dict, num_labels: int, loading: LoaderSettings, collate, env: DistEnv, samples: dict | None = None
+    ):
         self.num_labels = num_labels
         self.env = env
-        self.loaders = {name: loading.split_loader(data, collate, env) for name, data in splits.items()}
+        self.splits = splits
+        self.loading = loading
+        self.collate = collate
+        self.samples = samples or {}
+        self.loaders = {
+            name: loading.split_loader(data, collate, env, self.samples.get(name)) for name, data in splits.items()
+        }
         self.labels = {name: np.asarray(data["labels"]) for name, data in splits.items()}
+        self.predicted_classes: dict = {}
+        """Split -> how many classes the last evaluation predicted: 1 means the model learnt nothing
+        there but which class to always say."""
 
-    def only(self, names) -> "Evaluator":
-        """The same evaluator over some of its splits: a run stopped by patience watches only the
-        validation split during training and evaluates every split once, on its best checkpoint."""
-        other = copy.copy(self)
-        other.loaders = {name: self.loaders[name] for name in names}
-        other.labels = {name: self.labels[name] for name in names}
-        return other
+    def only(self, names, samples: dict | None = None) -> "Evaluator":
+        """This evaluator over some of its splits, each on the rows `samples` names (default: all):
+        a run stopped by patience watches only its validation split while it trains, maybe a fixed
+        sample of it, and evaluates every split in full once, on its best checkpoint."""
+        return Evaluator(
+            {name: self.splits[name] for name in names},
+            self.num_labels,
+            self.loading,
+            self.collate,
+            self.env,
+            samples,
+        )
+
+    def tokens(self) -> int:
+        """Tokens one evaluation passes forward over every split (or its sample), as the ledger counts them."""
+        return sum(
+            evaluation_tokens(row_lengths(data), self.samples.get(name), self.env.world_size)
+            for name, data in self.splits.items()
+        )
 
     def majority_rate(self, name: str) -> float:
         """Accuracy of always predicting split `name`'s most frequent label."""
@@ -135,6 +177,8 @@ class Evaluator:
         results = {}
         for name, loader in self.loaders.items():
             rows, logits = predict(engine, loader, self.env, ledger)
-            metrics = classification_metrics(logits.argmax(-1), self.labels[name][rows], self.num_labels)
+            predictions = logits.argmax(-1)
+            self.predicted_classes[name] = int(np.unique(predictions).size)
+            metrics = classification_metrics(predictions, self.labels[name][rows], self.num_labels)
             results.update({f"{name}/{metric}": value for metric, value in metrics.items()})
         return results
