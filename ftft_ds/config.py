@@ -336,6 +336,9 @@ class MainConfig(OptimConfig):
     patience: typing.Optional[int] = None
     """Stop after this many evaluations without improvement of `patience_metric` (None: never).
     With patience the run reports, and exports, its best checkpoint, not its last step."""
+    select_best: bool = False
+    """Report, and export, the checkpoint of the best evaluation of `patience_metric` rather than
+    the last step, with or without patience (patience implies it)."""
     patience_metric: str = "dev/accuracy"
     """Metric that patience and the best checkpoint follow, `<split>/<accuracy|macro_f1|mcc>`."""
     checkpoint_every: int = 0
@@ -352,6 +355,20 @@ class MainConfig(OptimConfig):
     divergence_margin: typing.Optional[float] = None
     """Stop (as diverged) when, after warm-up, `patience_metric` is within this of the
     majority-class rate (None: never)."""
+    eval_sample: typing.Optional[int] = None
+    """Rows of the followed split (`patience_metric`'s) that each evaluation while training covers:
+    a fixed sample, the rows whose uids hash lowest, the same for every run and seed (None: all).
+    Evaluations count in a run's cost, and on small tasks they are a large share of it; the kept
+    checkpoint is evaluated on every split in full whatever this is. Needs `patience` or `select_best`."""
+    max_flops: typing.Optional[float] = None
+    """The most this run may spend, in the cost ledger's FLOPs with evaluations, its closing
+    evaluation included (None: no limit): it stops, as at its budget, before a step that could pass
+    it. `ftft run` sets it from its `cost_target`."""
+
+    @property
+    def selects_best(self) -> bool:
+        """Whether the run reports its best checkpoint (patience or `select_best`), not its last step."""
+        return self.select_best or self.patience is not None
 
     def __post_init__(self):
         super().__post_init__()
@@ -372,9 +389,17 @@ class MainConfig(OptimConfig):
             raise FtftError("record_dynamics cannot be combined with resume: epochs before the checkpoint are not kept")
         if self.patience is not None and self.patience < 1:
             raise FtftError(f"patience must be at least 1 (or None), got {self.patience}")
+        if self.eval_sample is not None and (self.eval_sample < 1 or not self.selects_best):
+            raise FtftError(
+                f"eval_sample must be a number of rows of at least 1 on a run that keeps its best checkpoint "
+                f"(patience or select_best: that checkpoint is then evaluated in full), got {self.eval_sample} "
+                f"with patience {self.patience} and select_best {self.select_best}"
+            )
+        if self.max_flops is not None and not self.max_flops > 0:
+            raise FtftError(f"max_flops must be positive (or None), got {self.max_flops}")
         split, _, metric = self.patience_metric.partition("/")
         if metric not in ("accuracy", "macro_f1", "mcc") or (
-            (self.patience is not None or self.divergence_margin is not None) and split not in self.data.eval_splits
+            (self.selects_best or self.divergence_margin is not None) and split not in self.data.eval_splits
         ):
             raise FtftError(
                 f"patience_metric {self.patience_metric!r} must be <split>/<accuracy|macro_f1|mcc> "

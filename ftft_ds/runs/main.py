@@ -5,11 +5,12 @@ The dataset is never copied: the sampler walks the subset's rows. The run stops 
 budget on every rank, evaluates on the ID and OOD splits, checkpoints, resumes, and writes under
 `output_dir`:
 
-- `metrics.json`: the selected evaluation on every eval split (with patience, the best
-  checkpoint's; else the last step's), the final one (with patience, of the followed split
-  only), steps, budget, why it stopped, parameters per rank;
+- `metrics.json`: the selected evaluation on every eval split (with patience or `select_best`,
+  the best checkpoint's; else the last step's), the final one (then of the followed split only),
+  steps, budget, why it stopped, the classes each split's selected evaluation predicted,
+  parameters per rank;
 - `cost.json`: the cost ledger; `log.jsonl` + `tensorboard/main/`: the curves;
-- `checkpoints/`: resumable DeepSpeed checkpoints, and with patience the best step's weights
+- `checkpoints/`: resumable DeepSpeed checkpoints, and the best step's weights when it keeps it
   (`best_step_N/`);
 - `model/`: the selected model in Hugging Face format (consolidated from ZeRO-3 shards);
 - `config.json`: the resolved config.
@@ -25,12 +26,16 @@ from typing import Callable
 import torch.distributed as dist
 
 from ..config import MainConfig, save_config
+from ..data.load import fixed_sample
 from ..dynamics.recorder import DynamicsRecorder
 from ..dynamics.select import Subset
+from ..errors import FtftError
 from ..io import versions, write_json
 from ..train.checkpoint import Checkpointer, export_hf_model
+from ..train.cost import EVAL_FLOPS_PER_PARAM_TOKEN
+from ..train.evaluate import Evaluator
 from ..train.runtime import DistEnv, init_distributed, peak_memory_bytes, run_folder
-from ..train.stop import Divergence, Patience
+from ..train.stop import Divergence, FlopsCeiling, Patience
 from ..train.trainer import Trainer
 from .prepare import check_before_start, prepare_run
 from .record import write_dynamics
@@ -78,15 +83,16 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
     )
     recorder = DynamicsRecorder(run.sampler.rows, run.split.num_labels) if cfg.record_dynamics else None
     evaluator = run.evaluator(env)
-    # With patience only the followed split is evaluated while training; the kept checkpoint is
+    # Keeping the best checkpoint, only the followed split is evaluated while training; the kept checkpoint is
     # evaluated on every split at the end.
-    selects_best = evaluator is not None and cfg.patience is not None
-    watched = evaluator.only([cfg.patience_metric.split("/")[0]]) if selects_best else evaluator
+    selects_best = evaluator is not None and cfg.selects_best
+    watched = _watched(cfg, run, evaluator) if selects_best else evaluator
     checkpointer = Checkpointer(out / "checkpoints", env)
     stop_rule = dataclasses.replace(
         run.stop_rule,
         patience=Patience(cfg.patience_metric, cfg.patience) if evaluator else None,
         divergence=_divergence_guard(cfg, run, watched),
+        ceiling=_flops_ceiling(cfg, run, env, watched, evaluator if selects_best else None),
     )
     trainer = Trainer(
         run.engine,
@@ -126,10 +132,14 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
     peaks = peak_memory_bytes(env.device)
     metrics = {
         "final": final,
-        # What the run reports: with patience, the best checkpoint (the model one keeps and exports,
+        # What the run reports: with patience or select_best, the best checkpoint (the model one keeps and exports,
         # chosen on the validation metric); without, the last step.
         "selected": selected,
         "selected_step": selected_step,
+        # Per split, the classes the selected evaluation predicted and the majority-class rate:
+        # a model that says one class everywhere learnt nothing, whatever its accuracy.
+        "predicted_classes": dict(evaluator.predicted_classes) if evaluator else {},
+        "majority_rate": {name: evaluator.majority_rate(name) for name in run.eval_data} if evaluator else {},
         "steps": state.step,
         "max_steps": run.plan.max_steps,
         "erm_steps": run.plan.erm_steps,
@@ -162,6 +172,34 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
     if dist.is_initialized():
         dist.barrier()
     return metrics
+
+
+def _watched(cfg: MainConfig, run, evaluator: Evaluator) -> Evaluator:
+    """What a run that keeps its best checkpoint evaluates while it trains: the split it follows, or
+    its fixed sample."""
+    split = cfg.patience_metric.split("/")[0]
+    samples = {split: fixed_sample(run.eval_splits[split].uids(), cfg.eval_sample)} if cfg.eval_sample else None
+    return evaluator.only([split], samples)
+
+
+def _flops_ceiling(cfg: MainConfig, run, env: DistEnv, watched, closing) -> FlopsCeiling | None:
+    """`max_flops` as the stop rule weighs it: what a step, an evaluation while training and the
+    closing evaluation of every split (`closing`, for a run that reports its best checkpoint) cost."""
+    if cfg.max_flops is None:
+        return None
+    params = run.ledger.totals.flops_parameters
+    ceiling = FlopsCeiling(
+        cfg.max_flops,
+        run.training_step_flops(env, cfg.grad_accum),
+        EVAL_FLOPS_PER_PARAM_TOKEN * params * watched.tokens() if watched is not None else 0.0,
+        EVAL_FLOPS_PER_PARAM_TOKEN * params * closing.tokens() if closing is not None else 0.0,
+    )
+    if not ceiling.allows(0.0):
+        raise FtftError(
+            f"max_flops {cfg.max_flops:.4g} leaves no room for one step and its evaluations "
+            f"({ceiling.reserve:.4g} FLOPs); raise it, evaluate fewer rows (eval_sample) or train smaller batches"
+        )
+    return ceiling
 
 
 def _divergence_guard(cfg: MainConfig, run, evaluator) -> Divergence | None:

@@ -70,3 +70,13 @@ def plan_steps(
     if schedule_budget is not None and schedule_budget.max_steps(per_epoch, erm_steps) is not None:
         schedule_steps = schedule_budget.max_steps(per_epoch, erm_steps)
     return StepPlan(per_epoch, erm_steps, max_steps, schedule_steps, math.floor(warmup_ratio * schedule_steps))
+
+
+def examples_seen(steps: int, rows: int, world_size: int, micro_batch_size: int, grad_accum: int) -> tuple[int, int]:
+    """What `steps` optimizer steps over `rows` training rows pass forward, all ranks together:
+    (whole epochs, examples of the epoch under way). An epoch's examples are its rows plus the few
+    the sampler repeats so that every rank takes as many; micro-batches carry over epochs."""
+    per_rank = math.ceil(rows / world_size)
+    batches_per_epoch = math.ceil(per_rank / micro_batch_size)
+    epochs, batches = divmod(steps * grad_accum, batches_per_epoch)
+    return epochs, world_size * min(batches * micro_batch_size, per_rank)

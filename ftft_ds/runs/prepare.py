@@ -18,11 +18,11 @@ from ..config import OptimConfig
 from ..data.handoff import prepare_once
 from ..data.load import Split, load_splits
 from ..data.sampler import ShardedSampler
-from ..data.tokenize import Collator, tokenize_split
+from ..data.tokenize import Collator, row_lengths, tokenize_split
 from ..errors import warn
 from ..io import check_output_dir
 from ..train.budget import Budget
-from ..train.cost import CostLedger
+from ..train.cost import TRAIN_FLOPS_PER_PARAM_TOKEN, CostLedger
 from ..train.ds_config import check_ds_config, read_ds_config
 from ..train.engine import build_model_for, initialize_engine, run_ds_config, take_monitor
 from ..train.evaluate import Evaluator, LoaderSettings
@@ -38,6 +38,7 @@ class PreparedRun:
     split: Split
     train: object  # the tokenized training split (a datasets.Dataset)
     eval_data: dict  # name -> tokenized evaluation split
+    eval_splits: dict  # name -> the evaluation split in canonical form (uids, labels, texts)
     tokenizer: object
     collate: Collator
     loading: LoaderSettings
@@ -56,6 +57,13 @@ class PreparedRun:
         if not self.eval_data:
             return None
         return Evaluator(self.eval_data, self.split.num_labels, self.loading, self.collate, env)
+
+    def training_step_flops(self, env: DistEnv, grad_accum: int) -> float:
+        """An upper bound on one optimizer step's training FLOPs: every example of the step as long
+        as the longest row this run trains on."""
+        longest = int(row_lengths(self.train)[self.sampler.rows.numpy()].max())
+        examples = self.loader.batch_size * grad_accum * env.world_size
+        return float(TRAIN_FLOPS_PER_PARAM_TOKEN) * self.ledger.totals.flops_parameters * examples * longest
 
 
 def check_before_start(cfg: OptimConfig) -> None:
@@ -143,6 +151,7 @@ def prepare_run(
         split=split,
         train=train,
         eval_data=eval_data,
+        eval_splits={name: splits[name] for name in eval_splits},
         tokenizer=tokenizer,
         collate=collate,
         loading=loading,

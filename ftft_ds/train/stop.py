@@ -61,6 +61,35 @@ class Divergence:
     after_step: int
 
 
+@dataclass(frozen=True)
+class FlopsCeiling:
+    """The most a run may spend, in the cost ledger's FLOPs with evaluations, its closing
+    evaluation included: what a recipe's cost target leaves a main run.
+
+    The run goes on only while one more step at its largest (every example at the longest row
+    trained on), two evaluations of the split it watches (one may fall on that step, one more ends
+    a run stopped between evaluation points) and the closing evaluation of every split still fit.
+    So a run that stops on it has spent no more than `limit` when its results are written.
+    """
+
+    limit: float
+    step_flops: float
+    """An upper bound on one optimizer step's training FLOPs."""
+    eval_flops: float
+    """One evaluation while training (the watched split, or its fixed sample)."""
+    final_flops: float
+    """The closing evaluation of every split (the kept checkpoint's report)."""
+
+    @property
+    def reserve(self) -> float:
+        """What must stay unspent for one more step and whatever evaluations follow it."""
+        return self.step_flops + 2 * self.eval_flops + self.final_flops
+
+    def allows(self, spent: float) -> bool:
+        """Whether a run that has spent `spent` FLOPs may take one more step."""
+        return spent + self.reserve <= self.limit
+
+
 @dataclass
 class StopRule:
     """Decides, identically on every rank, when a run is over and why."""
@@ -69,13 +98,16 @@ class StopRule:
     max_steps: int | None  # None for FLOPs/time budgets, checked against the ledger's totals
     patience: Patience | None = None
     divergence: Divergence | None = None
+    ceiling: FlopsCeiling | None = None
 
     def after_step(self, step: int, totals: CostTotals) -> StopReason | None:
-        """`BUDGET` once the run has spent its budget."""
+        """`BUDGET` once the run has spent its budget, or the ceiling leaves no room for a step."""
         if self.max_steps is not None:
             spent = step >= self.max_steps
         else:
             spent = (totals.total_flops if self.budget.kind == "flops" else totals.wall_seconds) >= self.budget.value
+        if self.ceiling is not None and not self.ceiling.allows(totals.total_flops):
+            spent = True
         return StopReason.BUDGET if spent else None
 
     def after_eval(self, state, results: dict) -> StopReason | None:

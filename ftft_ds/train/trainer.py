@@ -161,8 +161,8 @@ class Trainer:
             self._log({"step": step, **record})
             if "train/loss" in record:
                 progress.set_postfix(loss=f"{record['train/loss']:.4f}", epoch=self.state.epoch)
-        elif not self.stop_rule.budget.is_static:
-            self.ledger.flush(step, write=False)  # FLOPs/time budgets need current global totals
+        elif not self.stop_rule.budget.is_static or self._ceiling_in_reach(step):
+            self.ledger.flush(step, write=False)  # FLOPs/time budgets and a near ceiling need current totals
         reason = self.stop_rule.after_step(step, self.ledger.totals)
         if self.evaluator is not None and self.eval_every and step % self.eval_every == 0:
             reason = self._evaluate() or reason  # what the evaluation decides comes first
@@ -174,6 +174,17 @@ class Trainer:
             and step % self.checkpoint_every == 0
         ):
             self.save_checkpoint()
+
+    def _ceiling_in_reach(self, step: int) -> bool:
+        """Whether the FLOPs ceiling may bind by now. Each step since the ledger's last flush cost at
+        most a step and an evaluation, so until that bound nears the ceiling its check can wait for
+        the next log point, and no collective runs per step; every rank computes the same bound."""
+        ceiling = self.stop_rule.ceiling
+        if ceiling is None:
+            return False
+        totals = self.ledger.totals
+        unflushed = step - totals.optimizer_steps
+        return not ceiling.allows(totals.total_flops + unflushed * (ceiling.step_flops + ceiling.eval_flops))
 
     # -- evaluation, patience, checkpoints ----------------------------------------------------
 
