@@ -102,7 +102,7 @@ def main() -> None:
     seeds = list(range(args.seeds))
     cfg = demo_config(args.output_dir, ["methods=[erm,ftft]", f"seeds=[{','.join(map(str, seeds))}]", *args.overrides])
     started = time.time()
-    run_recipe(cfg)
+    plan = run_recipe(cfg)["plan"]
     out = Path(cfg.output_dir)
     task = example_kinds(cfg)
     ftft_subset = Subset.load(out / "select" / "small" / "subset.json")
@@ -112,7 +112,7 @@ def main() -> None:
         folder = out / IDEAL / f"seed{seed}"
         subset_path = out / IDEAL / f"subset_seed{seed}.json"
         ideal_subset(task["split"], task["kinds"], len(ftft_subset.uids), seed).save(subset_path)
-        run = dataclasses.replace(main_config(cfg, "ftft", seed), subset=str(subset_path), output_dir=str(folder))
+        run = dataclasses.replace(main_config(cfg, plan, "ftft", seed), subset=str(subset_path), output_dir=str(folder))
 
         def train(folder: Path, run=run, seed=seed) -> None:
             save_config(run, folder / "run_config.json")
@@ -154,14 +154,14 @@ def main() -> None:
     for group in tables["train"]:
         print(f"| {group} | " + " | ".join(f"{100 * tables[c][group]:.0f}%" for c in columns) + " |")
 
-    rows = collect_rows(runs)
+    rows = collect_rows(runs, plan)
     metric_keys = [f"{s}/accuracy" for s in cfg.data.eval_splits]
     print("\n" + markdown_table(summarize(rows, ["erm", "ftft", IDEAL], metric_keys), metric_keys))
     headline = f"{cfg.reported_ood_split()}/accuracy"
     for method in ("ftft", IDEAL):
         comparison = compare(rows, method, headline)
         if comparison is not None:
-            print(comparison_line(comparison))
+            print(comparison_line(comparison, plan.target))
     print(f"\nfinished in {time.time() - started:.0f} s (stages done before were skipped)")
 
 

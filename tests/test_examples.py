@@ -42,10 +42,10 @@ def test_every_example_is_covered():
 @pytest.mark.parametrize("name", ["recipe.yaml", "slurm_recipe.yaml"])
 def test_example_recipe_dry_runs(name):
     """`ftft run EXAMPLE --dry-run`: the task loads, every model's tokenizer and size are read, and
-    the forecast prints, before anything trains or is submitted."""
+    the cost plan prints, before anything trains or is submitted."""
     result = in_process(["run", REPO / "examples" / name, "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "projected training cost" in result.output and "| ftft |" in result.output
+    assert "cost plan (" in result.output and "| ftft |" in result.output
 
 
 @pytest.mark.parametrize("name", ["main.yaml", "reference.yaml"])

@@ -1,4 +1,4 @@
-"""The reference-quality gate: verdicts on a sound and a weak reference, and `reference_gate: refuse`."""
+"""The reference-quality gate: verdicts on a sound and a weak reference, and `reference_gate: refuse`, the default."""
 
 import json
 
@@ -197,13 +197,14 @@ RECIPE = {
 }
 
 
-def test_refuse_stops_a_weak_reference_before_any_main_run(tmp_path):
+def test_by_default_a_weak_reference_stops_the_recipe_before_any_main_run(tmp_path):
     config = tmp_path / "recipe.yaml"
     out = tmp_path / "out"
-    config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(out), "reference_gate": "refuse"}))
+    config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(out), "cost_target": None}))
     errors = refused_in_process(["run", config])
     assert len(errors) == 1 and errors[0].startswith("error: reference 'small': WEAK, ")
     assert "1 epoch(s) of dynamics (needs 3)" in errors[0] and "no main run was launched" in errors[0]
+    assert errors[0].endswith("or set reference_gate: warn to train on its subset anyway")
     assert not (out / "main").exists()
     gate = json.loads((out / "gate.json").read_text())
     assert gate["verdicts"][0]["sound"] is False

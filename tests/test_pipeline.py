@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -36,12 +37,16 @@ pytestmark = pytest.mark.xdist_group("test_pipeline")  # its module fixtures are
 
 RECIPE = {
     "data": {"embedded_train_size": 120},
-    "main": {"model": "tiny-bert", "micro_batch_size": 8, "lr": 1.0e-3, "erm_epochs": 2, "log_every": 5},
-    "reference": {"model": "tiny-bert", "num_layers": 1, "epochs": 2, "micro_batch_size": 8, "lr": 1.0e-3},
+    "main": {"model": "tiny-bert", "micro_batch_size": 8, "lr": 1.0e-3, "erm_epochs": 4, "log_every": 5},
+    "reference": {"model": "tiny-bert", "num_layers": 1, "epochs": 1, "micro_batch_size": 8, "lr": 1.0e-3},
     "methods": ["erm", "ftft"],
     "seeds": [0, 1],
+    "early_stopping": {"evals": 4},
+    "reference_gate": "warn",  # a 1-epoch reference of 120 rows is weak; the gate's refusal is tested on its own
     "num_ranks": 1,
 }
+"""A reference of about an eighth of ERM's cost (half the layers, a quarter of the epochs), so the
+default cost target (0.5) leaves FTFT's main run room for its 4 evaluations."""
 ALL_METHODS = ["erm", "erm_es", "dm", "random", "ftft"]
 
 
@@ -99,21 +104,36 @@ def test_table_structure_and_costs_add_up(recipe):
         "random": subset_rows,
         "ftft": subset_rows,
     }
-    # erm and dm train their whole budget; the early-stopping methods evaluate 12 times over it
-    # and stop by patience on the OOD validation split, or at the cap.
+    # erm and dm train their whole budget; the early-stopping methods share FTFT's cap, which the
+    # cost target planned, evaluate 4 times up to it on the OOD validation split, keep the best
+    # evaluation, and stop at the cap within their FLOPs ceiling.
     full = read(out / "main" / "erm" / "seed0" / "metrics.json")["steps"]
     assert rows["erm"]["steps"] == full and rows["erm"]["stopped"] == "budget"
+    plan = results["plan"]
+    ftft_plan = next(m for m in plan["methods"] if m["method"] == "ftft")["main"]
+    assert ftft_plan["eval_every"] == math.ceil(ftft_plan["steps"] / 4) and ftft_plan["steps"] < full
     for method in ("erm_es", "random", "ftft"):
         run = read(out / "main" / method / "seed0" / "run_config.json")
-        assert run["patience_metric"] == "ood_dev/accuracy" and run["evals_per_schedule"] == 12
-        assert rows[method]["stopped"] in ("patience", "budget") and rows[method]["steps"] <= full
+        assert run["patience_metric"] == "ood_dev/accuracy" and run["evals_per_schedule"] == 0
+        assert (run["budget"], run["eval_every"]) == (f"steps:{ftft_plan['steps']}", ftft_plan["eval_every"])
+        assert rows[method]["steps"] == ftft_plan["steps"]
+        main = read(out / "main" / method / "seed0" / "cost.json")
+        assert main["total_flops"] <= run["max_flops"] and rows[method]["relative_total_flops"] <= 50
+        # No patience under a target: they run to the cap, so the plan is what they spend, give or take
+        # the draw of long and short rows in the last epoch.
+        assert run["patience"] is None and run["select_best"] and rows[method]["stopped"] == "budget"
+        assert rows[method]["relative_total_flops"] == pytest.approx(
+            rows[method]["planned_relative_total_flops"], abs=1.0
+        )
     # DM's reference is the main model itself, trained like ERM while it records its dynamics.
     dm_reference = read(out / "reference" / "main" / "run_config.json")
-    assert dm_reference["model"] == "tiny-bert" and dm_reference["epochs"] == 2 and dm_reference["num_layers"] is None
+    assert dm_reference["model"] == "tiny-bert" and dm_reference["epochs"] == 4 and dm_reference["num_layers"] is None
     # The random baseline's subset: the fraction, stratified or not, from no dynamics at all.
     assert len(json.loads((out / "select" / "random" / "subset.json").read_text())["uids"]) == subset_rows
     table = (out / "results.md").read_text()
-    assert all(f"| {m} | 1 |" in table and f"| {m} | 1 |" in proc.stdout for m in ALL_METHODS)
+    for method in ALL_METHODS:  # a tiny model may learn no more than one class: the table says so
+        one_class = " (predicts one class: 1 of 1 seeds)" if rows[method]["one_class"] else ""
+        assert f"| {method}{one_class} | 1 |" in table and f"| {method}{one_class} | 1 |" in proc.stdout
     assert "ood/accuracy" in table
     assert (out / "cost_vs_ood.png").is_file() and (out / "select" / "small" / "data_map.png").is_file()
     assert [v["reference"] for v in results["gate"]["verdicts"]] == ["small", "main"] and "## Reference gate" in table
@@ -125,14 +145,18 @@ def test_table_structure_and_costs_add_up(recipe):
     for method in ("erm_es", "dm", "random", "ftft"):
         assert f"{method} vs erm: ood/accuracy" in table and "with one seed" in table
     assert table.index("ftft vs erm") > table.index("random vs erm")  # the verdict comes last
-    assert "projected training cost" in proc.stdout
-    comparison = next(c for c in results["comparisons"] if c["method"] == "ftft")
+    assert proc.stdout.count("cost plan (cost_target 0.5") == 3  # forecast, with the reference measured, results
+    comparison = next(c for c in results["comparisons"] if c["method"] == "ftft" and c["baseline"] == "erm")
     assert comparison["seeds"] == [0] and comparison["ci95"] is None
-    # The forecast made before training used the cost ledger's own count: it matches what was spent.
-    forecast = results["forecast"]
-    assert forecast["erm_flops"] == pytest.approx(erm_flops, rel=1e-6)
-    ftft_forecast = next(m for m in forecast["methods"] if m["method"] == "ftft")
-    assert ftft_forecast["relative_reference"] == pytest.approx(100 * reference_flops["small"] / erm_flops)
+    assert "ftft vs erm_es: ood/accuracy" in table  # ERM cut at FTFT's cap: did the subset earn it?
+    # The plan counted what the cost ledgers then counted: ERM to the token (its 4 whole epochs pad
+    # no row on one rank), the reference as measured.
+    assert plan["erm"]["train"] == pytest.approx(erm_flops, rel=1e-9)
+    assert plan["erm"]["total"] == pytest.approx(erm_cost["total_flops"], rel=1e-9)
+    assert ftft_plan["max_flops"] == pytest.approx(
+        0.5 * erm_cost["total_flops"] - read(out / "reference" / "small" / "cost.json")["total_flops"]
+    )
+    assert reference_flops["small"] < 0.15 * erm_flops
     # TensorBoard's hparams view: one run per (method, seed) with its metrics and cost.
     for method, row in rows.items():
         events = EventAccumulator(str(out / "tensorboard" / "results" / f"{method}-seed0")).Reload()
@@ -144,21 +168,69 @@ def test_table_structure_and_costs_add_up(recipe):
         assert start.hparams["method"].string_value == method and start.hparams["seed"].number_value == 0
 
 
-def test_dry_run_prints_the_forecast_and_trains_nothing(tmp_path):
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     config = tmp_path / "recipe.yaml"
-    # A reference as big as the main model, trained twice as long: FTFT cannot come in under ERM.
-    expensive = {
-        **RECIPE,
-        "reference": {"model": "tiny-bert", "epochs": 4, "micro_batch_size": 8},
-        "output_dir": str(tmp_path / "out"),
-    }
-    config.write_text(yaml.safe_dump(expensive))
+    config.write_text(
+        yaml.safe_dump({**RECIPE, "methods": ["erm", "erm_es", "ftft"], "output_dir": str(tmp_path / "out")})
+    )
     result = in_process(["run", config, "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "| ftft | 200 | ≤ 100 | 200 to 300 | 271 ± 18 |" in result.output  # expected: 200 + 71% of the cap
-    assert "FTFT cannot cost half of ERM: with its reference at 200%" in result.output
-    assert "warning: FTFT cannot come in under ERM: its reference alone costs 200% of ERM" in result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("cost plan (cost_target 0.5: every early-stopping method's FLOPs with evaluations")
+    erm, erm_es, ftft = (next(line for line in lines if line.startswith(f"| {m} |")) for m in ("erm", "erm_es", "ftft"))
+    assert erm == "| erm | – | 60 steps | at the end only | 100.0 | 100.0 |"
+    assert ftft.startswith("| ftft | 1") and "(forecast)" in ftft and "4, every" in ftft
+    cap = ftft.split(" | ")[2]
+    assert cap.startswith("≤ ") and erm_es.split(" | ")[2] == cap  # one cap for every early-stopping method
+    assert float(ftft.rstrip(" |").split("≤ ")[-1]) <= 50.0
     assert not (tmp_path / "out").exists()
+
+
+def test_a_reference_that_leaves_no_room_under_the_target_is_refused_before_anything_trains(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    # A reference as big as the main model, trained as long: alone it costs ERM's whole training.
+    expensive = {**RECIPE, "reference": {"model": "tiny-bert", "epochs": 4, "micro_batch_size": 8}}
+    config.write_text(yaml.safe_dump({**expensive, "output_dir": str(tmp_path / "out")}))
+    errors = refused_in_process(["run", config, "--dry-run"])
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: cost_target 0.5 leaves ftft's main run no room: its reference costs 100.0% of ERM's FLOPs with "
+        "evaluations"
+    )
+    assert "use a cheaper reference, a higher cost_target" in errors[0]
+    no_target = in_process(["run", config, "--dry-run", "--set", "cost_target=null"])
+    assert no_target.exit_code == 0, no_target.output
+    assert "cost plan (no cost_target" in no_target.output
+    assert "warning: FTFT cannot come in under ERM: its reference alone costs 100% of ERM" in no_target.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cost_target_of_0_4_holds_for_every_early_stopping_method(tmp_path):
+    """`--cost-target 0.4`: every early-stopping method, its reference included, spends at most 40% of
+    ERM's FLOPs with evaluations, as the table and results.json say (a schedule squeezed into the
+    cap: at 40% the cap would end inside the ERM schedule's warm-up)."""
+    config = tmp_path / "recipe.yaml"
+    methods = ["erm", "erm_es", "random", "ftft"]
+    config.write_text(yaml.safe_dump({**RECIPE, "methods": methods, "seeds": [0], "output_dir": str(tmp_path / "o")}))
+    proc = ran_in_process(["run", config, "--cost-target", "0.4", "--set", "main.lr_schedule=compressed"])
+    results = read(tmp_path / "o" / "results.json")
+    assert results["plan"]["target"] == 0.4 and "cost plan (cost_target 0.4" in proc.stdout
+    for row in results["rows"]:
+        assert row["relative_total_flops"] <= 40.0 or row["method"] == "erm", row
+    assert all(c["relative_total_flops"] <= 40.0 for c in results["comparisons"])
+    summary = {entry["method"]: entry for entry in results["summary"]}
+    assert all(summary[m]["relative_total_flops"]["mean"] <= 40.0 for m in ("erm_es", "random", "ftft"))
+
+
+@pytest.mark.parametrize("target", [0, 1.5, True, "half"])
+def test_a_cost_target_is_a_share_of_erm(target):
+    with pytest.raises(FtftError, match="cost_target must be"):
+        from_dict(RecipeConfig, {**RECIPE, "cost_target": target})
+
+
+def test_a_cost_target_needs_budgets_known_in_advance():
+    with pytest.raises(FtftError, match="ftft_budget seconds:60 is not a number of steps known in advance"):
+        from_dict(RecipeConfig, {**RECIPE, "ftft_budget": "seconds:60"})
+    assert from_dict(RecipeConfig, {**RECIPE, "ftft_budget": "seconds:60", "cost_target": None}).cost_target is None
 
 
 def _rows(method, values, cost):
@@ -170,6 +242,8 @@ def _rows(method, values, cost):
             "relative_cost": cost,
             "relative_total_flops": cost + 5,
             "relative_wall_time": 2 * cost,
+            "planned_relative_cost": cost - 2,
+            "planned_relative_total_flops": cost + 8,
             "wall_seconds": 1.0,
             "steps": 10,
         }
@@ -180,17 +254,48 @@ def _rows(method, values, cost):
 def test_table_with_one_seed_shows_no_spread():
     rows = _rows("erm", [0.40], 100.0) + _rows("ftft", [0.45], 40.0)
     table = markdown_table(summarize(rows, ["erm", "ftft"], ["ood/accuracy"]), ["ood/accuracy"])
-    assert (
-        "| method | seeds | ood/accuracy | training FLOPs (ERM=100) | all FLOPs (ERM=100) | wall time (ERM=100) |"
-        in table
+    assert table.startswith(
+        "| method | seeds | ood/accuracy | training FLOPs (ERM=100) | planned | FLOPs with evaluations (ERM=100) "
+        "| planned | wall time (ERM=100) | steps | wall s |"
     )
-    assert "±" not in table and "| ftft | 1 | 45.0 | 40.0 | 45.0 | 80.0 | 10 | 1 |" in table
+    assert "±" not in table and "| ftft | 1 | 45.0 | 40.0 | 38.0 | 45.0 | 48.0 | 80.0 | 10 | 1 |" in table
     line = comparison_line(compare(rows, "ftft", "ood/accuracy"))
     assert line == (
         "ftft vs erm: ood/accuracy 45.0 vs 40.0 (+5.0 points with one seed: run more seeds before "
         "trusting a difference) at 40% of erm's training FLOPs (45% of its FLOPs with evaluations, 80% of its "
-        "wall time): ftft matches or beats erm at no more than half its training FLOPs."
+        "wall time): ftft matches or beats erm at no more than half of erm's training FLOPs."
     )
+    # With a cost target the verdict follows FLOPs with evaluations, reference included.
+    assert comparison_line(compare(rows, "ftft", "ood/accuracy"), target=0.4).endswith(
+        "ftft matches or beats erm but over its cost target (40% of erm's FLOPs with evaluations)."
+    )
+    assert comparison_line(compare(rows, "ftft", "ood/accuracy"), target=0.5).endswith(
+        "ftft matches or beats erm within its cost target (50% of erm's FLOPs with evaluations)."
+    )
+
+
+def test_a_model_that_predicts_one_class_is_flagged_and_compared_with_nothing():
+    rows = _rows("erm", [0.333, 0.61], 100.0) + _rows("ftft", [0.333, 0.66], 40.0)
+    rows[0]["one_class"] = rows[2]["one_class"] = True  # seed 0: both say one class everywhere
+    table = markdown_table(summarize(rows, ["erm", "ftft"], ["ood/accuracy"]), ["ood/accuracy"])
+    assert "| erm (predicts one class: 1 of 2 seeds) | 2 |" in table
+    line = comparison_line(compare(rows, "ftft", "ood/accuracy"), target=0.5)
+    assert line.endswith(
+        "no verdict: ftft predicts a single class on seed(s) 0 and erm predicts a single class on seed(s) 0, so "
+        "it learnt nothing there to compare; give it more to learn from (a learning rate that fits the model, more "
+        "epochs, more training data)."
+    )
+
+
+def test_the_verdict_names_a_weak_reference_and_the_fair_baseline():
+    rows = _rows("erm_es", [0.40, 0.41], 45.0) + _rows("ftft", [0.45, 0.47], 45.0)
+    fair = comparison_line(compare(rows, "ftft", "ood/accuracy", baseline="erm_es"), target=0.5)
+    assert fair.startswith("ftft vs erm_es: ood/accuracy 46.0 vs 40.5") and fair.endswith(
+        "the subset, not the shorter run, earned ftft's result."
+    )
+    rows = _rows("erm", [0.40, 0.41], 100.0) + _rows("ftft", [0.45, 0.47], 45.0)
+    weak = comparison_line(compare(rows, "ftft", "ood/accuracy"), 0.5, "reference 'small': WEAK, ...")
+    assert weak.endswith("; its subset came from a reference the gate found weak (reference 'small': WEAK, ...).")
 
 
 def test_table_with_several_seeds_shows_spread_and_a_paired_interval():
@@ -203,7 +308,7 @@ def test_table_with_several_seeds_shows_spread_and_a_paired_interval():
     assert comparison["ci95"] == pytest.approx([0.01333 - half, 0.01333 + half], abs=1e-4)
     assert comparison_line(comparison).endswith(
         "at 60% of erm's training FLOPs (65% of its FLOPs with evaluations, 120% of its wall time): ftft matches "
-        "or beats erm, but at more than half its training FLOPs."
+        "or beats erm but at more than half of erm's training FLOPs."
     )
 
 
@@ -219,7 +324,12 @@ def test_rerun_skips_and_changed_input_reruns(recipe, tmp_path, monkeypatch):
     changed = ran_in_process(["run", "recipe.yaml", "--set", "selection.fraction=0.5"])
     lines = changed.stdout.splitlines()
     reran = {line.split(":")[0].split("] ")[1] for line in lines if line.endswith("running ...")}
-    assert reran == {
+    # ERM cut at FTFT's cap re-runs when FTFT's new subset moved that cap, and only then.
+    erm_es = [
+        read(folder / "out" / "main" / "erm_es" / "seed0" / "run_config.json")["budget"] for folder in (copy, recipe[0])
+    ]
+    assert ("main/erm_es/seed0" in reran) == (erm_es[0] != erm_es[1])
+    assert reran - {"main/erm_es/seed0"} == {
         "select/small",
         "select/main",
         "select/random",
@@ -340,16 +450,24 @@ def test_demo_at_a_tiny_size_prints_its_table_and_verdict(tmp_path):
             "-o",
             out,
             "--set",
-            "data.embedded_train_size=60",
+            "data.embedded_train_size=120",
             "--set",
             "main.model=tiny-bert",
             "--set",
-            "reference.epochs=3",
+            "reference.num_layers=1",
+            "--set",
+            "reference.epochs=1",
+            "--set",
+            "main.erm_epochs=4",
+            "--set",
+            "early_stopping.evals=2",
+            "--set",
+            "reference_gate=warn",
             "--set",
             "num_ranks=1",
         ]
     )
-    assert "projected training cost" in proc.stdout and "| erm | 1 |" in proc.stdout and "| ftft | 1 |" in proc.stdout
+    assert "cost plan (cost_target 0.5" in proc.stdout and "| erm" in proc.stdout and "| ftft" in proc.stdout
     verdict = [line for line in proc.stdout.splitlines() if line.startswith("ftft vs erm: ood/accuracy")]
     assert len(verdict) == 1 and "of erm's training FLOPs" in verdict[0] and "of its wall time" in verdict[0]
     assert (out / "results.md").is_file() and (out / "cost_vs_ood.png").is_file()
@@ -359,9 +477,9 @@ def test_the_default_reference_is_the_main_model_cut_to_cost_at_most_a_tenth_of_
     """Unset, FTFT's reference is the main model's first 2 layers, or 1 where 2 would cost over 10%
     of ERM: 1 of MiniLM's 6 (as low as its layers go), 2 of a 24-layer model's."""
     from ftft_ds.data.load import DataConfig, load_split
-    from ftft_ds.pipeline.forecast import default_reference, flops_parameters
+    from ftft_ds.pipeline.cost_plan import default_reference, flops_parameters
 
-    split = load_split(DataConfig(embedded_train_size=120), "train")
+    split = {"train": load_split(DataConfig(embedded_train_size=120), "train")}
     shallow = from_dict(RecipeConfig, {"data": {"embedded_train_size": 120}, "main": {"model": "minilm"}})
     assert shallow.reference is None
     reference, share = default_reference(shallow, split)
@@ -381,14 +499,15 @@ def test_the_default_reference_is_the_main_model_cut_to_cost_at_most_a_tenth_of_
 
 
 @pytest.mark.parametrize("epochs, warned", [(3, True), (1, False)])
-def test_the_forecast_warns_of_a_reference_over_a_quarter_of_erm(tmp_path, epochs, warned):
+def test_without_a_target_the_plan_warns_of_a_reference_over_a_quarter_of_erm(tmp_path, epochs, warned):
     """tiny-bert's first layer against its two, for 3 epochs against ERM's 3: about 60% of ERM;
-    for 1 epoch, about 20%."""
+    for 1 epoch, about 20%. (With a target, the plan refuses what does not fit instead.)"""
     config = tmp_path / "recipe.yaml"
     recipe = {
         **RECIPE,
         "main": {**RECIPE["main"], "erm_epochs": 3},
         "reference": {"model": "tiny-bert", "num_layers": 1, "epochs": epochs},
+        "cost_target": None,
         "output_dir": str(tmp_path / "o"),
     }
     config.write_text(yaml.safe_dump(recipe))

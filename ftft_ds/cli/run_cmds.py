@@ -163,7 +163,7 @@ def train(
     metavar="KEY=VALUE",
     help="Change the demo's recipe, e.g. --set methods=[erm,ftft,dm] --set seeds=[0,1].",
 )
-@click.option("--dry-run", is_flag=True, help="Print the projected cost of every method and stop.")
+@click.option("--dry-run", is_flag=True, help="Print the cost plan of every method and stop.")
 def demo(output_dir, overrides, dry_run):
     """The embedded default: the whole FTFT recipe (reference, selection, ERM and FTFT main runs
     on 2 ranks) on the built-in task, with the results table."""
@@ -183,13 +183,20 @@ def demo(output_dir, overrides, dry_run):
     metavar="KEY=VALUE",
     help="Override any recipe field, e.g. --set seeds=[0,1,2] --set main.lr=3e-5.",
 )
-@click.option("--dry-run", is_flag=True, help="Print the projected cost of every method and stop.")
+@click.option(
+    "--cost-target",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Overrides the recipe's cost_target: the most each early-stopping method may spend, as a share of "
+    "ERM's FLOPs with evaluations, reference included (--set cost_target=null: no target).",
+)
+@click.option("--dry-run", is_flag=True, help="Print the cost plan of every method and stop.")
 @executor_options
-def run_cmd(config, output_dir, overrides, dry_run, executor, detach):
+def run_cmd(config, output_dir, overrides, cost_target, dry_run, executor, detach):
     """The whole FTFT recipe with its baselines: references, selection, main runs, results table.
 
-    Prints each method's projected cost first. Stages already done with the same config and inputs
-    are skipped, jobs still queued or running re-attached to; changed or failed stages re-run.
+    Prints the cost plan first: each method's step cap and evaluations, planned from the cost target.
+    Stages already done with the same config and inputs are skipped, jobs still queued or running
+    re-attached to; changed or failed stages re-run.
     """
     from ..config import load_config
     from ..pipeline import RecipeConfig, run_recipe
@@ -197,7 +204,7 @@ def run_cmd(config, output_dir, overrides, dry_run, executor, detach):
     overrides = (*overrides, f"executor.kind={executor}") if executor else overrides
     _print_report(
         run_recipe(
-            load_config(RecipeConfig, config, overrides, output_dir=output_dir),
+            load_config(RecipeConfig, config, overrides, output_dir=output_dir, cost_target=cost_target),
             echo=click.echo,
             dry_run=dry_run,
             detach=detach,
@@ -206,7 +213,7 @@ def run_cmd(config, output_dir, overrides, dry_run, executor, detach):
 
 
 def _print_report(report: dict) -> None:
-    if "markdown" not in report:  # a dry run: the forecast was the output
+    if "markdown" not in report:  # a dry run: the plan was the output
         return
     click.echo("\n" + report["markdown"])
     for key in ("table", "json", "plot", "tensorboard"):

@@ -17,24 +17,30 @@ from pathlib import Path
 import numpy as np
 
 from ..config import MainConfig, OptimConfig, ReferenceConfig, fields_set, save_config, to_dict
-from ..data.load import load_split
+from ..data.load import load_splits
 from ..dynamics.metrics import compute_metrics
 from ..dynamics.plot import plot_data_map
-from ..dynamics.select import select_subset
+from ..dynamics.select import Subset, select_subset
 from ..dynamics.store import Dynamics
 from ..errors import FtftError
-from ..io import make_output_dir, write_json
+from ..io import make_output_dir, read_json, write_json
 from ..jobs import Job, make_executor, run_ranks
 from .config import EARLY_STOPPING_METHODS, RecipeConfig
-from .forecast import default_reference, forecast
+from .cost_plan import (
+    REFERENCE_METHODS,
+    SUBSET_METHODS,
+    CostPlan,
+    ModelTokens,
+    RunCost,
+    default_reference,
+    plan_costs,
+    reference_cost,
+)
 from .gate import gate_references
 from .report import collect_rows, summarize, write_report
 from .stages import Stage, file_digest
 
 __all__ = ["RecipeConfig", "run_recipe"]
-
-SUBSET_METHODS = {"dm": "main", "ftft": "small", "random": "random"}
-"""Which subset each method trains on (none: the full training split)."""
 
 
 def reference_configs(cfg: RecipeConfig) -> dict:
@@ -52,23 +58,27 @@ def reference_configs(cfg: RecipeConfig) -> dict:
     }
 
 
-def main_config(cfg: RecipeConfig, method: str, seed: int) -> MainConfig:
-    """One main run of the recipe: early-stopping methods stop by patience under the `ftft_budget`
-    cap, `erm` and `dm` train their whole `erm_budget`; every run evaluates at the same points."""
-    stops_early = method in EARLY_STOPPING_METHODS
-    stopping = (
-        {
-            "patience": cfg.early_stopping.patience,
+def main_config(cfg: RecipeConfig, plan: CostPlan, method: str, seed: int) -> MainConfig:
+    """One main run of the recipe. Early-stopping methods stop by patience, at the latest at the
+    cap the plan sets (with a cost target: its step cap, evaluation points and FLOPs ceiling;
+    without: `ftft_budget`, evaluated over the ERM schedule); `erm` and `dm` train their whole
+    `erm_budget`. Every early-stopping run evaluates at the same points."""
+    fields = {"budget": cfg.erm_budget}
+    if method in EARLY_STOPPING_METHODS:
+        fields = {
+            "patience": cfg.patience(),
+            "select_best": True,
             "patience_metric": cfg.stopping_metric(),
-            "evals_per_schedule": cfg.early_stopping.evals,
+            "eval_sample": cfg.early_stopping.eval_sample,
+            **(
+                plan.run_fields(method)
+                if cfg.cost_target is not None
+                else {"budget": cfg.ftft_budget, "evals_per_schedule": cfg.early_stopping.evals}
+            ),
         }
-        if stops_early
-        else {}
-    )
     return cfg.main_run(
-        **stopping,
+        **fields,
         data=cfg.data,
-        budget=cfg.ftft_budget if stops_early else cfg.erm_budget,
         output_dir=str(Path(cfg.output_dir) / "main" / method / f"seed{seed}"),
         init_seed=seed,
         data_seed=seed,
@@ -86,27 +96,29 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
         cfg, num_ranks=run_ranks(cfg.num_ranks, cfg.executor, "recipe", "num_ranks" in fields_set(cfg))
     )
     out = Path(cfg.output_dir)
-    split = load_split(cfg.data, cfg.data.train_split)
+    splits = load_splits(cfg.data)
+    split = splits[cfg.data.train_split]
     data = {"config": to_dict(cfg.data), "fingerprint": split.fingerprint}
     if cfg.reference is None and "ftft" in cfg.methods:
-        reference, share = default_reference(cfg, split)
+        reference, share = default_reference(cfg, splits)
         cfg = dataclasses.replace(cfg, reference=reference)
         echo(
             f"reference (recipe.reference unset): the main model's first {reference.num_layers} layer(s), "
             f"{reference.epochs} epochs, {share:.0f}% of ERM's training FLOPs"
         )
-    projected = forecast(cfg, split)
-    echo("projected training cost, FLOPs relative to ERM = 100:\n" + projected.table())
-    for warning in [*projected.warnings, *stopping_warnings(cfg)]:
+    references = reference_configs(cfg)
+    tokens = ModelTokens.measure(cfg.main, splits, cfg.data.train_split)
+    forecast = {name: reference_cost(ref, splits, cfg.data.train_split) for name, ref in references.items()}
+    plan = plan_costs(cfg, splits, forecast, tokens=tokens)
+    echo(plan.table())
+    for warning in [*plan.warnings, *stopping_warnings(cfg)]:
         echo(f"warning: {warning}")
     if dry_run:
-        return {"forecast": projected}
+        return {"plan": plan}
     make_output_dir(out)
     executor = make_executor(cfg.executor, out, echo, detach=detach)
 
-    references = reference_configs(cfg)
-    mains = {(method, seed): main_config(cfg, method, seed) for method in cfg.methods for seed in cfg.seeds}
-    total = len(references) * 2 + ("random" in cfg.methods) + len(mains)
+    total = len(references) * 2 + ("random" in cfg.methods) + len(cfg.methods) * len(cfg.seeds)
     progress = {"done": 0}
 
     def execute(stage: Stage) -> None:
@@ -158,7 +170,25 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
     weak = [v for v in gate["verdicts"] if not v["sound"]]
     if weak and cfg.reference_gate == "refuse":
         write_json(out / "gate.json", gate)
-        raise FtftError(f"{weak[0]['summary']}; no main run was launched (reference_gate: refuse)")
+        raise FtftError(
+            f"{weak[0]['summary']}; no main run was launched (reference_gate: refuse): give the reference more "
+            f"to learn from (more epochs or layers, a stronger model, a learning rate that fits its size), or set "
+            f"reference_gate: warn to train on its subset anyway"
+        )
+
+    measured = {
+        name: RunCost.of_ledger(read_json(Path(ref.output_dir) / "cost.json")) for name, ref in references.items()
+    }
+    index = split.uid_to_index()
+    rows = {
+        method: sorted(index[uid] for uid in Subset.load(subsets[name]).uids)
+        for method, name in SUBSET_METHODS.items()
+        if name in subsets
+    }
+    plan = plan_costs(cfg, splits, measured, rows, tokens=tokens)
+    if measured:
+        echo("with the references measured and the subsets chosen, " + plan.table())
+    mains = {(method, seed): main_config(cfg, plan, method, seed) for method in cfg.methods for seed in cfg.seeds}
 
     runs, todo = {}, []
     for (method, seed), main in mains.items():
@@ -189,11 +219,11 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
                     ),
                 )
             )
-        reference = {"ftft": "small", "dm": "main"}.get(method)
+        reference = REFERENCE_METHODS.get(method)
         runs[(method, seed)] = (folder, Path(references[reference].output_dir) if reference else None)
     _run_mains(executor, todo, echo)
 
-    rows = collect_rows(runs)
+    rows = collect_rows(runs, plan)
     metric_keys = [f"{s}/accuracy" for s in cfg.data.eval_splits] + [
         f"{s}/macro_f1" for s in cfg.data.eval_splits if "ood" in s
     ]
@@ -201,7 +231,7 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
     ood_split = cfg.reported_ood_split()
     headline = f"{ood_split}/accuracy" if ood_split else (metric_keys[0] if metric_keys else "")
     save_config(cfg, out / "recipe.json")
-    return write_report(out, rows, summary, metric_keys, gate, headline, projected)
+    return {**write_report(out, rows, summary, metric_keys, gate, headline, plan), "plan": plan}
 
 
 def stopping_warnings(cfg: RecipeConfig) -> list[str]:

@@ -28,13 +28,17 @@ MAIN_OWNED = frozenset(
         "data_seed",
         "dropout_seed",
         "patience",
+        "select_best",
         "patience_metric",
         "eval_every",
         "evals_per_schedule",
+        "eval_sample",
+        "max_flops",
     }
 )
 """`MainConfig` fields the recipe sets for every main run: the task, folders and subsets, budgets
-(`erm_budget`, `ftft_budget`), the seeds (`seeds`) and the evaluation and stopping points (`early_stopping`)."""
+(`erm_budget`, `ftft_budget`, `cost_target`), the seeds (`seeds`) and the evaluation and stopping
+points (`early_stopping`)."""
 REFERENCE_OWNED = frozenset({"data", "output_dir"})
 """`ReferenceConfig` fields the recipe sets for every reference run."""
 
@@ -59,23 +63,41 @@ class SelectionConfig:
 
 @dataclasses.dataclass
 class EarlyStoppingConfig:
-    """The FTFT protocol's "aggressive early stopping": evaluate `evals` times over the ERM
-    schedule, stop after `patience` evaluations without improvement of `metric`, report the best."""
+    """How the early-stopping methods choose their checkpoint: evaluate `evals` times on `metric`
+    up to their cap, keep and report the best evaluation, and stop sooner after `patience`
+    evaluations without improvement, if set."""
 
     metric: typing.Optional[str] = None
     """`<split>/<accuracy|macro_f1|mcc>` to stop on; None picks the OOD validation split's accuracy
     (a split named like `ood_dev` / `ood_validation`) when the task has one, else the ID dev split's.
     Never a split you report as a test."""
-    patience: int = 2
-    """Evaluations without improvement before a run stops."""
+    patience: typing.Optional[int] = None
+    """Evaluations without improvement before a run stops. None: no patience under a `cost_target`
+    (the planned cap ends the runs and the best evaluation is kept, as the FTFT code picks its
+    checkpoint after training: patience on a noisy validation split stops runs in the dip where a
+    shortcut has been learnt and the rule not yet), 2 without one (the cap is then ERM's budget)."""
     evals: int = 12
-    """Evaluations spread over the ERM budget's schedule (every run evaluates at the same points)."""
+    """Evaluations while a main run trains, at the same points for every early-stopping method:
+    evenly over the cap a `cost_target` plans (the cap is the last of them), or, without a target,
+    over the ERM budget's schedule."""
+    eval_sample: typing.Optional[int] = None
+    """Rows of the stopping split each of those evaluations covers: a fixed sample, the same rows
+    for every run (None: all of them). Evaluations count in the cost; the kept checkpoint is
+    evaluated on every split in full."""
 
     def __post_init__(self):
         for name in ("patience", "evals"):
             value = getattr(self, name)
+            if name == "patience" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise FtftError(f"early_stopping.{name} must be an integer of at least 1, got {value!r}")
+        if self.eval_sample is not None and (
+            isinstance(self.eval_sample, bool) or not isinstance(self.eval_sample, int) or self.eval_sample < 1
+        ):
+            raise FtftError(
+                f"early_stopping.eval_sample must be a number of rows of at least 1, got {self.eval_sample!r}"
+            )
 
 
 @dataclasses.dataclass
@@ -134,13 +156,19 @@ class RecipeConfig:
     erm_budget: Budget = Budget("erm", 1.0)
     """Budget of `erm` and `dm`."""
     ftft_budget: Budget = Budget("erm", 1.0)
-    """Cap of `ftft`, `erm_es` and `random`, which stop earlier by patience (`early_stopping`);
-    a fixed budget such as `erm:0.25` with `early_stopping.patience` large stops them there."""
+    """Longest cap of `ftft`, `erm_es` and `random`, which stop earlier by patience (`early_stopping`)
+    and, with a `cost_target`, at the cap it plans, if shorter."""
+    cost_target: typing.Optional[float] = 0.5
+    """The most each early-stopping method may spend, as a share of ERM's FLOPs with evaluations,
+    its reference included: the recipe plans their step cap and evaluation points from it before
+    any main run starts (`pipeline.cost_plan`), and patience may only stop them sooner. None: no
+    target; they run up to `ftft_budget` unless patience stops them."""
     early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
     """The early-stopping rule (an `EarlyStoppingConfig`)."""
-    reference_gate: str = "warn"
-    """What a reference judged too weak does: `warn` (say why, go on), `refuse` (stop before any
-    main run is launched, exit 2) or `off` (do not judge)."""
+    reference_gate: str = "refuse"
+    """What a reference judged too weak does: `refuse` (stop before any main run is launched, with
+    the reasons and exit code 2: a weak reference's subset costs the main runs and loses robustness,
+    as the FTFT paper shows), `warn` (say why, train on its subset anyway) or `off` (do not judge)."""
     gate: GateConfig = dataclasses.field(default_factory=GateConfig)
     """The gate's thresholds (a `GateConfig`)."""
     num_ranks: int = 2
@@ -165,6 +193,17 @@ class RecipeConfig:
             raise FtftError(f"seeds must be a non-empty list of distinct integers, got {list(self.seeds)}")
         if self.num_ranks < 1:
             raise FtftError(f"num_ranks must be at least 1, got {self.num_ranks}")
+        if self.cost_target is not None:
+            if isinstance(self.cost_target, bool) or not 0 < self.cost_target <= 1:
+                raise FtftError(
+                    f"cost_target must be a share of ERM's cost in (0, 1] or null, got {self.cost_target!r}"
+                )
+            for name in ("erm_budget", "ftft_budget"):
+                if not getattr(self, name).is_static:
+                    raise FtftError(
+                        f"{name} {getattr(self, name)} is not a number of steps known in advance, which a "
+                        f"cost_target plans from; use steps:N, epochs:E or erm:F, or set cost_target: null"
+                    )
         for name, template, cls in (("main", self.main, MainConfig), ("reference", self.reference, ReferenceConfig)):
             if not isinstance(template, cls) and not (name == "reference" and template is None):
                 raise FtftError(f"{name} must be a mapping of {cls.__name__} options, got {template!r}")
@@ -181,6 +220,13 @@ class RecipeConfig:
     def reference_run(self, template: ReferenceConfig, **owned) -> ReferenceConfig:
         """A reference run from `template` with the fields the recipe owns (see `REFERENCE_OWNED`)."""
         return derive(template, REFERENCE_OWNED, "recipe", "reference", **owned)
+
+    def patience(self) -> typing.Optional[int]:
+        """The early-stopping methods' patience: `early_stopping.patience`, or its default, none
+        under a cost target and 2 without one (see `EarlyStoppingConfig.patience`)."""
+        if self.early_stopping.patience is not None:
+            return self.early_stopping.patience
+        return None if self.cost_target is not None else 2
 
     def stopping_metric(self) -> str:
         """The metric early stopping follows: the configured one, else an OOD validation split's

@@ -25,9 +25,10 @@ from ..io import atomic_path, read_json, write_json
 from .gate import gate_markdown
 
 
-def collect_rows(runs: dict) -> list[dict]:
-    """One row per main run: its selected metrics (the best checkpoint's for early-stopping runs)
-    and its cost up to where it stopped, including the reference it used.
+def collect_rows(runs: dict, plan) -> list[dict]:
+    """One row per main run: its selected metrics (the best checkpoint's for early-stopping runs),
+    its cost up to where it stopped, including the reference it used, and what `plan` (the recipe's
+    `CostPlan`) allowed it.
 
     `runs` maps (method, seed) to (main run folder, reference folder or None).
     """
@@ -36,6 +37,7 @@ def collect_rows(runs: dict) -> list[dict]:
         metrics = read_json(folder / "metrics.json")
         cost = read_json(folder / "cost.json")
         ref_cost = read_json(reference / "cost.json") if reference is not None else None
+        predicted = metrics.get("predicted_classes", {})
         rows.append(
             {
                 "method": method,
@@ -44,6 +46,9 @@ def collect_rows(runs: dict) -> list[dict]:
                 "steps": metrics["steps"],
                 "selected_step": metrics["selected_step"],
                 "stopped": metrics["stopped"],
+                "one_class": bool(predicted) and all(count == 1 for count in predicted.values()),
+                "planned_relative_cost": plan.relative_train(plan.method(method)),
+                "planned_relative_total_flops": plan.relative_total(plan.method(method)),
                 "train_rows": metrics["train_rows"],
                 "main_flops": cost["train_flops"],
                 "reference_flops": ref_cost["train_flops"] if ref_cost else 0.0,
@@ -63,17 +68,24 @@ def collect_rows(runs: dict) -> list[dict]:
     return rows
 
 
-COSTS = {"relative_cost": "training FLOPs", "relative_total_flops": "all FLOPs", "relative_wall_time": "wall time"}
+COSTS = {
+    "relative_cost": "training FLOPs",
+    "relative_total_flops": "FLOPs with evaluations",
+    "relative_wall_time": "wall time",
+}
 """The three relative costs (ERM = 100) every row, summary and comparison carries."""
+PLANNED = {"relative_cost": "planned_relative_cost", "relative_total_flops": "planned_relative_total_flops"}
+"""The costs the plan decided before the main runs, beside the actual ones."""
 
 
 def summarize(rows: list[dict], methods, metric_keys) -> list[dict]:
-    """Mean and sample std over seeds per method, in `methods` order (std None with one seed)."""
+    """Mean and sample std over seeds per method, in `methods` order (std None with one seed), and
+    how many of its seeds' models predict a single class."""
     summary = []
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
-        entry = {"method": method, "seeds": len(mine)}
-        for key in [*metric_keys, *COSTS, "wall_seconds", "steps"]:
+        entry = {"method": method, "seeds": len(mine), "one_class": sum(bool(r.get("one_class")) for r in mine)}
+        for key in [*metric_keys, *COSTS, *PLANNED.values(), "wall_seconds", "steps"]:
             values = np.array([r[key] for r in mine if r.get(key) is not None], dtype=float)
             entry[key] = (
                 {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else None}
@@ -86,66 +98,93 @@ def summarize(rows: list[dict], methods, metric_keys) -> list[dict]:
 
 def compare(rows: list[dict], method: str, metric: str, baseline: str = "erm") -> dict | None:
     """`method` against `baseline` on `metric`, paired by seed: per-seed differences, their mean
-    and a 95% t-interval (from 2 seeds on), and the mean relative cost.
+    and a 95% t-interval (from 2 seeds on), the mean relative cost, and the seeds on which either
+    side's model predicts a single class (a comparison of such models compares nothing).
 
     The interval uses Student's t rather than the normal quantile because a recipe runs a handful
     of seeds, too few for the sample standard deviation to stand in for the true one.
     """
     by_seed = {r["seed"]: r for r in rows if r["method"] == baseline and r.get(metric) is not None}
-    pairs = [
-        (r["seed"], r[metric], by_seed[r["seed"]][metric])
-        for r in rows
-        if r["method"] == method and r["seed"] in by_seed and r.get(metric) is not None
-    ]
-    if not pairs:
+    mine = [r for r in rows if r["method"] == method and r["seed"] in by_seed and r.get(metric) is not None]
+    if not mine:
         return None
-    differences = np.array([m - b for _, m, b in pairs])
+    differences = np.array([r[metric] - by_seed[r["seed"]][metric] for r in mine])
     out = {
         "method": method,
         "baseline": baseline,
         "metric": metric,
-        "seeds": [s for s, _, _ in pairs],
+        "seeds": [r["seed"] for r in mine],
         "differences": differences.tolist(),
         "mean_difference": float(differences.mean()),
-        "method_mean": float(np.mean([m for _, m, _ in pairs])),
-        "baseline_mean": float(np.mean([b for _, _, b in pairs])),
+        "method_mean": float(np.mean([r[metric] for r in mine])),
+        "baseline_mean": float(np.mean([by_seed[r["seed"]][metric] for r in mine])),
         "ci95": None,
-        **{
-            key: float(np.mean([r[key] for r in rows if r["method"] == method and r.get(key) is not None] or [np.nan]))
-            for key in COSTS
+        "one_class": {
+            name: [r["seed"] for r in side if r.get("one_class")]
+            for name, side in ((method, mine), (baseline, [by_seed[r["seed"]] for r in mine]))
         },
+        **{key: float(np.mean([r[key] for r in mine if r.get(key) is not None] or [np.nan])) for key in COSTS},
     }
-    if len(pairs) > 1:
-        half = stats.t.ppf(0.975, len(pairs) - 1) * stats.sem(differences)
+    if len(mine) > 1:
+        half = stats.t.ppf(0.975, len(mine) - 1) * stats.sem(differences)
         out["ci95"] = [float(differences.mean() - half), float(differences.mean() + half)]
     return out
 
 
-def comparison_line(c: dict) -> str:
-    """One line a newcomer understands: the method against ERM on the headline metric, and its three
-    costs; the verdict on cost follows training FLOPs, the paper's measure."""
+def comparison_line(c: dict, target: float | None = None, weak_reference: str | None = None) -> str:
+    """One line a newcomer understands: the method against its baseline on the headline metric, its
+    three costs and a verdict. The verdict on cost follows the cost target (FLOPs with evaluations,
+    reference included) where there is one, else training FLOPs at half of the baseline's, the
+    paper's claim. It compares nothing where a model predicts one class, and says so of a subset
+    from a reference the gate found weak (`weak_reference`: the gate's summary)."""
     seeds = len(c["seeds"])
     spread = (
         f", 95% CI [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] over {seeds} seeds"
         if c["ci95"]
         else " with one seed: run more seeds before trusting a difference"
     )
-    cost = c["relative_cost"]
-    if c["mean_difference"] >= 0 and cost <= 50:
-        verdict = f"{c['method']} matches or beats {c['baseline']} at no more than half its training FLOPs"
+    if target is None:
+        cost, within, over = c["relative_cost"] <= 50, "at no more than half", "at more than half"
+        budget = f"of {c['baseline']}'s training FLOPs"
+    else:
+        cost, within, over = c["relative_total_flops"] <= 100 * target, "within", "over"
+        budget = f"its cost target ({100 * target:.0f}% of erm's FLOPs with evaluations)"
+    stuck = {name: seeds for name, seeds in c.get("one_class", {}).items() if seeds}
+    if stuck:
+        verdict = (
+            "no verdict: "
+            + " and ".join(
+                f"{name} predicts a single class on seed(s) {', '.join(map(str, s))}" for name, s in stuck.items()
+            )
+            + ", so it learnt nothing there to compare; give it more to learn from (a learning rate that fits the "
+            "model, more epochs, more training data)"
+        )
+    elif c["baseline"] != "erm":  # erm_es: ERM cut at the same cap, the same evaluations
+        verdict = (
+            f"the subset, not the shorter run, earned {c['method']}'s result"
+            if c["mean_difference"] >= 0
+            else f"{c['baseline']}, cut at the same step, does as well without a subset"
+        )
     elif c["mean_difference"] >= 0:
-        verdict = f"{c['method']} matches or beats {c['baseline']}, but at more than half its training FLOPs"
+        verdict = (
+            f"{c['method']} matches or beats {c['baseline']} " + (within if cost else f"but {over}") + f" {budget}"
+        )
     else:
         verdict = f"{c['method']} falls short of {c['baseline']}"
+    if weak_reference and not stuck:
+        verdict += f"; its subset came from a reference the gate found weak ({weak_reference})"
     return (
         f"{c['method']} vs {c['baseline']}: {c['metric']} {100 * c['method_mean']:.1f} vs "
         f"{100 * c['baseline_mean']:.1f} ({100 * c['mean_difference']:+.1f} points{spread}) "
-        f"at {cost:.0f}% of {c['baseline']}'s training FLOPs ({c['relative_total_flops']:.0f}% of its FLOPs with "
+        f"at {c['relative_cost']:.0f}% of erm's training FLOPs ({c['relative_total_flops']:.0f}% of its FLOPs with "
         f"evaluations, {c['relative_wall_time']:.0f}% of its wall time): {verdict}."
     )
 
 
 def markdown_table(summary: list[dict], metric_keys) -> str:
+    """The results table: metrics, then each cost actual and, for FLOPs, as planned (≤: a cap that
+    patience may stop short of)."""
+
     def cell(value, scale=100.0, digits=1):
         if value is None:
             return "–"
@@ -153,17 +192,30 @@ def markdown_table(summary: list[dict], metric_keys) -> str:
             return f"{value['mean'] * scale:.{digits}f}"
         return f"{value['mean'] * scale:.{digits}f} ± {value['std'] * scale:.{digits}f}"
 
-    header = ["method", "seeds", *metric_keys, *(f"{name} (ERM=100)" for name in COSTS.values()), "steps", "wall s"]
+    costs = []
+    for key, name in COSTS.items():
+        costs.append(f"{name} (ERM=100)")
+        if key in PLANNED:
+            costs.append("planned")
+    header = ["method", "seeds", *metric_keys, *costs, "steps", "wall s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in summary:
+        cost_cells = []
+        for key in COSTS:
+            cost_cells.append(cell(entry[key], scale=1.0))
+            if key in PLANNED:
+                cost_cells.append(cell(entry[PLANNED[key]], scale=1.0))
+        name = entry["method"]
+        if entry.get("one_class"):
+            name += f" (predicts one class: {entry['one_class']} of {entry['seeds']} seeds)"
         lines.append(
             "| "
             + " | ".join(
                 [
-                    entry["method"],
+                    name,
                     str(entry["seeds"]),
                     *(cell(entry[k]) for k in metric_keys),
-                    *(cell(entry[key], scale=1.0) for key in COSTS),
+                    *cost_cells,
                     cell(entry["steps"], scale=1.0, digits=0),
                     cell(entry["wall_seconds"], scale=1.0, digits=0),
                 ]
@@ -206,22 +258,28 @@ def plot_cost_vs_metric(summary: list[dict], metric: str, path: Path) -> Path:
 
 
 def write_report(
-    out: Path, rows: list[dict], summary: list[dict], metric_keys, gate: dict, ood_metric: str, projected
+    out: Path, rows: list[dict], summary: list[dict], metric_keys, gate: dict, ood_metric: str, plan
 ) -> dict:
     """results.json, results.md, the cost plot and TensorBoard hparams; return the file paths.
 
-    The markdown holds the table, one comparison line per method against ERM on `ood_metric`
-    (the verdict for FTFT last), and the reference gate.
+    The markdown holds the table, one comparison line per method against ERM on `ood_metric` (and
+    FTFT's against `erm_es`, ERM cut at FTFT's cap, where it ran: whether the subset, not the
+    shorter run, earned the result), the verdict for FTFT last, the plan, and the reference gate.
     """
     methods = [entry["method"] for entry in summary]
-    comparisons = [
-        c for c in (compare(rows, m, ood_metric) for m in methods if m != "erm" and "erm" in methods) if c is not None
-    ]
+    pairs = [(m, "erm") for m in methods if m != "erm" and "erm" in methods]
+    if "ftft" in methods and "erm_es" in methods:
+        pairs.append(("ftft", "erm_es"))
+    comparisons = [c for c in (compare(rows, m, ood_metric, b) for m, b in pairs) if c is not None]
     comparisons.sort(key=lambda c: c["method"] == "ftft")
+    weak = next((v["summary"] for v in gate["verdicts"] if v["reference"] == "small" and not v["sound"]), None)
+    lines = [comparison_line(c, plan.target, weak if c["method"] == "ftft" else None) for c in comparisons]
     markdown = (
         markdown_table(summary, metric_keys)
         + "\n"
-        + "".join(f"{comparison_line(c)}\n" for c in comparisons)
+        + "".join(f"{line}\n" for line in lines)
+        + "\n"
+        + plan.table()
         + "\n"
         + gate_markdown(gate)
     )
@@ -229,7 +287,7 @@ def write_report(
         tmp.write_text(markdown, encoding="utf-8")
     write_json(
         out / "results.json",
-        {"rows": rows, "summary": summary, "comparisons": comparisons, "gate": gate, "forecast": projected.to_json()},
+        {"rows": rows, "summary": summary, "comparisons": comparisons, "gate": gate, "plan": plan.to_json()},
     )
     files = {"table": out / "results.md", "json": out / "results.json"}
     if ood_metric in metric_keys:
