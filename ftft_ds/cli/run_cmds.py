@@ -14,7 +14,7 @@ def _common_options(fn):
     for decorator in reversed(
         [
             click.argument("config", required=False, type=click.Path(dir_okay=False)),
-            click.option("--model", help="minilm, tiny-bert, a Hugging Face name or a local path."),
+            click.option("--model", help="minilm, mpnet, tiny-bert, a Hugging Face name or a local path."),
             click.option("--num-layers", type=int, help="Keep only the first K layers of the model."),
             click.option(
                 "--data", "data_source", help="embedded, a Hugging Face dataset name, or a local file/folder."
@@ -222,7 +222,7 @@ def _print_report(report: dict) -> None:
 
 
 @cli.command()
-@click.option("--model", required=True, help="minilm, tiny-bert, a Hugging Face name or a local path.")
+@click.option("--model", required=True, help="minilm, mpnet, tiny-bert, a Hugging Face name or a local path.")
 @click.option("--num-layers", type=int, help="Keep only the first K layers of the model.")
 @click.option("--num-labels", type=int, default=2, show_default=True, help="Classes of the task.")
 @click.option(

