@@ -251,8 +251,11 @@ class OptimConfig:
     max_length: int = 64
     """Tokens per example after truncation."""
     eval_batch_size: typing.Optional[int] = None
-    """Examples per rank per evaluation forward pass (None: twice `micro_batch_size`; without
-    gradients or stored activations an evaluation batch needs far less memory than a training one)."""
+    """Examples per rank per evaluation forward pass. None: `micro_batch_size` times the model's
+    layers, at most 8 times: a training step keeps every layer's activations for its backward pass,
+    an evaluation only the layer it is in, so that many examples fit in the same memory; and an
+    evaluation's rows come longest first, so a larger batch adds no padding (on 2 CPU cores,
+    MiniLM evaluated 1,000 rows 2.5 times as fast in batches of 96 as of 32)."""
     pad_to_multiple_of: typing.Optional[int] = None
     """Pad each batch's length up to a multiple of this (None: 8 on GPUs, where tensor cores want
     it, nothing on CPUs)."""

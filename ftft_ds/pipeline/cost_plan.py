@@ -237,8 +237,8 @@ class CostPlan:
         lines = [
             head,
             "| method | reference (ERM=100) | main run | evaluations while training | training FLOPs (ERM=100) "
-            "| FLOPs with evaluations (ERM=100) |",
-            "|---|---|---|---|---|---|",
+            "| FLOPs with evaluations (ERM=100) | of which evaluations |",
+            "|---|---|---|---|---|---|---|",
         ]
         for plan in self.methods:
             reference = "–"
@@ -252,9 +252,11 @@ class CostPlan:
                 if plan.stops_early and plan.main.eval_every
                 else "at the end only"
             )
+            evaluations = 100.0 * (plan.total - plan.train) / self.erm.total
             lines.append(
                 f"| {plan.method} | {reference} | {bound}{plan.main.steps} steps | {evals} | "
-                f"{bound}{self.relative_train(plan):.1f} | {bound}{self.relative_total(plan):.1f} |"
+                f"{bound}{self.relative_train(plan):.1f} | {bound}{self.relative_total(plan):.1f} | "
+                f"{bound}{evaluations:.1f} |"
             )
         return "\n".join(lines) + "\n"
 

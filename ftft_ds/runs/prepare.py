@@ -27,7 +27,13 @@ from ..train.ds_config import check_ds_config, read_ds_config
 from ..train.engine import build_model_for, initialize_engine, run_ds_config, take_monitor
 from ..train.evaluate import Evaluator, LoaderSettings
 from ..train.memory import refuse_if_it_cannot_fit
-from ..train.models import check_max_length, count_flops_parameters, count_parameters, load_tokenizer
+from ..train.models import (
+    check_max_length,
+    count_flops_parameters,
+    count_parameters,
+    load_tokenizer,
+    model_depth,
+)
 from ..train.runtime import DistEnv, reset_memory_peaks
 from ..train.stop import StopRule
 from .plan import StepPlan, plan_steps
@@ -114,7 +120,7 @@ def prepare_run(
     rows = None if select_rows is None else select_rows(split)
     train = tokenized[cfg.data.train_split]
     eval_data = {name: tokenized[name] for name in eval_splits}
-    loading = LoaderSettings.of(cfg, env)
+    loading = LoaderSettings.of(cfg, env, model_depth(cfg.model, split.num_labels, cfg.num_layers))
     collate = Collator(tokenizer, loading.pad_to_multiple_of)
     rows = range(len(train)) if rows is None else rows
     sampler = ShardedSampler(rows, env.world_size, env.rank, seed=cfg.data_seed)

@@ -42,6 +42,10 @@ def classification_metrics(predictions: np.ndarray, labels: np.ndarray, num_labe
     }
 
 
+EVAL_BATCH_FACTOR = 8
+"""The most an evaluation batch outgrows a training micro-batch by default."""
+
+
 @dataclass(frozen=True)
 class LoaderSettings:
     """How a run's data loaders batch and feed its rows, resolved for the device it runs on."""
@@ -52,11 +56,12 @@ class LoaderSettings:
     pin_memory: bool
 
     @classmethod
-    def of(cls, cfg, env: DistEnv) -> "LoaderSettings":
-        """`cfg`'s loader options (an `OptimConfig`), their None defaults filled in for `env`'s device."""
+    def of(cls, cfg, env: DistEnv, num_layers: int) -> "LoaderSettings":
+        """`cfg`'s loader options (an `OptimConfig`), their None defaults filled in for `env`'s
+        device and a model of `num_layers` layers (see `OptimConfig.eval_batch_size`)."""
         on_gpu = env.device.type == "cuda"
         return cls(
-            eval_batch_size=cfg.eval_batch_size or 2 * cfg.micro_batch_size,
+            eval_batch_size=cfg.eval_batch_size or cfg.micro_batch_size * min(max(num_layers, 2), EVAL_BATCH_FACTOR),
             pad_to_multiple_of=cfg.pad_to_multiple_of
             if cfg.pad_to_multiple_of is not None
             else (8 if on_gpu else None),

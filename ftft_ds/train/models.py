@@ -129,6 +129,12 @@ def ensure_padding(tokenizer) -> None:
         tokenizer.add_special_tokens({"pad_token": "<pad>"})
 
 
+def model_depth(name: str, num_labels: int, num_layers: int | None = None) -> int:
+    """How many transformer layers a run of model `name` has (`num_layers` where it cuts them; 1
+    for a model whose config names no depth)."""
+    return num_layers or getattr(model_config(name, num_labels), "num_hidden_layers", None) or 1
+
+
 def model_config(name: str, num_labels: int, num_layers: int | None = None):
     """The `transformers` config of model `name`, with `num_labels` and optionally truncated."""
     from transformers import AutoConfig, BertConfig
