@@ -3,6 +3,7 @@ world of one (gloo, tiny BERT), trained, checked on disk, resumed, and counted s
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -60,8 +61,8 @@ def test_divergence_only_counts_after_warm_up_and_comes_before_patience():
 
 
 def test_a_flops_ceiling_keeps_room_for_a_step_and_the_evaluations_after_it():
-    ceiling = FlopsCeiling(limit=1000.0, step_flops=100.0, eval_flops=50.0, final_flops=200.0)
-    assert ceiling.reserve == 400.0 and ceiling.allows(600.0) and not ceiling.allows(600.5)
+    ceiling = FlopsCeiling(limit=800.0, step_flops=100.0, eval_flops=50.0)
+    assert ceiling.reserve == 200.0 and ceiling.allows(600.0) and not ceiling.allows(600.5)
     rule = StopRule(Budget.parse("steps:100"), 100, ceiling=ceiling)
     assert rule.after_step(5, CostTotals(train_tokens=1000, flops_parameters=0)) is None
     assert rule.after_step(6, CostTotals(train_tokens=101, flops_parameters=1)) is StopReason.BUDGET  # 606 spent
@@ -140,23 +141,25 @@ def test_trainer_writes_its_files_and_a_resumed_run_takes_exactly_the_remaining_
     assert [s for s in logged if s <= 7] == logged and sorted(set(logged)) == list(range(1, 8))
 
 
-def test_a_run_under_max_flops_stops_before_passing_it_with_its_closing_evaluation(world, tmp_path):
+def test_a_run_under_max_flops_stops_before_passing_it(world, tmp_path):
     """A 40-step budget that would cost about 5 times the limit: the run stops early, as at its budget,
-    and what it spent, evaluations while training and the closing one included, stays under the limit."""
+    and what it spent, training and the evaluations that chose its checkpoint, stays under the limit;
+    its closing report of every split is counted apart."""
     out = tmp_path / "run"
     fields = dict(budget="steps:40", select_best=True, patience_metric="dev/accuracy", eval_every=4)
     fields["data"] = {"embedded_train_size": 48, "eval_splits": ["dev", "ood"]}
     unlimited = run_main(_config(tmp_path / "free", **fields), world)
-    spent = json.loads((tmp_path / "free" / "cost.json").read_text())["total_flops"]
+    spent = json.loads((tmp_path / "free" / "cost.json").read_text())["cost_flops"]
     assert unlimited["steps"] == 40
     limit = spent / 5
     limited = run_main(_config(out, max_flops=limit, **fields), world)
     cost = json.loads((out / "cost.json").read_text())
     assert limited["stopped"] == "budget" and 4 < limited["steps"] < 40
-    assert cost["total_flops"] <= limit
+    assert cost["cost_flops"] <= limit and cost["total_flops"] > cost["cost_flops"] and cost["report_tokens"] > 0
     # It stopped no more than a step and two evaluations short of the limit: the ceiling's own reserve.
     per_step = cost["train_flops"] / limited["steps"]
-    assert cost["total_flops"] > limit - 3 * per_step - 2 * (cost["eval_flops"] / (limited["steps"] // 4 + 2))
+    per_eval = (cost["cost_flops"] - cost["train_flops"]) / math.ceil(limited["steps"] / 4)
+    assert cost["cost_flops"] > limit - 3 * per_step - 2 * per_eval
 
 
 def test_max_flops_too_small_for_one_step_is_one_line(world, tmp_path):
@@ -185,6 +188,7 @@ def test_evaluations_on_a_fixed_sample_cost_its_tokens_and_the_kept_checkpoint_i
     everything = tokens("dev", range(len(splits["dev"]))) + tokens("ood_dev", range(len(splits["ood_dev"])))
     cost = json.loads((out / "cost.json").read_text())
     assert cost["eval_tokens"] == 2 * tokens("ood_dev", sample) + everything  # steps 3 and 6, then the closing one
+    assert cost["report_tokens"] == everything  # the closing one only reports
     assert metrics["stopped"] == "budget" and set(metrics["selected"]) >= {"dev/accuracy", "ood_dev/accuracy"}
     assert metrics["predicted_classes"].keys() == {"dev", "ood_dev"}
 

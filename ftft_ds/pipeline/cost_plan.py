@@ -3,17 +3,19 @@
 A recipe's `cost_target` (a share of ERM's FLOPs with evaluations, reference included) becomes
 the early-stopping methods' step cap, their evaluation points and each main run's FLOPs ceiling:
 
-    cap = the most steps S such that  reference + train(S) + evals x one evaluation + the closing
-          evaluation + a step's worth of margin  <=  cost_target x ERM
+    cap = the most steps S such that  reference + train(S) + evals x one evaluation
+          + a step and an evaluation to spare  <=  cost_target x ERM
 
 all in the cost ledger's units (6 x non-embedding parameters x non-padding tokens to train, 2 x to
-evaluate), with tokens counted row by row under each model's own tokenizer, and the reference's
-cost as measured once it has run (its forecast before, in `--dry-run`). The `evals` evaluation
-points divide the cap evenly, so the cap is one of them; every early-stopping method gets the same
-cap and points (FTFT's, the tightest, as it alone pays for a reference), so `erm_es` is plain ERM
-cut where FTFT is. Patience may stop a run sooner, never later; each run also gets its allotment as
-`max_flops`, which its stop rule weighs after every step, so the target holds whatever the draw of
-long or short examples. A reference that leaves too little room is refused in one line.
+evaluate; `CostTotals.cost_flops`: training and the evaluations that steer a run, not the closing
+report of every split, which every method pays alike), with tokens counted row by row under each
+model's own tokenizer, and the reference's cost as measured once it has run (its forecast before,
+in `--dry-run`). The `evals` evaluation points fall every ceil(S / evals) steps, the last at the
+cap itself; every early-stopping method gets the same cap and points (FTFT's, the tightest, as it
+alone pays for a reference), so `erm_es` is plain ERM cut where FTFT is. Patience, if set, may
+stop a run sooner, never later; each run also gets its allotment as `max_flops`, which its stop
+rule weighs after every step, so the target holds whatever the draw of long or short examples. A
+reference that leaves too little room is refused in one line.
 
 Without a target the early-stopping methods keep their `ftft_budget` cap and evaluate `evals` times
 over the ERM schedule, and the plan says what that may cost.
@@ -153,12 +155,12 @@ class RunCost:
 
     @classmethod
     def of_ledger(cls, cost: dict) -> "RunCost":
-        return cls(cost["train_flops"], cost["total_flops"], measured=True)
+        return cls(cost["train_flops"], cost["cost_flops"], measured=True)
 
 
 def reference_cost(ref: ReferenceConfig, splits: dict, train_split: str) -> RunCost:
     """A reference run's FLOPs before it runs: every training row every epoch on one rank, and its
-    closing evaluation of every eval split when it evaluates."""
+    evaluation of every eval split when it evaluates (the gate reads it: it steers the recipe)."""
     tokens = ModelTokens.measure(ref, splits, train_split)
     train = TRAIN_FLOPS_PER_PARAM_TOKEN * tokens.flops_parameters * ref.epochs * tokens.rows_total()
     evaluation = tokens.evaluation_flops(1) if ref.evaluate else 0.0
@@ -302,11 +304,9 @@ class _Planner:
     def __init__(self, recipe, tokens: ModelTokens, splits: dict, references: dict, subsets: dict | None):
         self.recipe, self.main, self.world = recipe, recipe.main, recipe.num_ranks
         self.references, self.subsets, self.tokens = references, subsets, tokens
-        self.closing = self.tokens.evaluation_flops(self.world)
-        """The closing evaluation of every split: ERM's only one, the kept checkpoint's report."""
         erm_steps = self.steps(recipe.erm_budget, None)
         erm_train = self.tokens.training_flops(erm_steps, None, self.main, self.world)
-        self.erm = MainPlan(erm_steps, None, 0, erm_train, erm_train + self.closing)
+        self.erm = MainPlan(erm_steps, None, 0, erm_train, erm_train)  # its one evaluation only reports
         self.early = [m for m in recipe.methods if m in EARLY_STOPPING_METHODS]
         self.watched, self.eval_flops = None, 0.0
         if self.early:
@@ -359,11 +359,11 @@ class _Planner:
         return self.recipe.cost_target * self.erm.total - (reference.total if reference else 0.0)
 
     def most_steps(self, method: str) -> int:
-        """The longest cap that keeps `method`'s main run, with its `evals` evaluations and closing
-        evaluation, within its limit with a step and an evaluation to spare; refused when it would
+        """The longest cap that keeps `method`'s main run, with its `evals` evaluations, within its
+        limit with a step and an evaluation to spare; refused when it would
         leave less than a step between evaluations."""
         rows, evals = self.rows(method), self.recipe.early_stopping.evals
-        fixed = evals * self.eval_flops + self.closing
+        fixed = evals * self.eval_flops
         margin = self.tokens.step_flops_bound(rows, self.main, self.world) + self.eval_flops
         limit = self.limit(method)
 
@@ -379,7 +379,7 @@ class _Planner:
             share = 100.0 * (reference.total if reference else 0.0) / self.erm.total
             raise FtftError(
                 f"cost_target {self.recipe.cost_target:g} leaves {method}'s main run no room: its reference costs "
-                f"{share:.1f}% of ERM's FLOPs with evaluations and its {evals} evaluations and closing evaluation "
+                f"{share:.1f}% of ERM's FLOPs with evaluations and its {evals} evaluations "
                 f"{100.0 * fixed / self.erm.total:.1f}%, leaving {100.0 * (limit - fixed) / self.erm.total:.1f}% "
                 f"for training, less than a step between evaluations; use a cheaper reference, a higher "
                 f"cost_target, fewer early_stopping.evals or a smaller early_stopping.eval_sample"
@@ -419,11 +419,11 @@ class _Planner:
             if method in points:
                 cap, every, evals, limit = points[method]
                 train = self.tokens.training_flops(cap, rows, self.main, self.world)
-                main = MainPlan(cap, every, evals, train, train + evals * self.eval_flops + self.closing, limit)
+                main = MainPlan(cap, every, evals, train, train + evals * self.eval_flops, limit)
             else:
                 steps = self.steps(self.recipe.erm_budget, rows)
                 train = self.tokens.training_flops(steps, rows, self.main, self.world)
-                main = MainPlan(steps, None, 0, train, train + self.closing)
+                main = MainPlan(steps, None, 0, train, train)
             methods.append(MethodPlan(method, self.reference(method), main, method in points))
         plan = CostPlan(self.recipe.cost_target, self.erm, methods, self.watched, [])
         plan.warnings.extend(_reference_warnings(plan))

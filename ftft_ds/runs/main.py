@@ -92,7 +92,7 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
         run.stop_rule,
         patience=Patience(cfg.patience_metric, cfg.patience) if evaluator else None,
         divergence=_divergence_guard(cfg, run, watched),
-        ceiling=_flops_ceiling(cfg, run, env, watched, evaluator if selects_best else None),
+        ceiling=_flops_ceiling(cfg, run, env, watched),
     )
     trainer = Trainer(
         run.engine,
@@ -115,7 +115,9 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
         trainer.resume()
     elif env.is_main:
         (out / "log.jsonl").unlink(missing_ok=True)
-    final = trainer.fit()
+    # A run that keeps its last step and evaluates only at its end evaluates to report, not to steer.
+    with run.ledger.reporting(not selects_best and not trainer.eval_every):
+        final = trainer.fit()
     training_memory = run.ledger.training_memory_bytes  # before the final save and evaluations
     trainer.save_checkpoint()
     state = trainer.state
@@ -124,7 +126,8 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
         if state.best_step is not None and state.best_step != state.step:
             checkpointer.load_best(run.engine, state.best_step)
             selected_step = state.best_step
-        selected = {"step": selected_step, **evaluator.evaluate(run.engine, run.ledger)}
+        with run.ledger.reporting():
+            selected = {"step": selected_step, **evaluator.evaluate(run.engine, run.ledger)}
         run.ledger.flush(state.step, write=False)
     if cfg.export_model:
         export_hf_model(run.engine, run.tokenizer, out / "model", env, run.split.label_names)
@@ -182,9 +185,8 @@ def _watched(cfg: MainConfig, run, evaluator: Evaluator) -> Evaluator:
     return evaluator.only([split], samples)
 
 
-def _flops_ceiling(cfg: MainConfig, run, env: DistEnv, watched, closing) -> FlopsCeiling | None:
-    """`max_flops` as the stop rule weighs it: what a step, an evaluation while training and the
-    closing evaluation of every split (`closing`, for a run that reports its best checkpoint) cost."""
+def _flops_ceiling(cfg: MainConfig, run, env: DistEnv, watched) -> FlopsCeiling | None:
+    """`max_flops` as the stop rule weighs it: what a step and an evaluation while training cost."""
     if cfg.max_flops is None:
         return None
     params = run.ledger.totals.flops_parameters
@@ -192,7 +194,6 @@ def _flops_ceiling(cfg: MainConfig, run, env: DistEnv, watched, closing) -> Flop
         cfg.max_flops,
         run.training_step_flops(env, cfg.grad_accum),
         EVAL_FLOPS_PER_PARAM_TOKEN * params * watched.tokens() if watched is not None else 0.0,
-        EVAL_FLOPS_PER_PARAM_TOKEN * params * closing.tokens() if closing is not None else 0.0,
     )
     if not ceiling.allows(0.0):
         raise FtftError(

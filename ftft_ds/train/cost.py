@@ -7,11 +7,13 @@ throughput and, at log points, peak memory since set-up. Counters stay on the de
 counting adds no synchronisation; at a log point the ranks sum them in one all-reduce. Rank 0
 writes the events to TensorBoard under the stable tags below and `cost.json` at the end. Reference
 runs and main runs use the same ledger, so `reference + main` costs are directly comparable with
-ERM's.
+ERM's. Evaluations that only report (the closing evaluation of every split, which every method
+pays alike) are counted apart from those that steer a run (`CostTotals.cost_flops`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +52,10 @@ class CostTotals:
     optimizer_steps: int = 0
     wall_seconds: float = 0.0
     device_hours: float = 0.0
+    report_tokens: int = 0
+    """Of `eval_tokens`, those of evaluations that only report (the closing evaluation of every
+    split, and every evaluation of a run that nothing it evaluates steers): every method pays the
+    same report, so it measures a model rather than what producing it cost."""
     flops_parameters: int = 0
     """Parameters in the 6·N·D rule: all but embedding tables (lookups are not matrix multiplies)."""
     world_size: int = 1
@@ -70,9 +76,25 @@ class CostTotals:
     def total_flops(self) -> float:
         return self.train_flops + self.eval_flops
 
+    @property
+    def report_flops(self) -> float:
+        return float(EVAL_FLOPS_PER_PARAM_TOKEN) * self.flops_parameters * self.report_tokens
+
+    @property
+    def cost_flops(self) -> float:
+        """What producing the model cost: training and the evaluations that steer the run (stop it,
+        choose the checkpoint it keeps), without the report (`report_tokens`)."""
+        return self.total_flops - self.report_flops
+
     def to_dict(self) -> dict:
         out = asdict(self)
-        out.update(train_flops=self.train_flops, eval_flops=self.eval_flops, total_flops=self.total_flops)
+        out.update(
+            train_flops=self.train_flops,
+            eval_flops=self.eval_flops,
+            total_flops=self.total_flops,
+            report_flops=self.report_flops,
+            cost_flops=self.cost_flops,
+        )
         return out
 
 
@@ -91,8 +113,9 @@ class CostLedger:
         self.totals = totals or CostTotals(flops_parameters=flops_parameters, world_size=world_size)
         self._segment_started = time.time() if started is None else started  # this process's share of run_seconds
         self.monitor = monitor
-        # Device-side sums since the last flush: [train tokens, eval tokens, loss sum, correct].
-        self._pending = torch.zeros(4, dtype=torch.float64, device=device)
+        # Device-side sums since the last flush: [train tokens, eval tokens, loss sum, correct, report tokens].
+        self._pending = torch.zeros(5, dtype=torch.float64, device=device)
+        self._reporting = False
         self._examples = 0  # training examples since the last flush, counted on the host
         self._last_time = time.perf_counter()
         # [train tokens, train examples, loss sum, correct, seconds] since the last write
@@ -114,8 +137,20 @@ class CostLedger:
         self._pending[3] += (logits.detach().argmax(-1) == labels).sum()
 
     def count_eval(self, attention_mask: torch.Tensor) -> None:
-        """Count one evaluation micro-batch's tokens (no synchronisation)."""
-        self._pending[1] += attention_mask.sum()
+        """Count one evaluation micro-batch's tokens (no synchronisation), as a report's within `reporting`."""
+        tokens = attention_mask.sum()
+        self._pending[1] += tokens
+        if self._reporting:
+            self._pending[4] += tokens
+
+    @contextlib.contextmanager
+    def reporting(self, active: bool = True):
+        """Count the evaluations within as reports (see `CostTotals.report_tokens`) when `active`."""
+        previous, self._reporting = self._reporting, self._reporting or active
+        try:
+            yield
+        finally:
+            self._reporting = previous
 
     def flush(self, step: int, lr: float | None = None, write: bool = True) -> dict:
         """Sum pending counts over ranks and add them to the totals (a collective: all ranks call).
@@ -135,12 +170,13 @@ class CostLedger:
         self._pending.zero_()
         self._examples = 0
         self._last_time = now
-        tokens, eval_tokens, loss_sum, correct, examples, elapsed = pending.tolist()
+        tokens, eval_tokens, loss_sum, correct, report_tokens, examples, elapsed = pending.tolist()
         elapsed /= world
         t = self.totals
         t.train_tokens += int(tokens)
         t.train_examples += int(examples)
         t.eval_tokens += int(eval_tokens)
+        t.report_tokens += int(report_tokens)
         t.optimizer_steps = step
         t.wall_seconds += elapsed
         t.device_hours += elapsed * t.world_size / 3600.0

@@ -63,13 +63,13 @@ class Divergence:
 
 @dataclass(frozen=True)
 class FlopsCeiling:
-    """The most a run may spend, in the cost ledger's FLOPs with evaluations, its closing
-    evaluation included: what a recipe's cost target leaves a main run.
+    """The most a run may spend, in the cost ledger's `cost_flops` (training and the evaluations
+    that steer the run): what a recipe's cost target leaves a main run.
 
     The run goes on only while one more step at its largest (every example at the longest row
-    trained on), two evaluations of the split it watches (one may fall on that step, one more ends
-    a run stopped between evaluation points) and the closing evaluation of every split still fit.
-    So a run that stops on it has spent no more than `limit` when its results are written.
+    trained on) and two evaluations of the split it watches (one may fall on that step, one more
+    ends a run stopped between evaluation points) still fit. So a run that stops on it has spent no
+    more than `limit` when its results are written; its closing report is counted apart.
     """
 
     limit: float
@@ -77,13 +77,11 @@ class FlopsCeiling:
     """An upper bound on one optimizer step's training FLOPs."""
     eval_flops: float
     """One evaluation while training (the watched split, or its fixed sample)."""
-    final_flops: float
-    """The closing evaluation of every split (the kept checkpoint's report)."""
 
     @property
     def reserve(self) -> float:
         """What must stay unspent for one more step and whatever evaluations follow it."""
-        return self.step_flops + 2 * self.eval_flops + self.final_flops
+        return self.step_flops + 2 * self.eval_flops
 
     def allows(self, spent: float) -> bool:
         """Whether a run that has spent `spent` FLOPs may take one more step."""
@@ -106,7 +104,7 @@ class StopRule:
             spent = step >= self.max_steps
         else:
             spent = (totals.total_flops if self.budget.kind == "flops" else totals.wall_seconds) >= self.budget.value
-        if self.ceiling is not None and not self.ceiling.allows(totals.total_flops):
+        if self.ceiling is not None and not self.ceiling.allows(totals.cost_flops):
             spent = True
         return StopReason.BUDGET if spent else None
 

@@ -184,7 +184,7 @@ class Trainer:
             return False
         totals = self.ledger.totals
         unflushed = step - totals.optimizer_steps
-        return not ceiling.allows(totals.total_flops + unflushed * (ceiling.step_flops + ceiling.eval_flops))
+        return not ceiling.allows(totals.cost_flops + unflushed * (ceiling.step_flops + ceiling.eval_flops))
 
     # -- evaluation, patience, checkpoints ----------------------------------------------------
 
