@@ -26,13 +26,16 @@ def test_example_config_loads(name):
         assert config.executor.kind == "slurm"
 
 
-@pytest.mark.parametrize("name", ["vader", "uci_sentences"])
-def test_real_data_recipe_loads(name):
+@pytest.mark.parametrize("path", ["vader/recipe.yaml", "uci_sentences/recipe.yaml", "uci_sentences/mpnet.yaml"])
+def test_real_data_recipe_loads(path):
     """The real-data recipes (their data comes from their `prepare.py`, so they are not dry-run here);
-    the second one leaves the reference to the default."""
-    config = load_config(RecipeConfig, REPO / "examples" / name / "recipe.yaml")
+    the UCI one leaves the reference to the default, the MPNet one names MiniLM's first 2 layers."""
+    config = load_config(RecipeConfig, REPO / "examples" / path)
+    name = path.split("/")[0]
     assert config.data.source == (f"data/{name}_amazon_4k" if name == "vader" else f"data/{name}")
-    assert (config.reference is None) == (name == "uci_sentences")
+    assert (config.reference is None) == (path == "uci_sentences/recipe.yaml")
+    if path.endswith("mpnet.yaml"):
+        assert (config.main.model, config.reference.model, config.reference.num_layers) == ("mpnet", "minilm", 2)
 
 
 def test_every_example_is_covered():

@@ -25,7 +25,7 @@ from ..dynamics.store import Dynamics
 from ..errors import FtftError
 from ..io import make_output_dir, read_json, write_json
 from ..jobs import Job, make_executor, run_ranks
-from .config import EARLY_STOPPING_METHODS, RecipeConfig
+from .config import EARLY_STOPPING_METHODS, RecipeConfig, id_validation_split
 from .cost_plan import (
     REFERENCE_METHODS,
     SUBSET_METHODS,
@@ -45,15 +45,20 @@ __all__ = ["RecipeConfig", "run_recipe"]
 
 def reference_configs(cfg: RecipeConfig) -> dict:
     """The reference runs the chosen methods need: FTFT's cheap one, and DM's, which is the main
-    model trained like ERM (its options, `erm_epochs` epochs) while it records its dynamics."""
+    model trained like ERM (its options, `erm_epochs` epochs) while it records its dynamics.
+
+    A reference evaluates only the ID validation split the gate reads: its evaluation is part of
+    FTFT's cost, and the test splits would tell the recipe nothing it uses."""
     templates = {}
     if "ftft" in cfg.methods:
         templates["small"] = cfg.reference
     if "dm" in cfg.methods:
         optim = {f.name: getattr(cfg.main, f.name) for f in dataclasses.fields(OptimConfig)}
         templates["main"] = ReferenceConfig(**optim, epochs=math.ceil(cfg.main.erm_epochs))
+    dev = id_validation_split(cfg.data.eval_splits)
+    data = dataclasses.replace(cfg.data, eval_splits=(dev,) if dev else (), validation_holdout=None)
     return {
-        name: cfg.reference_run(template, data=cfg.data, output_dir=str(Path(cfg.output_dir) / "reference" / name))
+        name: cfg.reference_run(template, data=data, output_dir=str(Path(cfg.output_dir) / "reference" / name))
         for name, template in templates.items()
     }
 
@@ -66,14 +71,14 @@ def main_config(cfg: RecipeConfig, plan: CostPlan, method: str, seed: int) -> Ma
     fields = {"budget": cfg.erm_budget}
     if method in EARLY_STOPPING_METHODS:
         fields = {
-            "patience": cfg.patience(),
+            "patience": cfg.stopping.patience,
             "select_best": True,
             "patience_metric": cfg.stopping_metric(),
-            "eval_sample": cfg.early_stopping.eval_sample,
+            "eval_sample": cfg.stopping.eval_sample,
             **(
                 plan.run_fields(method)
                 if cfg.cost_target is not None
-                else {"budget": cfg.ftft_budget, "evals_per_schedule": cfg.early_stopping.evals}
+                else {"budget": cfg.ftft_budget, "evals_per_schedule": cfg.stopping.evals}
             ),
         }
     return cfg.main_run(

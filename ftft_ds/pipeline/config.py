@@ -65,39 +65,44 @@ class SelectionConfig:
 class EarlyStoppingConfig:
     """How the early-stopping methods choose their checkpoint: evaluate `evals` times on `metric`
     up to their cap, keep and report the best evaluation, and stop sooner after `patience`
-    evaluations without improvement, if set."""
+    evaluations without improvement, if set. Unset fields take the defaults of the recipe's regime
+    (`resolved`): under a cost target evaluations are part of what the target pays for, so they
+    are fewer and cover a sample."""
 
     metric: typing.Optional[str] = None
     """`<split>/<accuracy|macro_f1|mcc>` to stop on; None picks the OOD validation split's accuracy
     (a split named like `ood_dev` / `ood_validation`) when the task has one, else the ID dev split's.
     Never a split you report as a test."""
     patience: typing.Optional[int] = None
-    """Evaluations without improvement before a run stops. None: no patience under a `cost_target`
-    (the planned cap ends the runs and the best evaluation is kept, as the FTFT code picks its
-    checkpoint after training: patience on a noisy validation split stops runs in the dip where a
-    shortcut has been learnt and the rule not yet), 2 without one (the cap is then ERM's budget)."""
-    evals: int = 12
+    """Evaluations without improvement before a run stops. None: none under a `cost_target` (the
+    planned cap ends the runs and the best evaluation is kept, as the FTFT code picks its checkpoint
+    after training; patience on a noisy validation split stops runs in the dip where a shortcut has
+    been learnt and the rule not yet), 2 without one (the cap is then ERM's budget)."""
+    evals: typing.Optional[int] = None
     """Evaluations while a main run trains, at the same points for every early-stopping method:
-    evenly over the cap a `cost_target` plans (the cap is the last of them), or, without a target,
-    over the ERM budget's schedule."""
+    evenly up to the cap a `cost_target` plans (the last at the cap), or, without a target, over the
+    ERM budget's schedule. None: 6 under a cost target, 12 without one (the FTFT code's)."""
     eval_sample: typing.Optional[int] = None
-    """Rows of the stopping split each of those evaluations covers: a fixed sample, the same rows
-    for every run (None: all of them). Evaluations count in the cost; the kept checkpoint is
-    evaluated on every split in full."""
+    """Rows of the stopping split each of those evaluations covers: a fixed sample, the same rows for
+    every run (the kept checkpoint is then evaluated on every split in full). None: 200 under a
+    cost target, all rows without one; a number at least the split's size covers it all."""
 
     def __post_init__(self):
-        for name in ("patience", "evals"):
+        for name in ("patience", "evals", "eval_sample"):
             value = getattr(self, name)
-            if name == "patience" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise FtftError(f"early_stopping.{name} must be an integer of at least 1, got {value!r}")
-        if self.eval_sample is not None and (
-            isinstance(self.eval_sample, bool) or not isinstance(self.eval_sample, int) or self.eval_sample < 1
-        ):
-            raise FtftError(
-                f"early_stopping.eval_sample must be a number of rows of at least 1, got {self.eval_sample!r}"
-            )
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise FtftError(f"early_stopping.{name} must be an integer of at least 1 (or null), got {value!r}")
+
+    def resolved(self, cost_target: typing.Optional[float]) -> "EarlyStoppingConfig":
+        """This config with its unset fields at the regime's defaults (see each field); its
+        `eval_sample` None then means every row."""
+        targeted = cost_target is not None
+        return dataclasses.replace(
+            self,
+            patience=self.patience if self.patience is not None else (None if targeted else 2),
+            evals=self.evals or (6 if targeted else 12),
+            eval_sample=self.eval_sample or (200 if targeted else None),
+        )
 
 
 @dataclasses.dataclass
@@ -221,12 +226,10 @@ class RecipeConfig:
         """A reference run from `template` with the fields the recipe owns (see `REFERENCE_OWNED`)."""
         return derive(template, REFERENCE_OWNED, "recipe", "reference", **owned)
 
-    def patience(self) -> typing.Optional[int]:
-        """The early-stopping methods' patience: `early_stopping.patience`, or its default, none
-        under a cost target and 2 without one (see `EarlyStoppingConfig.patience`)."""
-        if self.early_stopping.patience is not None:
-            return self.early_stopping.patience
-        return None if self.cost_target is not None else 2
+    @property
+    def stopping(self) -> EarlyStoppingConfig:
+        """`early_stopping` with its unset fields at this recipe's defaults (`EarlyStoppingConfig.resolved`)."""
+        return self.early_stopping.resolved(self.cost_target)
 
     def stopping_metric(self) -> str:
         """The metric early stopping follows: the configured one, else an OOD validation split's

@@ -161,9 +161,10 @@ class RunCost:
 def reference_cost(ref: ReferenceConfig, splits: dict, train_split: str) -> RunCost:
     """A reference run's FLOPs before it runs: every training row every epoch on one rank, and its
     evaluation of every eval split when it evaluates (the gate reads it: it steers the recipe)."""
-    tokens = ModelTokens.measure(ref, splits, train_split)
+    evaluated = ref.data.eval_splits if ref.evaluate else ()
+    tokens = ModelTokens.measure(ref, {name: splits[name] for name in (train_split, *evaluated)}, train_split)
     train = TRAIN_FLOPS_PER_PARAM_TOKEN * tokens.flops_parameters * ref.epochs * tokens.rows_total()
-    evaluation = tokens.evaluation_flops(1) if ref.evaluate else 0.0
+    evaluation = tokens.evaluation_flops(1)
     return RunCost(train, train + evaluation)
 
 
@@ -311,7 +312,7 @@ class _Planner:
         self.watched, self.eval_flops = None, 0.0
         if self.early:
             split = recipe.stopping_metric().partition("/")[0]
-            size = recipe.early_stopping.eval_sample
+            size = recipe.stopping.eval_sample
             sample = fixed_sample(splits[split].uids(), size)
             self.eval_flops = self.tokens.evaluation_flops(self.world, {split: sample}, [split])
             self.watched = f"{len(sample)} rows of {split}" if len(sample) < len(splits[split]) else split
@@ -362,7 +363,7 @@ class _Planner:
         """The longest cap that keeps `method`'s main run, with its `evals` evaluations, within its
         limit with a step and an evaluation to spare; refused when it would
         leave less than a step between evaluations."""
-        rows, evals = self.rows(method), self.recipe.early_stopping.evals
+        rows, evals = self.rows(method), self.recipe.stopping.evals
         fixed = evals * self.eval_flops
         margin = self.tokens.step_flops_bound(rows, self.main, self.world) + self.eval_flops
         limit = self.limit(method)
@@ -395,13 +396,13 @@ class _Planner:
             points = {}
             for method in self.early:
                 cap = self.steps(recipe.ftft_budget, self.rows(method))
-                every = self.schedule(self.rows(method)).evals_every(recipe.early_stopping.evals)
+                every = self.schedule(self.rows(method)).evals_every(recipe.stopping.evals)
                 points[method] = (cap, every, math.ceil(cap / every), None)  # the last at the cap
             return points
         if not self.early:
             return {}
         cap = min(self.most_steps(m) for m in self.early)
-        every = math.ceil(cap / recipe.early_stopping.evals)
+        every = math.ceil(cap / recipe.stopping.evals)
         warmup = self.schedule(None).warmup_steps
         if self.main.lr_schedule == "truncated" and cap <= warmup:
             raise FtftError(
@@ -478,7 +479,8 @@ def default_reference(recipe, splits: dict) -> tuple[ReferenceConfig, float]:
     choice = None
     for layers in range(min(DEFAULT_REFERENCE_LAYERS, depth), 0, -1):
         reference = ReferenceConfig(**{**optim, "num_layers": layers})
-        share = 100.0 * reference_cost(reference, {train_split: split}, train_split).train / erm
+        training = dataclasses.replace(reference, evaluate=False)  # its training alone is the share
+        share = 100.0 * reference_cost(training, {train_split: split}, train_split).train / erm
         choice = (reference, share)
         if share <= DEFAULT_REFERENCE_SHARE:
             break

@@ -106,18 +106,6 @@ def _bf16_available() -> bool:
     return torch.cuda.get_device_capability() >= (8, 0)
 
 
-def cpu_computes_bf16() -> bool:
-    """Whether this machine's CPU has bf16 matrix instructions (AVX512-BF16 or AMX), with which
-    oneDNN runs a bf16 training step's matrix products about 1.8 times as fast as fp32 ones;
-    without them bf16 is emulated, and slower. Read from Linux's /proc/cpuinfo (elsewhere: no)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def check_ds_config(config: dict) -> None:
     """Refuse, in one line each, the values DeepSpeed would only trip over mid-initialisation:
     a ZeRO stage that is not 0-3 and an optimizer type it cannot build."""
