@@ -352,6 +352,14 @@ def test_bad_recipe_is_one_line(tmp_path):
     assert "methods must be some of" in refused_in_process(["run", config])[-1]
 
 
+def test_a_missing_data_folder_is_named_before_anything_else(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump({**RECIPE, "data": {"source": str(tmp_path / "nowhere")}}))
+    assert refused_in_process(["run", config, "--dry-run"]) == [
+        f"error: data source {str(tmp_path / 'nowhere')!r} does not exist (expected a file or folder)"
+    ]
+
+
 @pytest.mark.parametrize("seeds", [[1.5], [True], ["a"], 3, [0, 0], []])
 def test_seeds_must_be_distinct_integers(seeds):
     with pytest.raises(FtftError, match="seeds must be a non-empty list of distinct integers"):

@@ -54,6 +54,15 @@ def test_a_main_field_the_sweep_owns_is_refused_not_overwritten(field, value):
         from_dict(SweepConfig, {**SWEEP, "main": {**SWEEP["main"], field: value}})
 
 
+@pytest.mark.parametrize(
+    "wi, do", [([1, 1, 2, 3, 4, 5], [0]), ([0], [7, 7, 8, 9, 10, 11]), ([0, 1, 2, 3, 4, True], [0])]
+)
+def test_a_grid_with_a_repeated_seed_is_refused(wi, do):
+    """Two equal seeds would train two identical trials and bias every expected-max estimate."""
+    with pytest.raises(FtftError, match=r"^(wi|do)_seeds must be distinct integers, got \["):
+        from_dict(SweepConfig, {**SWEEP, "policy": "none:t=6", "wi_seeds": wi, "do_seeds": do})
+
+
 def losses(folder):
     return {
         r["step"]: r["train/loss"]

@@ -143,6 +143,11 @@ class DataConfig:
             if f"{source}_val" not in self.eval_splits:
                 self.eval_splits = (*self.eval_splits, f"{source}_val")
 
+    def check_source(self) -> None:
+        """Refuse a source that names a local file or folder which does not exist (a hub name is
+        only known to exist once it is read)."""
+        _source_kind(self.source)
+
     def holdout(self) -> Optional[tuple]:
         """(split, fraction) of `validation_holdout`, or None."""
         if self.validation_holdout is None:

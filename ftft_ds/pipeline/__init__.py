@@ -64,10 +64,11 @@ def reference_configs(cfg: RecipeConfig) -> dict:
 
 
 def main_config(cfg: RecipeConfig, plan: CostPlan, method: str, seed: int) -> MainConfig:
-    """One main run of the recipe. Early-stopping methods stop by patience, at the latest at the
-    cap the plan sets (with a cost target: its step cap, evaluation points and FLOPs ceiling;
-    without: `ftft_budget`, evaluated over the ERM schedule); `erm` and `dm` train their whole
-    `erm_budget`. Every early-stopping run evaluates at the same points."""
+    """One main run of the recipe. Early-stopping methods keep their best evaluated checkpoint and
+    stop at the cap the plan sets (with a cost target: its step cap, evaluation points and FLOPs
+    ceiling; without: `ftft_budget`, evaluated over the ERM schedule), or sooner by patience where
+    it is set; `erm` and `dm` train their whole `erm_budget`. Every early-stopping run evaluates at
+    the same points."""
     fields = {"budget": cfg.erm_budget}
     if method in EARLY_STOPPING_METHODS:
         fields = {

@@ -212,6 +212,7 @@ class RecipeConfig:
         for name, template, cls in (("main", self.main, MainConfig), ("reference", self.reference, ReferenceConfig)):
             if not isinstance(template, cls) and not (name == "reference" and template is None):
                 raise FtftError(f"{name} must be a mapping of {cls.__name__} options, got {template!r}")
+        self.data.check_source()  # a missing folder is named before anything asks for its splits
         self.main_run(data=self.data)  # refuse a field the recipe owns now, not after a reference has trained
         if self.reference is not None:
             self.reference_run(self.reference, data=self.data)

@@ -103,6 +103,13 @@ class SweepConfig:
             raise FtftError("give both wi_seeds and do_seeds for a grid, or neither for random pairs")
         if self.wi_seeds is not None:
             self.wi_seeds, self.do_seeds = tuple(self.wi_seeds), tuple(self.do_seeds)
+            for name in ("wi_seeds", "do_seeds"):
+                seeds = getattr(self, name)
+                if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) < len(
+                    seeds
+                ):
+                    # Two equal seeds train two identical trials, which biases every expected-max estimate.
+                    raise FtftError(f"{name} must be distinct integers, got {list(seeds)}")
             size = len(self.wi_seeds) * len(self.do_seeds)
             if size != self.policy_obj.t:
                 raise FtftError(
