@@ -134,9 +134,20 @@ def compare(rows: list[dict], method: str, metric: str, baseline: str = "erm") -
     return out
 
 
+def outcome(c: dict) -> str:
+    """`better`, `worse` or `tied` for `c`'s method against its baseline: by the 95% interval where
+    there is one (a tie when it holds zero: those seeds cannot tell them apart), else by the one
+    seed's sign (`better` when not below)."""
+    if c["ci95"] is not None:
+        low, high = c["ci95"]
+        return "better" if low > 0 else "worse" if high < 0 else "tied"
+    return "better" if c["mean_difference"] >= 0 else "worse"
+
+
 def comparison_line(c: dict, target: float | None = None, weak_reference: str | None = None) -> str:
     """One line a newcomer understands: the method against its baseline on the headline metric, its
-    three costs and a verdict. The verdict on cost follows the cost target (FLOPs with evaluations,
+    three costs and a verdict. The verdict on accuracy follows the 95% interval of the per-seed
+    differences (with one seed, its sign); on cost, the cost target (FLOPs with evaluations,
     reference included) where there is one, else training FLOPs at half of the baseline's, the
     paper's claim. It compares nothing where a model predicts one class, and says so of a subset
     from a reference the gate found weak (`weak_reference`: the gate's summary)."""
@@ -147,12 +158,15 @@ def comparison_line(c: dict, target: float | None = None, weak_reference: str | 
         else " with one seed: run more seeds before trusting a difference"
     )
     if target is None:
-        cost, within, over = c["relative_cost"] <= 50, "at no more than half", "at more than half"
-        budget = f"of {c['baseline']}'s training FLOPs"
+        cheap = c["relative_cost"] <= 50
+        budget = f"at {'no more' if cheap else 'more'} than half of {c['baseline']}'s training FLOPs"
     else:
-        cost, within, over = c["relative_total_flops"] <= 100 * target, "within", "over"
-        budget = f"its cost target ({100 * target:.0f}% of erm's FLOPs with evaluations)"
+        cheap = c["relative_total_flops"] <= 100 * target
+        budget = (
+            f"{'within' if cheap else 'over'} its cost target ({100 * target:.0f}% of erm's FLOPs with evaluations)"
+        )
     stuck = {name: seeds for name, seeds in c.get("one_class", {}).items() if seeds}
+    method, baseline, result = c["method"], c["baseline"], outcome(c)
     if stuck:
         verdict = (
             "no verdict: "
@@ -162,22 +176,22 @@ def comparison_line(c: dict, target: float | None = None, weak_reference: str | 
             + ", so it learnt nothing there to compare; give it more to learn from (a learning rate that fits the "
             "model, more epochs, more training data)"
         )
-    elif c["baseline"] != "erm":  # erm_es: ERM cut at the same cap, the same evaluations
-        verdict = (
-            f"the subset, not the shorter run, earned {c['method']}'s result"
-            if c["mean_difference"] >= 0
-            else f"{c['baseline']}, cut at the same step, does as well without a subset"
-        )
-    elif c["mean_difference"] >= 0:
-        verdict = (
-            f"{c['method']} matches or beats {c['baseline']} " + (within if cost else f"but {over}") + f" {budget}"
-        )
+    elif baseline != "erm":  # erm_es: ERM cut at the same cap, the same evaluations
+        verdict = {
+            "better": f"the subset, not the shorter run, earned {method}'s result",
+            "worse": f"{baseline}, cut at the same step, does better without a subset",
+            "tied": "these seeds cannot tell the subset's effect from the shorter run's",
+        }[result]
     else:
-        verdict = f"{c['method']} falls short of {c['baseline']}"
+        verdict = {
+            "better": f"{method} matches or beats {baseline} {'' if cheap else 'but '}{budget}",
+            "worse": f"{method} falls short of {baseline}",
+            "tied": f"these seeds cannot tell {method} from {baseline}; it runs {budget}",
+        }[result]
     if weak_reference and not stuck:
         verdict += f"; its subset came from a reference the gate found weak ({weak_reference})"
     return (
-        f"{c['method']} vs {c['baseline']}: {c['metric']} {100 * c['method_mean']:.1f} vs "
+        f"{method} vs {baseline}: {c['metric']} {100 * c['method_mean']:.1f} vs "
         f"{100 * c['baseline_mean']:.1f} ({100 * c['mean_difference']:+.1f} points{spread}) "
         f"at {c['relative_cost']:.0f}% of erm's training FLOPs ({c['relative_total_flops']:.0f}% of its FLOPs with "
         f"evaluations, {c['relative_wall_time']:.0f}% of its wall time): {verdict}."
