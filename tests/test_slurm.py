@@ -4,6 +4,7 @@ main runs as two-node jobs, requeue and exact resume, re-attaching, cancelling, 
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,16 +47,70 @@ RECIPE = {
 }
 
 
-def start(args, log):
+def start(args, log, env=None):
     """An `ftft` orchestrator in the background, in a session of its own, output to `log`."""
     return subprocess.Popen(
         [sys.executable, "-m", "ftft_ds", *map(str, args)],
         cwd=REPO,
-        env=quiet_env(),
+        env=env or quiet_env(),
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def failing_squeue(folder, failures: str):
+    """A `squeue` to put first on PATH that fails like an unreachable controller on the calls whose
+    numbers (from 1) `failures` lists, as a bash pattern such as `@(5|6|7)`, and runs the real one
+    otherwise; every call is counted in `folder/calls`."""
+    real = shutil.which("squeue")
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "squeue"
+    script.write_text(
+        "#!/bin/bash\nshopt -s extglob\n"
+        f"n=$(( $(cat {folder}/calls 2>/dev/null || echo 0) + 1 )); echo $n > {folder}/calls\n"
+        f'case $n in {failures}) echo "squeue: error: Unable to contact slurm controller (connect failure)" >&2;'
+        " exit 1;; esac\n"
+        f'exec {real} "$@"\n'
+    )
+    script.chmod(0o755)
+    return {**quiet_env(), "PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+def test_an_unanswered_queue_poll_cancels_nothing_and_the_recipe_finishes(tmp_path, slurm_cluster):
+    """Seven squeue calls in a row fail while the main job is queued or runs: the first poll's four
+    tries, then three of the next. Before, one failed call read as "every job ended" and cancelled
+    the batch; now the orchestrator says it got no answer, waits, and the job completes."""
+    out = tmp_path / "recipe"
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(out), "methods": ["erm"]}))
+    env = failing_squeue(tmp_path / "bin", "@(3|4|5|6|7|8|9)")
+    orchestrator = start(["run", config], tmp_path / "log", env=env)
+    assert orchestrator.wait(timeout=600) == 0, (tmp_path / "log").read_text()[-3000:]
+    log = (tmp_path / "log").read_text()
+    assert "warning: squeue did not answer 4 tries: squeue: error: Unable to contact slurm controller" in log
+    assert "cancelled" not in log and int((tmp_path / "bin" / "calls").read_text()) > 9
+    erm = out / "main" / "erm" / "seed0"
+    assert final_state(job_id(erm))["state"] in ("COMPLETED", "UNKNOWN") and (erm / "metrics.json").is_file()
+    assert json.loads((erm / "job_done.json").read_text())["job_id"] == job_id(erm)
+
+
+def test_a_re_run_that_cannot_read_the_queue_submits_and_deletes_nothing(tmp_path, slurm_cluster, monkeypatch):
+    """Whether a recorded job still runs decides between re-attaching and starting over: without an
+    answer from squeue the orchestrator stops in one line, its folders untouched."""
+    from ftft_ds.errors import FtftError
+    from ftft_ds.jobs import ExecutorConfig, slurm
+
+    folder = tmp_path / "main" / "erm" / "seed0"
+    folder.mkdir(parents=True)
+    (folder / "job.json").write_text(json.dumps({"job_id": "4242", "what": "main run 'erm' seed 0"}))
+    monkeypatch.setenv("PATH", failing_squeue(tmp_path / "bin", "*")["PATH"])
+    monkeypatch.setattr(slurm, "QUERY_BACKOFF_S", 0.01)
+    executor = slurm.SlurmExecutor(ExecutorConfig(kind="slurm"), tmp_path)
+    with pytest.raises(FtftError, match=r"^cannot tell whether SLURM job 4242 \(main run 'erm' seed 0\) still runs: "):
+        executor.live_job(folder)
+    assert int((tmp_path / "bin" / "calls").read_text()) == slurm.QUERY_ATTEMPTS
+    assert [p.name for p in folder.iterdir()] == ["job.json"]
 
 
 def wait_for(condition, what, seconds=240):

@@ -46,15 +46,46 @@ ACTIVE = {
 """States of a job that is not over (a preempted or requeued job comes back)."""
 
 
+QUERY_ATTEMPTS = 4
+"""Tries of a scheduler query before the caller hears that the scheduler did not answer."""
+QUERY_BACKOFF_S = 2.0
+"""Seconds before the second try; each further try waits twice as long (2, 4, 8 s)."""
+UNKNOWN_JOB = "Invalid job id specified"
+"""What squeue and scontrol say of a job the controller no longer knows: an answer (it is gone),
+unlike a timeout or an unreachable controller."""
+
+
+class SchedulerUnavailable(FtftError):
+    """The scheduler did not answer a query, even after retries: nothing can be concluded from it."""
+
+
+def _query(command: list[str]) -> str:
+    """The output of a scheduler query; a failed one (a controller that timed out, restarts or is
+    unreachable) is retried, since a failure is not an answer. Raises `SchedulerUnavailable` when
+    every try failed."""
+    failure = ""
+    for attempt in range(QUERY_ATTEMPTS):
+        if attempt:
+            time.sleep(QUERY_BACKOFF_S * 2 ** (attempt - 1))
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            failure = str(exc)
+            continue
+        if proc.returncode == 0 or UNKNOWN_JOB in proc.stderr:
+            return proc.stdout
+        failure = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+    raise SchedulerUnavailable(f"{command[0]} did not answer {QUERY_ATTEMPTS} tries: {failure}")
+
+
 def queue_states(job_ids: Sequence[str]) -> dict:
-    """Job id -> state for the jobs of `job_ids` that `squeue` still lists (array tasks one by one)."""
+    """Job id -> state for the jobs of `job_ids` that `squeue` still lists (array tasks one by one).
+    Raises `SchedulerUnavailable` rather than answer from a failed query: an empty answer would
+    read as "every job ended"."""
     if not job_ids:
         return {}
-    proc = subprocess.run(
-        ["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)], capture_output=True, text=True, timeout=60
-    )
     states = {}
-    for line in proc.stdout.splitlines():
+    for line in _query(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)]).splitlines():
         job_id, _, state = line.strip().partition(" ")
         states[job_id] = state
     return states
@@ -63,13 +94,26 @@ def queue_states(job_ids: Sequence[str]) -> dict:
 def final_state(job_id: str) -> dict:
     """`state`, `exit_code`, `submit`, `start` and `end` times of a job that has left the queue, from
     `scontrol` while it still knows it (a few minutes); state UNKNOWN after that."""
-    proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
-    fields = dict(part.split("=", 1) for part in proc.stdout.split() if "=" in part)
+    output = _query(["scontrol", "show", "job", "-o", job_id])
+    fields = dict(part.split("=", 1) for part in output.split() if "=" in part)
     return {
         "state": fields.get("JobState", "UNKNOWN"),
         "exit_code": fields.get("ExitCode", ""),
         **{key.lower().removesuffix("time"): fields.get(key) for key in ("SubmitTime", "StartTime", "EndTime")},
     }
+
+
+DONE = "job_done.json"
+"""Written into a job's folder by its task (rank 0) once its run returned: proof of completion
+that outlives the controller's memory of the job."""
+
+
+def finished_by(folder: Path, job_id: str) -> bool:
+    """Whether SLURM job `job_id` (an array task's own id) finished its run in `folder`."""
+    try:
+        return json.loads((Path(folder) / DONE).read_text(encoding="utf-8")).get("job_id") == job_id
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
 
 
 def read_record(folder: Path) -> dict | None:
@@ -95,11 +139,19 @@ class SlurmExecutor:
         self.detach = detach
 
     def live_job(self, folder: Path) -> str | None:
-        """The id of the job recorded in `folder` if it is still queued or running."""
+        """The id of the job recorded in `folder` if it is still queued or running. A queue that does
+        not answer stops the orchestrator here, before it deletes a folder a live job writes or
+        submits that job again."""
         record = read_record(folder)
         if record is None:
             return None
-        state = queue_states([record["job_id"]]).get(record["job_id"])
+        try:
+            state = queue_states([record["job_id"]]).get(record["job_id"])
+        except SchedulerUnavailable as exc:
+            raise FtftError(
+                f"cannot tell whether SLURM job {record['job_id']} ({record['what']}) still runs: {exc}; nothing "
+                f"was submitted or deleted, run the same command again once the controller answers"
+            ) from None
         return record["job_id"] if state in ACTIVE else None
 
     def batch_size(self, pending: int) -> int:
@@ -187,7 +239,12 @@ class SlurmExecutor:
         states: dict = {}
         waiting = dict(ids)
         while waiting:
-            queued = queue_states(list(waiting))
+            try:
+                queued = queue_states(list(waiting))
+            except SchedulerUnavailable as exc:  # no answer is no news: the jobs may well run on
+                self.echo(f"  warning: {exc}; still waiting for SLURM jobs {', '.join(waiting)}")
+                time.sleep(self.cfg.poll_seconds)
+                continue
             for job_id, job in list(waiting.items()):
                 state = queued.get(job_id)
                 if state is None:
@@ -210,12 +267,21 @@ class SlurmExecutor:
             sys.stdout.write("\r\033[K")
 
     def _finished(self, job_id: str, job, others: list) -> None:
-        """Record how job `job_id` ended in its folder; if it failed, cancel `others` and raise."""
-        ended = final_state(job_id)
+        """Record how job `job_id` ended in its folder; if it failed, cancel `others` and raise.
+
+        A job the controller has already forgotten (UNKNOWN) completed only if its task wrote
+        `DONE` in its folder: its log alone cannot say whether it was killed mid-run."""
+        while True:
+            try:
+                ended = final_state(job_id)
+                break
+            except SchedulerUnavailable as exc:
+                self.echo(f"  warning: {exc}; asking again how SLURM job {job_id} ended")
+                time.sleep(self.cfg.poll_seconds)
         state, exit_code = ended["state"], ended["exit_code"]
         write_json(job.folder / RECORD, {**read_record(job.folder), "ended": ended})
         log = _log(job)
-        failed = state not in ("COMPLETED", "UNKNOWN") or (state == "UNKNOWN" and last_error(log).startswith("error:"))
+        failed = state not in ("COMPLETED", "UNKNOWN") or (state == "UNKNOWN" and not finished_by(job.folder, job_id))
         if failed:
             cancel(others)
             raise FtftError(

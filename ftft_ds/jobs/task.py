@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import submitit
 
 from ..errors import FtftError
+from ..io import write_json
+from .slurm import DONE
 
 
 class StageTask(submitit.helpers.Checkpointable):
@@ -44,11 +47,16 @@ class StageTask(submitit.helpers.Checkpointable):
             if self.command == "train":
                 from ..runs.main import run_main
 
-                run_main(load_config(MainConfig, self.config, self.restart_overrides()))
+                cfg = load_config(MainConfig, self.config, self.restart_overrides())
+                run_main(cfg)
             else:
                 from ..runs.reference import run_reference
 
-                run_reference(load_config(ReferenceConfig, self.config, self.restart_overrides()))
+                cfg = load_config(ReferenceConfig, self.config, self.restart_overrides())
+                run_reference(cfg)
         except FtftError as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             sys.exit(2)
+        environment = submitit.JobEnvironment()
+        if environment.global_rank == 0:  # what the orchestrator trusts once SLURM forgets the job
+            write_json(Path(cfg.output_dir) / DONE, {"job_id": environment.job_id, "finished": time.time()})
