@@ -346,7 +346,11 @@ class MainConfig(OptimConfig):
     patience_metric: str = "dev/accuracy"
     """Metric that patience and the best checkpoint follow, `<split>/<accuracy|macro_f1|mcc>`."""
     checkpoint_every: int = 0
-    """Save a resumable checkpoint every N optimizer steps (0: only at the end)."""
+    """Save a resumable checkpoint every N optimizer steps (0: only at the end, or by `checkpoint_minutes`)."""
+    checkpoint_minutes: typing.Optional[float] = 30.0
+    """Also save one once this many minutes of training have passed since the last, at the next log
+    point (every rank reads the same clock there: the cost ledger's): an interrupted or preempted
+    run then loses at most that much (None: never by time)."""
     resume: bool = False
     """Continue from the latest checkpoint in `output_dir/checkpoints`."""
     export_model: bool = True
@@ -383,6 +387,8 @@ class MainConfig(OptimConfig):
         for name in ("eval_every", "evals_per_schedule", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise FtftError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0:
+            raise FtftError(f"checkpoint_minutes must be positive (or None), got {self.checkpoint_minutes}")
         if self.eval_every and self.evals_per_schedule:
             raise FtftError(
                 f"set eval_every ({self.eval_every}) or evals_per_schedule ({self.evals_per_schedule}), not both"

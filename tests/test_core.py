@@ -203,6 +203,24 @@ def test_fixed_sample_depends_on_the_uids_alone():
     assert fixed_sample(uids, None) == fixed_sample(uids, 50) == list(range(50))
 
 
+def test_checkpoints_come_by_wall_time_at_log_points(world, tmp_path):
+    """`checkpoint_minutes` alone (no `checkpoint_every`): once that much training time has passed,
+    the next log point saves, so an interrupted run loses no more than that."""
+    out = tmp_path / "run"
+    seen = {}
+
+    def latest(trainer):
+        path = out / "checkpoints" / "latest"
+        seen[trainer.state.step] = path.read_text().strip() if path.is_file() else None
+
+    run_main(_config(out, budget="steps:5", log_every=2, checkpoint_minutes=1e-6), world, on_step_end=latest)
+    assert seen == {1: None, 2: "step_2", 3: "step_2", 4: "step_4", 5: "step_4"}  # the end saves step_5 after
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_5"
+    never = tmp_path / "never"
+    run_main(_config(never, budget="steps:3", log_every=1, checkpoint_minutes=None), world)
+    assert (never / "checkpoints" / "latest").read_text().strip() == "step_3"  # the final one only
+
+
 def test_frozen_embeddings_keep_their_initial_values_while_the_layers_above_train(world, tmp_path):
     trained = {}
 

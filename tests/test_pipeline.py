@@ -446,6 +446,50 @@ def test_ctrl_c_to_ftft_run_alone_stops_its_training_processes(tmp_path):
             os.killpg(victim.pid, signal.SIGKILL)
 
 
+@pytest.mark.launcher
+def test_a_re_run_continues_an_interrupted_main_run_from_its_checkpoint(tmp_path):
+    """Ctrl-C to `ftft run` mid main run, after a checkpoint; the same command again continues the
+    run from that checkpoint instead of deleting its folder: the steps before it are not trained twice."""
+    out = tmp_path / "out"
+    recipe = {
+        **RECIPE,
+        "output_dir": str(out),
+        "methods": ["erm"],
+        "seeds": [0],
+        "data": {"embedded_train_size": 400},
+        "main": {**RECIPE["main"], "erm_epochs": 40, "log_every": 1, "checkpoint_every": 5},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ftft_ds", "run", str(tmp_path / "recipe.yaml")],
+        cwd=REPO,
+        env=quiet_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    erm = out / "main" / "erm" / "seed0"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (erm / "checkpoints" / "latest").is_file():
+            time.sleep(0.2)
+        assert (erm / "checkpoints" / "latest").is_file(), "no checkpoint was written"
+        os.kill(first.pid, signal.SIGINT)
+        assert first.wait(timeout=60) == 1
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+    checkpoint = int((erm / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
+    second = ran_in_process(["run", tmp_path / "recipe.yaml"])
+    assert "main/erm/seed0: continues from its last checkpoint" in second.stdout
+    assert read(erm / "run_config.json")["resume"] is True
+    records = [json.loads(line) for line in (erm / "log.jsonl").read_text().splitlines()]
+    logged = [record["step"] for record in records if "train/loss" in record]
+    assert logged == list(range(1, logged[-1] + 1))  # every step once, the first run's kept
+    # The second run trained only the steps after the checkpoint: its own progress bar starts there.
+    assert f"{checkpoint}/{read(erm / 'metrics.json')['steps']}" in (erm / "log.txt").read_text()
+
+
 def test_a_stage_being_written_by_a_live_run_is_never_deleted(tmp_path):
     """An orphan from an earlier `ftft run` may still hold a stage's folder: re-running must not delete it."""
     folder = tmp_path / "main" / "erm" / "seed0"

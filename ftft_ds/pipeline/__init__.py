@@ -204,13 +204,19 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
         folder = Path(main.output_dir)
         key = {"config": to_dict(main), "data": data, "subset": file_digest(Path(main.subset)) if main.subset else None}
 
-        stage = Stage(f"main/{method}/seed{seed}", folder, key, None, ["metrics.json", "cost.json"])
+        stage = Stage(
+            f"main/{method}/seed{seed}", folder, key, None, ["metrics.json", "cost.json"], "checkpoints/latest"
+        )
         progress["done"] += 1
         if stage.is_done():
             echo(f"[{progress['done']}/{total}] {stage.name}: done before, skipped")
         else:
-            stage.begin(keep=executor.live_job(folder) is not None)
-            save_config(main, folder / "run_config.json")
+            live = executor.live_job(folder) is not None
+            resumable = not live and stage.resumable()  # interrupted (Ctrl-C, a cancelled batch): go on
+            stage.begin(keep=live, resume=resumable)
+            if resumable:
+                echo(f"[{progress['done']}/{total}] {stage.name}: continues from its last checkpoint")
+            save_config(dataclasses.replace(main, resume=resumable), folder / "run_config.json")
             todo.append(
                 (
                     f"[{progress['done']}/{total}] {stage.name}",

@@ -3,9 +3,10 @@
 A stage's key holds everything its output depends on: its resolved config and the fingerprints of
 the files it reads. `stage.json` records the key's digest and whether the stage finished. A stage
 is skipped only when it has the same digest and its outputs exist: finished, or finished by a job
-that outlived the orchestrator which started it (a detached SLURM job). A stage that failed (or was
-interrupted) is run again from scratch, and a changed input changes the digest, so nothing is
-silently reused across changed inputs.
+that outlived the orchestrator which started it (a detached SLURM job). A stage that was
+interrupted with the same digest and left a checkpoint (`checkpoint`) continues from it; one that
+failed without one is run again from scratch; and a changed input changes the digest, so nothing
+is silently reused across changed inputs.
 """
 
 from __future__ import annotations
@@ -50,14 +51,28 @@ class Stage:
     key: dict
     run: Callable[[Path], None]
     outputs: Sequence[str]
+    checkpoint: str | None = None
+    """A file in the folder whose existence means an interrupted run of the stage can continue."""
+
+    def _recorded(self) -> dict | None:
+        try:
+            return json.loads((self.folder / MANIFEST).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def resumable(self) -> bool:
+        """Whether an interrupted run of this very stage (same digest) left a checkpoint to go on from."""
+        recorded = self._recorded()
+        return (
+            self.checkpoint is not None
+            and recorded is not None
+            and recorded.get("digest") == digest(self.key)
+            and (self.folder / self.checkpoint).is_file()
+        )
 
     def is_done(self) -> bool:
-        manifest = self.folder / MANIFEST
-        if not manifest.is_file():
-            return False
-        try:
-            recorded = json.loads(manifest.read_text())
-        except json.JSONDecodeError:
+        recorded = self._recorded()
+        if recorded is None:
             return False
         if recorded.get("digest") != digest(self.key) or not all((self.folder / o).exists() for o in self.outputs):
             return False
@@ -77,8 +92,9 @@ class Stage:
         self.finish(seconds)
         return True, seconds
 
-    def begin(self, keep: bool = False) -> None:
-        """Clear the folder for a fresh run, unless `keep`: a job re-attached to is still writing it."""
+    def begin(self, keep: bool = False, resume: bool = False) -> None:
+        """Clear the folder for a fresh run, unless `keep` (a job re-attached to is still writing it)
+        or `resume` (an interrupted run of this stage continues from its checkpoint there)."""
         if keep:
             return
         holder = run_in_progress(self.folder)
@@ -87,6 +103,8 @@ class Stage:
                 f"stage {self.name} cannot re-run: {self.folder} is still being written by {holder}; "
                 f"stop that run first"
             )
+        if resume:
+            return
         if self.folder.exists():
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True)

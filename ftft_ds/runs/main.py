@@ -106,6 +106,7 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
         eval_every=run.plan.evals_every(cfg.evals_per_schedule) if cfg.evals_per_schedule else cfg.eval_every,
         checkpointer=checkpointer,
         checkpoint_every=cfg.checkpoint_every,
+        checkpoint_minutes=cfg.checkpoint_minutes,
         recorder=recorder,
         on_step_end=on_step_end,
         log_path=out / "log.jsonl",

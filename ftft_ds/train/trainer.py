@@ -68,6 +68,7 @@ class Trainer:
         eval_every: int = 0,
         checkpointer: Checkpointer | None = None,
         checkpoint_every: int = 0,
+        checkpoint_minutes: float | None = None,
         recorder=None,
         on_epoch_end: Callable[[], None] | None = None,
         on_step_end: Callable[["Trainer"], None] | None = None,
@@ -85,6 +86,8 @@ class Trainer:
         self.eval_every = eval_every
         self.checkpointer = checkpointer
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_minutes = checkpoint_minutes
+        self._checkpointed_at = 0.0  # the ledger's wall_seconds at the last checkpoint
         self.recorder = recorder
         self.on_epoch_end = on_epoch_end
         self.on_step_end = on_step_end
@@ -167,13 +170,17 @@ class Trainer:
         if self.evaluator is not None and self.eval_every and step % self.eval_every == 0:
             reason = self._evaluate() or reason  # what the evaluation decides comes first
         self.state.stopped = reason.value if reason else None
-        if (
-            reason is None
-            and self.checkpointer is not None
-            and self.checkpoint_every
-            and step % self.checkpoint_every == 0
-        ):
+        if reason is None and self.checkpointer is not None and self._checkpoint_due(step):
             self.save_checkpoint()
+
+    def _checkpoint_due(self, step: int) -> bool:
+        """Every `checkpoint_every` steps, and at a log point once `checkpoint_minutes` have passed
+        since the last checkpoint by the ledger's clock, which a log point's flush makes the same on
+        every rank (each rank reading its own clock could disagree, and hang the others' save)."""
+        if self.checkpoint_every and step % self.checkpoint_every == 0:
+            return True
+        elapsed = self.ledger.totals.wall_seconds - self._checkpointed_at
+        return bool(self.checkpoint_minutes) and step % self.log_every == 0 and elapsed >= 60 * self.checkpoint_minutes
 
     def _ceiling_in_reach(self, step: int) -> bool:
         """Whether the FLOPs ceiling may bind by now. Each step since the ledger's last flush cost at
@@ -214,6 +221,7 @@ class Trainer:
         self.checkpointer.save(
             self.engine, f"step_{self.state.step}", self.client_state(), best_step=self.state.best_step
         )
+        self._checkpointed_at = self.ledger.totals.wall_seconds
 
     def resume(self) -> None:
         """Continue from the latest checkpoint: same sampler position, optimizer, schedule, ledger."""
@@ -221,6 +229,7 @@ class Trainer:
         self.sampler.load_state_dict(client["sampler"])
         self.state.load_state_dict(client["trainer"])
         self.ledger.load_state_dict(client["ledger"])
+        self._checkpointed_at = self.ledger.totals.wall_seconds
         if self.env.is_main and self.log_path is not None and self.log_path.is_file():
             kept = [
                 line for line in self.log_path.read_text().splitlines() if json.loads(line)["step"] <= self.state.step
