@@ -21,6 +21,7 @@
 #   AuthInfo cred_expire (10 s) before it starts again with SLURM_RESTART_COUNT=1.
 # - A finished job stays visible in squeue/scontrol for MinJobAge (5 s) plus up
 #   to the 10 s purge interval.
+# - MaxArraySize=5: a job array holds at most 5 tasks.
 set -euo pipefail
 
 NODES=(n1 n2)
@@ -124,6 +125,9 @@ JobCompType=jobcomp/none
 MailProg=/bin/true
 ReturnToService=2
 JobRequeue=1
+# Job arrays of at most 5 tasks (SLURM's default: 1001), so that the tests meet the limit a sweep
+# of thousands of trials meets.
+MaxArraySize=5
 MinJobAge=5
 KillWait=5
 OverTimeLimit=0

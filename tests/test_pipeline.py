@@ -409,6 +409,19 @@ def test_a_boolean_is_never_a_number():
 
 
 @pytest.mark.launcher
+def test_dms_reference_is_the_main_model_on_the_main_runs_ranks(tmp_path):
+    """DM's reference trains the main model itself: on one rank it would not fit where the main
+    model needs ZeRO across GPUs, so it runs on `num_ranks` as the main runs do."""
+    out = tmp_path / "out"
+    recipe = {**RECIPE, "output_dir": str(out), "methods": ["dm"], "seeds": [0], "num_ranks": 2}
+    recipe["main"] = {**RECIPE["main"], "erm_epochs": 1}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    ran_in_process(["run", tmp_path / "recipe.yaml"])
+    assert read(out / "reference" / "main" / "cost.json")["world_size"] == 2
+    assert read(out / "main" / "dm" / "seed0" / "cost.json")["world_size"] == 2
+
+
+@pytest.mark.launcher
 def test_ctrl_c_to_ftft_run_alone_stops_its_training_processes(tmp_path):
     """Ctrl-C, schedulers and `kill PID` signal the ftft process, not its group: no launcher or rank
     may outlive it (SIGTERM to `ftft sweep` is tested with the sweep, and to SLURM jobs there)."""

@@ -55,8 +55,11 @@ def test_srun_variables_make_one_world():
         "WORLD_SIZE": "4",
         "LOCAL_RANK": "1",
         "MASTER_ADDR": found["MASTER_ADDR"],
-        "MASTER_PORT": str(20_000 + 4242),
+        "MASTER_PORT": str(12_000 + 4242),
     }
+    # Consecutive jobs get consecutive ports, none in Linux's ephemeral range (32768-60999).
+    ports = [int(launcher_variables({**srun, "SLURM_JOB_ID": str(i)})["MASTER_PORT"]) for i in range(19_990, 20_010)]
+    assert len(set(ports)) == 20 and all(12_000 <= p < 32_000 for p in ports)
     assert found["MASTER_ADDR"] == "gpu07"  # the step's first node
     # A launcher's own MASTER_* win; a batch script (no srun step) is a world of one.
     assert launcher_variables({**srun, "MASTER_ADDR": "head", "MASTER_PORT": "29500"})["MASTER_ADDR"] == "head"

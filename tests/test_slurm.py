@@ -335,3 +335,93 @@ def test_a_failed_job_fails_its_stage_with_its_error_line(tmp_path, slurm_cluste
     error = proc.stderr.strip().splitlines()[-1]
     assert error.startswith("error: main run 'erm' seed 0 failed (SLURM job ")
     assert "max_length 900 is more than model 'tiny-bert' takes (512 positions)" in error
+
+
+def test_a_rank_that_dies_ends_its_job_at_once_and_the_stage_names_its_error(tmp_path, slurm_cluster):
+    """Rank 1 of a two-node main run raises while it starts (a hook on its PYTHONPATH, set by the
+    executor's `setup` lines), before it joins rank 0. `srun --kill-on-bad-exit` ends rank 0 too:
+    without it rank 0 waits for rank 1 until the collective timeout, and the job holds both nodes.
+    The stage fails with rank 1's line, read from rank 1's own log."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "class Fault:  # raises where rank 1 imports its run\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'ftft_ds.runs.main':\n"
+        "            raise RuntimeError('injected fault on rank 1')\n"
+        "if os.environ.get('SLURM_PROCID') == '1':  # a task of the job's srun step, never the batch script\n"
+        "    sys.meta_path.insert(0, Fault())\n"
+    )
+    out = tmp_path / "recipe"
+    config = tmp_path / "recipe.yaml"
+    recipe = {
+        **RECIPE,
+        "output_dir": str(out),
+        "methods": ["erm"],
+        "executor": {**EXECUTOR, "setup": [f"export PYTHONPATH={hook}"]},
+    }
+    config.write_text(yaml.safe_dump(recipe))
+    proc = ftft(["run", config], timeout=300)
+    assert proc.returncode == 2, tail(proc)
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: main run 'erm' seed 0 failed (SLURM job ")
+    assert "RuntimeError: injected fault on rank 1" in error
+    ended = json.loads((out / "main" / "erm" / "seed0" / "job.json").read_text())["ended"]
+    ran = [time.mktime(time.strptime(ended[key], "%Y-%m-%dT%H:%M:%S")) for key in ("start", "end")]
+    assert ran[1] - ran[0] < 60, ended
+
+
+def test_jobs_submitted_from_inside_an_allocation_take_their_own_resources(tmp_path, slurm_cluster):
+    """An orchestrator started in a batch script or `salloc` shell has that allocation's SLURM_*
+    variables, which sbatch passes on to the jobs: their srun would read that allocation's request
+    (here GPUs, which the loopback nodes lack) as its own and refuse to start the step."""
+    out = tmp_path / "recipe"
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(out), "methods": ["erm"]}))
+    proc = ftft(["run", config], timeout=300, SLURM_JOB_ID="1", SLURM_MEM_PER_CPU="64000", SLURM_GPUS_PER_TASK="1")
+    assert proc.returncode == 0, tail(proc)
+    assert json.loads((out / "main" / "erm" / "seed0" / "metrics.json").read_text())["world_size"] == 2
+
+
+def test_a_batch_larger_than_the_clusters_job_arrays_goes_out_in_turns(tmp_path, slurm_cluster):
+    """The loopback cluster's MaxArraySize is 5 (`.ci/slurm_cluster.sh`), as a cluster's 1001 is to
+    a sweep of thousands of trials: a 12-trial sweep's first rung goes out as arrays of at most 5."""
+    out = tmp_path / "sweep"
+    config = tmp_path / "sweep.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(out),
+                "data": {"embedded_train_size": 40},
+                "main": {"model": "tiny-bert", "micro_batch_size": 4, "budget": "steps:2", "log_every": 1},
+                "policy": "none:t=12",
+                "wi_seeds": [1, 2, 3, 4],
+                "do_seeds": [5, 6, 7],
+                "evals_per_epoch": 1,
+                "executor": {**EXECUTOR, "nodes": 1, "max_in_flight": 4},
+            }
+        )
+    )
+    proc = ftft(["sweep", config], timeout=900)
+    assert proc.returncode == 0, tail(proc)
+    ids = [json.loads((folder / "job.json").read_text())["job_id"] for folder in (out / "trials").iterdir()]
+    arrays = {}
+    for job in ids:
+        array, _, index = job.partition("_")
+        arrays.setdefault(array, []).append(int(index))
+    assert len(ids) == 12 and sorted(len(indices) for indices in arrays.values()) == [2, 5, 5]
+    assert all(max(indices) < 5 for indices in arrays.values())
+
+
+def test_a_submission_slurm_refuses_is_one_line(tmp_path, slurm_cluster):
+    out = tmp_path / "recipe"
+    config = tmp_path / "recipe.yaml"
+    recipe = {**RECIPE, "output_dir": str(out), "methods": ["erm"], "executor": {**EXECUTOR, "partition": "nowhere"}}
+    config.write_text(yaml.safe_dump(recipe))
+    proc = ftft(["run", config], timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, tail(proc)
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: SLURM refused 1 job(s) (main run 'erm' seed 0, ...): sbatch: error: Batch job submission failed: "
+        "Invalid partition name specified"
+    )

@@ -5,8 +5,10 @@ large data; done on each of 64 ranks it costs that many times over, on the cores
 GPUs. Rank 0 prepares the splits, writes them as Arrow files into the run's (shared) folder, and
 the other ranks memory-map them. The files stay until the run ends (`remove_handoff`): `datasets`
 reopens a memory-mapped table by its path whenever it is pickled (a loader worker started by
-spawn, a column sent to another process). A user error rank 0 meets (a missing column, a bad label) is sent
-to every rank, so that each stops with the same line instead of waiting at a barrier.
+spawn, a column sent to another process). Whatever stops rank 0 there is sent to every rank, so
+that each stops instead of waiting at a barrier until the collective times out: a user error (a
+missing column, a bad label) as the same one-line error, anything else (a full disk, a tokenizer's
+exception) as an error that names rank 0's.
 """
 
 from __future__ import annotations
@@ -33,21 +35,31 @@ def prepare_once(
     if world_size == 1 or not dist.is_initialized():
         return prepare()
     path = Path(folder) / FOLDER
-    error = None
+    error: Exception | None = None
     if rank == 0:
         try:
             splits, tokenized = prepare()
             _save(path, splits, tokenized)
-        except FtftError as exc:
-            error = str(exc)
-    message = [error]
+        except Exception as exc:  # every rank must hear of it, or the others hang below
+            error = exc
+    message = [None if error is None else _describe(error)]
     dist.broadcast_object_list(message, src=0)
+    if error is not None:
+        raise error
     if message[0] is not None:
-        raise FtftError(message[0])
+        user_error, text = message[0]
+        raise FtftError(text) if user_error else RuntimeError(f"rank 0 could not prepare the data ({text})")
     if rank != 0:
         splits, tokenized = _load(path)
     dist.barrier()  # every rank has mapped the files: rank 0 may now fail and clean up
     return splits, tokenized
+
+
+def _describe(error: Exception) -> tuple[bool, str]:
+    """(whether `error` is the user's, its line for the other ranks)."""
+    if isinstance(error, FtftError):
+        return True, str(error)
+    return False, f"{type(error).__name__}: {error}"
 
 
 def remove_handoff(folder: Path) -> None:

@@ -30,7 +30,7 @@ class Job:
     """One run to start: `ftft COMMAND CONFIG`, whose outputs go to `folder`."""
 
     command: str
-    """`train` (a main run, on `ranks` ranks) or `reference` (one process)."""
+    """`train` (a main run) or `reference`."""
     config: Path
     """The run's config file."""
     folder: Path
@@ -40,7 +40,8 @@ class Job:
     what: str
     """How messages name it ("main run 'ftft' seed 0")."""
     ranks: int | None = None
-    """Ranks of a main run; None: one process."""
+    """Ranks of the run, in the main runs' shape (on SLURM: `nodes` x `ranks_per_node`); None: one
+    process (a cheap reference)."""
     append: bool = False
     """Add to `log` (a sweep's trial runs several segments) instead of starting it afresh."""
 

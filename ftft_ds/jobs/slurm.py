@@ -85,7 +85,8 @@ def queue_states(job_ids: Sequence[str]) -> dict:
     if not job_ids:
         return {}
     states = {}
-    for line in _query(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)]).splitlines():
+    # --me: the controller sends this user's jobs alone, not the whole job table, to be filtered here.
+    for line in _query(["squeue", "--me", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)]).splitlines():
         job_id, _, state = line.strip().partition(" ")
         states[job_id] = state
     return states
@@ -101,6 +102,23 @@ def final_state(job_id: str) -> dict:
         "exit_code": fields.get("ExitCode", ""),
         **{key.lower().removesuffix("time"): fields.get(key) for key in ("SubmitTime", "StartTime", "EndTime")},
     }
+
+
+DEFAULT_MAX_ARRAY_SIZE = 1001
+"""SLURM's own default of MaxArraySize, for a controller whose configuration cannot be read."""
+
+
+def max_array_size() -> int:
+    """How many tasks one job array may hold: SLURM's MaxArraySize (indices 0 to MaxArraySize - 1)."""
+    try:
+        output = _query(["scontrol", "show", "config"])
+    except SchedulerUnavailable:
+        return DEFAULT_MAX_ARRAY_SIZE
+    for line in output.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return int(value.strip())
+    return DEFAULT_MAX_ARRAY_SIZE
 
 
 DONE = "job_done.json"
@@ -139,24 +157,30 @@ class SlurmExecutor:
         self.detach = detach
 
     def live_job(self, folder: Path) -> str | None:
-        """The id of the job recorded in `folder` if it is still queued or running. A queue that does
-        not answer stops the orchestrator here, before it deletes a folder a live job writes or
-        submits that job again."""
-        record = read_record(folder)
-        if record is None:
-            return None
+        """The id of the job recorded in `folder` if it is still queued or running (see `live_jobs`)."""
+        return self.live_jobs([folder]).get(Path(folder))
+
+    def live_jobs(self, folders: Sequence[Path]) -> dict:
+        """Folder -> id of the job recorded there, for the folders whose job is still queued or
+        running: one squeue call for them all. A queue that does not answer stops the orchestrator
+        here, before it deletes a folder a live job writes or submits that job again."""
+        records = {Path(folder): record for folder in folders if (record := read_record(folder)) is not None}
+        if not records:
+            return {}
         try:
-            state = queue_states([record["job_id"]]).get(record["job_id"])
+            states = queue_states([record["job_id"] for record in records.values()])
         except SchedulerUnavailable as exc:
+            what = ", ".join(f"{r['job_id']} ({r['what']})" for r in list(records.values())[:3])
             raise FtftError(
-                f"cannot tell whether SLURM job {record['job_id']} ({record['what']}) still runs: {exc}; nothing "
-                f"was submitted or deleted, run the same command again once the controller answers"
+                f"cannot tell whether SLURM job {what}{' ...' if len(records) > 3 else ''} still runs: {exc}; "
+                f"nothing was submitted or deleted, run the same command again once the controller answers"
             ) from None
-        return record["job_id"] if state in ACTIVE else None
+        return {folder: r["job_id"] for folder, r in records.items() if states.get(r["job_id"]) in ACTIVE}
 
     def batch_size(self, pending: int) -> int:
-        """All `pending` jobs at once: the job array's throttle (`max_in_flight`) paces them."""
-        return max(1, pending)
+        """All `pending` jobs at once, the job array's throttle (`max_in_flight`) pacing them, up to
+        the cluster's largest array (MaxArraySize, 1001 by default): a bigger batch goes out in turns."""
+        return max(1, min(pending, max_array_size()))
 
     def run(self, batch: Sequence, show_progress: bool = False) -> None:
         """Submit the jobs of `batch` that are not already queued or running, then wait for all of them.
@@ -164,8 +188,9 @@ class SlurmExecutor:
         A failed job cancels the others and raises `FtftError` with its log's error line."""
         ids = {}
         fresh = []
+        running = self.live_jobs([job.folder for job in batch])
         for job in batch:
-            live = self.live_job(job.folder)
+            live = running.get(Path(job.folder))
             if live is not None:
                 ids[live] = job
                 self.echo(f"  {job.what}: re-attached to SLURM job {live}")
@@ -185,8 +210,14 @@ class SlurmExecutor:
 
         executor = submitit.SlurmExecutor(folder=self.folder, max_num_timeout=100)
         executor.update_parameters(**self._parameters(ranks, len(group)))
-        with executor.batch():
-            submitted = [executor.submit(StageTask(job.command, str(job.config))) for job in group]
+        # An orchestrator inside an allocation has SLURM_* variables (SLURM_MEM_PER_CPU,
+        # SLURM_TRES_PER_TASK, ...) that sbatch would pass on to the job's srun: its resources are its own.
+        try:
+            with submitit.helpers.clean_env(), executor.batch():
+                submitted = [executor.submit(StageTask(job.command, str(job.config))) for job in group]
+        except submitit.core.utils.FailedJobError as exc:  # sbatch refused: a bad option, a limit
+            refusal = (str(exc).strip().splitlines() or ["no reason given"])[-1]
+            raise FtftError(f"SLURM refused {len(group)} job(s) ({group[0].what}, ...): {refusal}") from None
         ids = []
         for job, handle in zip(group, submitted):
             previous = read_record(job.folder)  # a trial's earlier segment
@@ -206,7 +237,8 @@ class SlurmExecutor:
         return ids
 
     def _parameters(self, ranks: int | None, count: int) -> dict:
-        """submitit's sbatch parameters for a job of `ranks` ranks (None: a one-process reference)."""
+        """submitit's sbatch parameters for a job of `ranks` ranks in the main runs' shape (None: one
+        process, a cheap reference)."""
         cfg = self.cfg
         main = ranks is not None
         gpus = cfg.gpus_per_node if main else (1 if cfg.gpus_per_node else None)
@@ -219,8 +251,16 @@ class SlurmExecutor:
             "stderr_to_stdout": True,
             "additional_parameters": dict(cfg.sbatch_options),
             # The submitting shell's rank variables would reach every task (sbatch exports the
-            # environment): a task would join that world, not its job's (RANK_VARIABLES).
-            "setup": [f"unset {' '.join(RANK_VARIABLES)}", *cfg.setup],
+            # environment): a task would join that world, not its job's (RANK_VARIABLES). SLURM
+            # 22.05 to 23.02.4's srun does not take the job's --cpus-per-task: SRUN_CPUS_PER_TASK does.
+            "setup": [
+                f"unset {' '.join(RANK_VARIABLES)}",
+                *(["export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK"] if cfg.cpus_per_task else []),
+                *cfg.setup,
+            ],
+            # A rank that dies ends the step: the others would otherwise wait in a collective until
+            # its timeout, holding every GPU of the job.
+            "srun_args": ["--kill-on-bad-exit=1"],
             # A job restarted by SLURM takes its share of the limit afresh: signal it well before.
             "signal_delay_s": min(90, max(10, cfg.time_limit_min * 60 // 10)),
         }
@@ -242,8 +282,8 @@ class SlurmExecutor:
             try:
                 queued = queue_states(list(waiting))
             except SchedulerUnavailable as exc:  # no answer is no news: the jobs may well run on
-                self.echo(f"  warning: {exc}; still waiting for SLURM jobs {', '.join(waiting)}")
-                time.sleep(self.cfg.poll_seconds)
+                self.echo(f"  warning: {exc}; still waiting for {len(waiting)} SLURM job(s)")
+                time.sleep(self._poll_interval(len(waiting)))
                 continue
             for job_id, job in list(waiting.items()):
                 state = queued.get(job_id)
@@ -262,9 +302,14 @@ class SlurmExecutor:
                     if line:
                         sys.stdout.write("\r\033[K    " + line[:110])
                         sys.stdout.flush()
-                time.sleep(self.cfg.poll_seconds)
+                time.sleep(self._poll_interval(len(waiting)))
         if show_progress and sys.stdout.isatty():
             sys.stdout.write("\r\033[K")
+
+    def _poll_interval(self, jobs: int) -> float:
+        """Seconds between polls of `jobs` jobs: `poll_seconds`, and one more per 200 jobs, so that a
+        batch of thousands does not ask the controller for its state every few seconds."""
+        return self.cfg.poll_seconds + jobs // 200
 
     def _finished(self, job_id: str, job, others: list) -> None:
         """Record how job `job_id` ended in its folder; if it failed, cancel `others` and raise.
@@ -280,13 +325,12 @@ class SlurmExecutor:
                 time.sleep(self.cfg.poll_seconds)
         state, exit_code = ended["state"], ended["exit_code"]
         write_json(job.folder / RECORD, {**read_record(job.folder), "ended": ended})
-        log = _log(job)
         failed = state not in ("COMPLETED", "UNKNOWN") or (state == "UNKNOWN" and not finished_by(job.folder, job_id))
         if failed:
             cancel(others)
+            log, line = failure(task_logs(_log(job)))
             raise FtftError(
-                f"{job.what} failed (SLURM job {job_id} {state.lower()}, exit {exit_code or '?'}): "
-                f"{last_error(log)} — see {log}"
+                f"{job.what} failed (SLURM job {job_id} {state.lower()}, exit {exit_code or '?'}): {line} — see {log}"
             )
         self.echo(f"  {job.what}: SLURM job {job_id} completed")
 
@@ -301,6 +345,33 @@ class SlurmExecutor:
                 self.echo(f"cancelled SLURM jobs {', '.join(job_ids)}")
 
         return on_stop_signal(leave)
+
+
+def task_logs(log: Path) -> list[Path]:
+    """The logs of every task of the job whose task 0 writes `log` (submitit: `<job>_<task>_log.out`),
+    in task order."""
+    job, _, rest = log.name.rpartition("_0_")
+    if rest != "log.out":
+        return [log]
+    tasks = {
+        int(task): path
+        for path in log.parent.glob(f"{job}_*_log.out")
+        if (task := path.name.removeprefix(f"{job}_").removesuffix("_log.out")).isdigit()
+    }
+    return [tasks[task] for task in sorted(tasks)] or [log]
+
+
+def failure(logs: Sequence[Path]) -> tuple[Path, str]:
+    """(log, line) saying why a job failed, from its tasks' logs: the first `error:` line (a user
+    error, the same on every rank), else the last line of the first task whose run raised (the
+    rank that died; the others were killed), else task 0's last line."""
+    text = {log: log.read_text(errors="replace") if log.is_file() else "" for log in logs}
+    chosen = (
+        next((log for log in logs if any(line.startswith("error:") for line in text[log].splitlines())), None)
+        or next((log for log in logs if "Traceback (most recent call last)" in text[log]), None)
+        or logs[0]
+    )
+    return chosen, last_error(chosen)
 
 
 def _log(job) -> Path:

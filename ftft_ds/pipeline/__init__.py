@@ -141,7 +141,11 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
     for name, ref in references.items():
         folder = Path(ref.output_dir)
 
-        def train_reference(folder: Path, ref=ref) -> None:
+        # DM's reference is the main model itself: it needs the main runs' ranks (a model that
+        # takes ZeRO-3 across nodes does not fit one GPU); FTFT's cheap one runs on one.
+        ranks = cfg.num_ranks if name == "main" else None
+
+        def train_reference(folder: Path, ref=ref, ranks=ranks) -> None:
             save_config(ref, folder / "run_config.json")
             executor.run(
                 [
@@ -151,6 +155,7 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
                         folder,
                         folder / "log.txt",
                         f"reference run '{folder.name}'",
+                        ranks,
                     )
                 ],
                 show_progress=True,

@@ -97,7 +97,7 @@ def launcher_variables(environ: dict) -> dict:
     if name == "srun":
         addr = addr or _first_slurm_host(environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST", ""))
         # Every task of a step derives the same port from the job id, so none has to announce it.
-        port = port or str(20_000 + int(environ.get("SLURM_JOB_ID", "0")) % 20_000)
+        port = port or str(srun_port(int(environ.get("SLURM_JOB_ID", "0"))))
     if not addr or not port:
         raise FtftError(
             f"started by {name} with {found['WORLD_SIZE']} ranks but MASTER_ADDR/MASTER_PORT are not "
@@ -105,6 +105,18 @@ def launcher_variables(environ: dict) -> dict:
             f"(for mpirun: -x MASTER_ADDR=HOST -x MASTER_PORT=29500)"
         )
     return {**found, "MASTER_ADDR": addr, "MASTER_PORT": port}
+
+
+SRUN_PORTS = range(12_000, 32_000)
+"""Where a SLURM job's rendezvous port lies: below Linux's ephemeral range (32768-60999 by
+default), from which the kernel hands out the source ports of outgoing connections, so the port a
+job derives is not already one end of some other connection on its first node."""
+
+
+def srun_port(job_id: int) -> int:
+    """The rendezvous port of SLURM job `job_id`: jobs that share a node get different ones (for
+    fewer than 20,000 consecutive job ids)."""
+    return SRUN_PORTS.start + job_id % len(SRUN_PORTS)
 
 
 def _first_slurm_host(nodelist: str) -> str:
