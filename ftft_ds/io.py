@@ -15,6 +15,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -221,8 +222,10 @@ class RunLock:
     An advisory `flock` on `LOCK_NAME` where the file system supports it: the kernel releases it
     however the run ends (SIGKILL included). Where `flock` is refused (Lustre mounted without it,
     NFS without a lock daemon), the lock is the exclusive creation of `EXCLUSIVE_LOCK_NAME`, naming
-    its holder's host and process; a file left by a killed run on this host is recognised as stale
-    by its process id, one left on another host has to be deleted by hand (the error says so).
+    its holder's host and process (and SLURM job); a file left by a killed run is recognised as
+    stale by its process id on this host, and on any host when it names an earlier start of this
+    very SLURM job (a requeued job restarts under the same id, often on another node, after SLURM
+    killed every process of the earlier start). Any other has to be deleted by hand (the error says so).
     """
 
     def __init__(self, folder: Path):
@@ -232,7 +235,7 @@ class RunLock:
 
     def acquire(self) -> str | None:
         """Take the lock; if another run holds it, return who (and take nothing)."""
-        me = f"process {os.getpid()} on {socket.gethostname()}"
+        me = _holder_name()
         self._handle = open(self.folder / LOCK_NAME, "a+", encoding="utf-8")
         try:
             fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -284,14 +287,31 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
+def _holder_name() -> str:
+    """`process PID on HOST`, and `in SLURM job ID (start N)` inside a SLURM job."""
+    me = f"process {os.getpid()} on {socket.gethostname()}"
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        me += f" in SLURM job {job} (start {os.environ.get('SLURM_RESTART_COUNT', '0')})"
+    return me
+
+
+_HOLDER = re.compile(r"process (\d+) on (\S+)(?: in SLURM job (\S+) \(start (\d+)\))?")
+
+
 def _holder_alive(holder: str) -> bool:
-    """Whether the run named `process PID on HOST` may still be alive: it is, unless it ran on this
-    host and that process is gone."""
-    words = holder.split()
-    if len(words) != 4 or not words[1].isdigit() or words[3] != socket.gethostname():
+    """Whether the run named by `_holder_name` may still be alive: it is, unless it ran on this
+    host and that process is gone, or it was an earlier start of the SLURM job this process runs in."""
+    match = _HOLDER.fullmatch(holder)
+    if match is None:
+        return True
+    pid, host, job, start = match.groups()
+    if job is not None and job == os.environ.get("SLURM_JOB_ID"):
+        return start == os.environ.get("SLURM_RESTART_COUNT", "0")
+    if host != socket.gethostname():
         return True
     try:
-        os.kill(int(words[1]), 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:

@@ -83,3 +83,23 @@ def test_a_child_job_is_a_world_of_its_own_whatever_world_started_the_orchestrat
     seen = json.loads(child.communicate()[0])
     assert seen["FTFT_TEST_MARK"] == "kept"
     assert not set(local.RANK_VARIABLES) & set(seen)
+
+
+def test_status_shows_each_runs_disk_use_and_the_total(tmp_path, monkeypatch):
+    """`ftft status`: what each stage's folder takes on disk (its checkpoints, mostly), and in all."""
+    from ftft_ds.jobs.status import folder_states, status_table
+
+    monkeypatch.setenv("PATH", "")  # no squeue here: the folders alone
+    sizes = {"main/erm/seed0": 3 * 2**20, "reference/small": 2048}
+    for name, size in sizes.items():
+        folder = tmp_path / name
+        (folder / "checkpoints" / "step_4").mkdir(parents=True)
+        (folder / "stage.json").write_text('{"status": "done"}')
+        (folder / "checkpoints" / "step_4" / "optim_states.pt").write_bytes(b"\0" * size)
+    rows = {row["name"]: row for row in folder_states(tmp_path)}
+    manifest = len('{"status": "done"}')
+    assert {name: row["disk"] for name, row in rows.items()} == {n: s + manifest for n, s in sizes.items()}
+    table = status_table(list(rows.values())).splitlines()
+    assert table[0].split() == ["run", "status", "job", "disk", "log"]
+    assert "3.0 MiB" in next(line for line in table if line.startswith("main/erm/seed0"))
+    assert table[-1] == "2 runs, 3.0 MiB on disk"

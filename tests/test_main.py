@@ -285,3 +285,36 @@ def test_the_cost_plan_matches_a_two_rank_run(tmp_path):
     # A run that only evaluates at its end spends its evaluations on the report, outside the plan.
     assert plan.erm.total == plan.erm.train == pytest.approx(cost["cost_flops"], rel=1e-3)
     assert cost["report_flops"] == cost["eval_flops"] > 0
+
+
+def _start_with_own_view(rank: int, port: int, out: str, results) -> None:
+    """A rank of a two-rank main run whose restart decision (`resume`) is its own: rank 1 believes
+    there is a checkpoint to resume from (a stale file-system cache), rank 0 knows there is none."""
+    from ftft_ds.config import MainConfig, from_dict
+    from ftft_ds.runs.main import run_main
+
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    cfg = from_dict(
+        MainConfig,
+        {
+            "model": "tiny-bert",
+            "data": {"embedded_train_size": 40, "eval_splits": []},
+            "micro_batch_size": 4,
+            "budget": "steps:3",
+            "export_model": False,
+            "output_dir": out,
+            "resume": rank == 1,
+        },
+    )
+    results[rank] = run_main(cfg)["steps"]
+
+
+def test_every_rank_starts_as_rank_0_decides(tmp_path):
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_start_with_own_view, args=(free_port(), str(tmp_path / "run"), results), nprocs=2)
+        assert dict(results) == {0: 3, 1: 3}  # both trained from step 0, as rank 0 decided

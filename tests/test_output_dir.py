@@ -103,6 +103,7 @@ def test_file_systems_without_flock_get_an_exclusive_lock_file(tmp_path, monkeyp
         raise OSError(errno.ENOSYS, "Function not implemented")
 
     monkeypatch.setattr(fcntl, "flock", no_flock)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     folder = tmp_path / "run"
     with own_output_dir(folder, resume=False, overwrite=False):
         assert (folder / EXCLUSIVE_LOCK_NAME).read_text() == f"process {os.getpid()} on {socket.gethostname()}"
@@ -121,3 +122,13 @@ def test_file_systems_without_flock_get_an_exclusive_lock_file(tmp_path, monkeyp
     with pytest.raises(FtftError, match="process 1 on some-other-node"):
         with own_output_dir(folder, resume=True, overwrite=False):
             pass
+    # Unless it names an earlier start of this very SLURM job: requeued, it restarts elsewhere.
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    (folder / EXCLUSIVE_LOCK_NAME).write_text("process 1 on some-other-node in SLURM job 76 (start 0)")
+    with pytest.raises(FtftError, match=r"in SLURM job 76 \(start 0\)"):  # another job's
+        with own_output_dir(folder, resume=True, overwrite=False):
+            pass
+    (folder / EXCLUSIVE_LOCK_NAME).write_text("process 1 on some-other-node in SLURM job 77 (start 0)")
+    with own_output_dir(folder, resume=True, overwrite=False):
+        assert (folder / EXCLUSIVE_LOCK_NAME).read_text().endswith("in SLURM job 77 (start 1)")

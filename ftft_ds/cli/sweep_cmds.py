@@ -56,7 +56,7 @@ def report(sweep_dir, compare, bootstrap):
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 def status(run_dir):
-    """What is done, running, queued and failed in a recipe's or a sweep's folder, with job ids and logs."""
+    """What is done, running, queued and failed in a recipe's or a sweep's folder: job ids, disk use, logs."""
     from ..jobs.status import folder_states, status_table
 
     rows = folder_states(run_dir)

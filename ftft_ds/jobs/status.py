@@ -1,4 +1,5 @@
-"""`ftft status DIR`: what is done, running, queued and failed in a recipe's or a sweep's folder.
+"""`ftft status DIR`: what is done, running, queued and failed in a recipe's or a sweep's folder,
+and how much disk each run takes (checkpoints hold about 16 bytes per parameter each).
 
 Read from the folders alone (the stage manifests, the trials' results, the job records) and, for
 the jobs recorded there, from SLURM's queue: it works while an orchestrator runs, after it was
@@ -8,6 +9,7 @@ stopped, and from another shell.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -26,7 +28,8 @@ def run_folders(root: Path) -> list[Path]:
 
 
 def folder_states(root: str | Path) -> list[dict]:
-    """One row per run folder under `root`: name, status, SLURM job id (if any) and log path."""
+    """One row per run folder under `root`: name, status, SLURM job id (if any), bytes on disk and
+    log path."""
     root = Path(root)
     folders = run_folders(root)
     records = {folder: read_record(folder) for folder in folders}
@@ -41,10 +44,31 @@ def folder_states(root: str | Path) -> list[dict]:
                 "name": str(folder.relative_to(root)),
                 "status": _status(folder, queued.get(job_id), record),
                 "job": job_id,
+                "disk": disk_bytes(folder),
                 "log": record["stdout"] if record else _local_log(folder),
             }
         )
     return rows
+
+
+def disk_bytes(folder: Path) -> int:
+    """Bytes the files under `folder` take (links not followed)."""
+    total = 0
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(parent, name)
+            if not os.path.islink(path):
+                total += os.path.getsize(path)
+    return total
+
+
+def human_bytes(count: float) -> str:
+    """`count` bytes in the largest binary unit that keeps it at least 1 (`12.3 GiB`)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
 
 
 def _status(folder: Path, queue_state: str | None, record: dict | None) -> str:
@@ -71,11 +95,15 @@ def _local_log(folder: Path) -> str | None:
 
 
 def status_table(rows: list) -> str:
-    """The rows as an aligned plain-text table."""
-    header = ("run", "status", "job", "log")
-    cells = [header, *[(r["name"], r["status"], r["job"] or "-", r["log"] or "-") for r in rows]]
-    widths = [max(len(str(row[i])) for row in cells) for i in range(3)]
-    return "\n".join(
-        "  ".join(str(value).ljust(width) for value, width in zip(row[:3], widths)) + "  " + str(row[3])
+    """The rows as an aligned plain-text table, and the disk they take in all."""
+    header = ("run", "status", "job", "disk", "log")
+    cells = [
+        header,
+        *[(r["name"], r["status"], r["job"] or "-", human_bytes(r["disk"]), r["log"] or "-") for r in rows],
+    ]
+    widths = [max(len(str(row[i])) for row in cells) for i in range(4)]
+    lines = [
+        "  ".join(str(value).ljust(width) for value, width in zip(row[:4], widths)) + "  " + str(row[4])
         for row in cells
-    )
+    ]
+    return "\n".join([*lines, f"{len(rows)} runs, {human_bytes(sum(r['disk'] for r in rows))} on disk"])

@@ -63,8 +63,22 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None, on_step_end: Callable 
     if env is None:
         check_before_start(cfg)
         env = init_distributed()
+    cfg = _rank_0_decides_how_to_start(cfg, env)
     with run_folder(cfg, env):
         return _run_main(cfg, env, on_step_end)
+
+
+def _rank_0_decides_how_to_start(cfg: MainConfig, env: DistEnv) -> MainConfig:
+    """Every rank takes rank 0's `resume` and `overwrite`. A job that restarts decides them from its
+    folder (`jobs.task`) on every rank; on a shared file system whose caches disagree for a while,
+    one rank could find a checkpoint another does not, and the ranks would start from different
+    states, or hang."""
+    if env.world_size == 1 or not dist.is_initialized():
+        return cfg
+    decision = [(cfg.resume, cfg.overwrite)]
+    dist.broadcast_object_list(decision, src=0)
+    resume, overwrite = decision[0]
+    return dataclasses.replace(cfg, resume=resume, overwrite=overwrite)
 
 
 def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> dict:
