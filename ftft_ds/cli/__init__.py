@@ -51,7 +51,7 @@ def executor_options(fn):
 
 def _register() -> None:
     # Imported here so that each family of commands stays in its own module.
-    from . import dynamics_cmds, run_cmds, sweep_cmds  # noqa: F401
+    from . import config_reference, dynamics_cmds, run_cmds, sweep_cmds  # noqa: F401
 
 
 def main(args=None) -> None:

@@ -95,7 +95,7 @@ def main_config(cfg: RecipeConfig, plan: CostPlan, method: str, seed: int) -> Ma
 def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: bool = False) -> dict:
     """Run (or resume) the whole recipe and write the results table; return the report's paths.
 
-    The cost forecast is printed first; `dry_run` stops there. `detach`: a signal to this process
+    The cost plan is printed first; `dry_run` stops there. `detach`: a signal to this process
     leaves its SLURM jobs running (a later run re-attaches to them) instead of cancelling them.
     """
     cfg = dataclasses.replace(

@@ -131,14 +131,16 @@ class RecipeConfig:
 
     Methods:
     - `erm`: the main model on the full training split, full ERM budget;
-    - `erm_es`: the same with FTFT's early stopping (separates the subset's effect from stopping's);
+    - `erm_es`: ERM cut at FTFT's step cap, with its evaluations and checkpoint choice (separates
+      the subset's effect from the shorter run's);
     - `dm`: dataset cartography as first published: the main model itself is the reference, and
       the main model trains on its own ambiguous subset for the full ERM budget;
     - `random`: a random subset of the same size, FTFT's early stopping;
     - `ftft`: the cheap reference's subset, FTFT's early stopping.
 
-    Every main run evaluates `early_stopping.evals` times over the ERM schedule; the early-stopping
-    methods stop by patience (capped by `ftft_budget`) and report their best checkpoint.
+    The early-stopping methods (`erm_es`, `random`, `ftft`) evaluate `early_stopping.evals` times
+    inside the step cap that `cost_target` leaves them (`pipeline.cost_plan`), may stop sooner by
+    patience, and report their best checkpoint; `erm` and `dm` train their whole `erm_budget`.
     """
 
     output_dir: str = "runs/recipe"
@@ -151,7 +153,7 @@ class RecipeConfig:
     reference: typing.Optional[ReferenceConfig] = None
     """Template of FTFT's cheap reference run; the fields in `REFERENCE_OWNED` are the recipe's.
     None: the main model cut to its first 2 layers, or 1 where 2 would cost more than 10% of ERM's
-    training FLOPs, trained with the main runs' options for 3 epochs (`forecast.default_reference`)."""
+    training FLOPs, trained with the main runs' options for 3 epochs (`cost_plan.default_reference`)."""
     selection: SelectionConfig = dataclasses.field(default_factory=SelectionConfig)
     """How subsets are chosen from dynamics (a `SelectionConfig`)."""
     methods: tuple = ("erm", "ftft")

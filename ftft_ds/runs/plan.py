@@ -1,6 +1,6 @@
 """The one step plan: every step count of a run, from its rows, batch shape and budgets.
 
-A main run, the sweep that cuts it into rungs and the cost forecast must agree to the step on how
+A main run, the sweep that cuts it into rungs and the cost plan must agree to the step on how
 long an epoch is, what "the ERM budget" means, where the run stops and what the learning-rate
 schedule spans; so they all ask `plan_steps`, and nothing else does this arithmetic.
 """
