@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 # `deepspeed` launcher, and its `ninja` for set-up's build of DeepSpeed's CPU op, the ninja every
 # run uses too (`prefer_own_ninja` in ftft_ds/train/runtime.py says why).
 export PATH := $(abspath $(BIN)):$(PATH)
-# Benchmarks `make bench` runs, each printing its figures (bench/bench_NAME.py; the README lists
+# Benchmarks `make bench` runs, each printing its figures (bench/bench_NAME.py; docs/testing.md lists
 # them all with their run times): by default the ones that take minutes on 2 CPU cores.
 BENCH ?= metrics recorder trainer
 

@@ -18,7 +18,7 @@ DeepSpeed's module-only loading under ZeRO-3 does not do (it reads whatever `lat
 To restart on a different number of ranks or nodes, convert the ZeRO checkpoint to DeepSpeed's
 universal format (`python -m deepspeed.checkpoint.ds_to_universal --input_folder
 CKPT/step_N --output_folder CKPT/step_N_universal`), write that tag into `CKPT/latest`, and set
-`"checkpoint": {"load_universal": true}` in the DeepSpeed config (see the README).
+`"checkpoint": {"load_universal": true}` in the DeepSpeed config (see docs/main-runs.md).
 """
 
 from __future__ import annotations
