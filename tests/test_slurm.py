@@ -425,3 +425,48 @@ def test_a_submission_slurm_refuses_is_one_line(tmp_path, slurm_cluster):
         "error: SLURM refused 1 job(s) (main run 'erm' seed 0, ...): sbatch: error: Batch job submission failed: "
         "Invalid partition name specified"
     )
+
+
+def test_a_time_limit_warning_saves_requeues_and_the_run_resumes_exactly(tmp_path, slurm_cluster):
+    """A real 1-minute time limit. slurmctld warns the job (SIGUSR2, 30 s ahead for so short a
+    limit: it looks at limits every 30 s); the ranks agree on a step, save there and the job is
+    requeued, as often as it takes. The run saves no checkpoint of its own (`checkpoint_every` 0,
+    `checkpoint_minutes` off): each start resumes from the one saved on the warning, and the
+    losses equal a straight run's."""
+    out = tmp_path / "recipe"
+    config = tmp_path / "recipe.yaml"
+    main = {**RECIPE["main"], "erm_epochs": 60, "checkpoint_every": 0, "checkpoint_minutes": None, "log_every": 10}
+    recipe = {
+        **RECIPE,
+        "output_dir": str(out),
+        "methods": ["erm"],
+        "main": main,
+        "executor": {**EXECUTOR, "time_limit_min": 1},
+    }
+    config.write_text(yaml.safe_dump(recipe))
+    orchestrator = start(["run", config], tmp_path / "log")
+    erm = out / "main" / "erm" / "seed0"
+    local = None
+    try:
+        wait_for((erm / "run_config.json").is_file, "the main run's config")
+        straight = json.loads((erm / "run_config.json").read_text())
+        straight.update(output_dir=str(tmp_path / "straight"))
+        (tmp_path / "straight.json").write_text(json.dumps(straight))
+        local = subprocess.Popen(
+            launcher_command("launch/main.py", [tmp_path / "straight.json"]),
+            cwd=REPO,
+            env=quiet_env(),
+            stdout=open(tmp_path / "straight.log", "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert orchestrator.wait(timeout=900) == 0, (tmp_path / "log").read_text()[-3000:]
+        assert local.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
+    finally:
+        for process in filter(None, (orchestrator, local)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    log = open(json.loads((erm / "job.json").read_text())["stdout"]).read()
+    assert log.count("Starting with JobEnvironment") >= 2 and "time limit near: saved at step" in log, log[-3000:]
+    assert json.loads((erm / "metrics.json").read_text())["steps"] == 900
+    assert_same_losses(losses(erm), losses(tmp_path / "straight"))

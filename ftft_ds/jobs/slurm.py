@@ -214,7 +214,9 @@ class SlurmExecutor:
         # SLURM_TRES_PER_TASK, ...) that sbatch would pass on to the job's srun: its resources are its own.
         try:
             with submitit.helpers.clean_env(), executor.batch():
-                submitted = [executor.submit(StageTask(job.command, str(job.config))) for job in group]
+                # Half the warning's lead for the ranks to agree and save; the rest to requeue.
+                grace = self._signal_delay_s() // 2
+                submitted = [executor.submit(StageTask(job.command, str(job.config), grace)) for job in group]
         except submitit.core.utils.FailedJobError as exc:  # sbatch refused: a bad option, a limit
             refusal = (str(exc).strip().splitlines() or ["no reason given"])[-1]
             raise FtftError(f"SLURM refused {len(group)} job(s) ({group[0].what}, ...): {refusal}") from None
@@ -261,8 +263,7 @@ class SlurmExecutor:
             # A rank that dies ends the step: the others would otherwise wait in a collective until
             # its timeout, holding every GPU of the job.
             "srun_args": ["--kill-on-bad-exit=1"],
-            # A job restarted by SLURM takes its share of the limit afresh: signal it well before.
-            "signal_delay_s": min(90, max(10, cfg.time_limit_min * 60 // 10)),
+            "signal_delay_s": self._signal_delay_s(),
         }
         optional = {
             "gpus_per_node": gpus or None,
@@ -305,6 +306,15 @@ class SlurmExecutor:
                 time.sleep(self._poll_interval(len(waiting)))
         if show_progress and sys.stdout.isatty():
             sys.stdout.write("\r\033[K")
+
+    def _signal_delay_s(self) -> int:
+        """How long before its time limit a job is warned (SIGUSR2), for its ranks to save and
+        requeue: a tenth of the limit, at least 60 s and at most 300 s (a large model's checkpoint
+        takes minutes), and half of a limit under 2 minutes. slurmctld looks at time limits only
+        every 30 s, so a warning window shorter than that would often be passed over, and the job
+        killed unwarned."""
+        limit_s = self.cfg.time_limit_min * 60
+        return min(max(60, limit_s // 10), 300, limit_s // 2)
 
     def _poll_interval(self, jobs: int) -> float:
         """Seconds between polls of `jobs` jobs: `poll_seconds`, and one more per 200 jobs, so that a

@@ -6,6 +6,13 @@ or by submitit's handler when its time limit nears: `submitit.helpers.Checkpoint
 the same task). So the task decides at every start how to take its folder: a main run continues
 from its latest checkpoint if it has one, and otherwise starts over; a reference run starts over.
 
+A main run saves before it is requeued (`TimeLimit`): SLURM's warning (SIGUSR2, `signal_delay_s`
+before the time limit, or on preemption) reaches every rank at a slightly different moment, so
+the ranks agree after every optimizer step whether any of them has had it (one all-reduce of one
+number), save a checkpoint at that same step, and stop; rank 0 then lets submitit requeue the job.
+Where no step ends within `grace_s` (a long evaluation, a checkpoint being written), submitit's
+own handler requeues it from the last checkpoint, as it would without this.
+
 It calls the library's runs (`runs.main`, `runs.reference`), not the command line, which sits above
 the jobs in the package's layers; a mistake in the run's input ends the task as the command line
 would: one `error:` line, which the executor reads back from the job's log, and exit code 2.
@@ -14,24 +21,69 @@ would: one `error:` line, which the executor reads back from the job's log, and 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
 
 import submitit
+import torch
+import torch.distributed as dist
 
 from ..errors import FtftError
 from ..io import write_json
 from .slurm import DONE
 
 
+class TimeLimitReached(Exception):
+    """Every rank saved a checkpoint at the same step after SLURM's warning: the job is to be requeued."""
+
+
+class TimeLimit:
+    """SIGUSR2 noted on this rank, then agreed on by every rank after an optimizer step (see the
+    module docstring). `install` puts it in front of submitit's handler, which it keeps to requeue."""
+
+    def __init__(self, grace_s: int):
+        self.grace_s = grace_s
+        self.warned = False
+        self.requeue = None
+
+    def install(self) -> None:
+        self.requeue = signal.getsignal(signal.SIGUSR2)
+        signal.signal(signal.SIGUSR2, self._note)
+        signal.signal(signal.SIGALRM, self._no_step_came)
+
+    def _note(self, signum, frame) -> None:
+        self.warned = True
+        signal.alarm(self.grace_s)
+
+    def _no_step_came(self, signum, frame) -> None:
+        self.requeue(signal.SIGUSR2, frame)
+
+    def after_step(self, trainer) -> None:
+        """`on_step_end` of the main run: if any rank was warned, all save at this step and stop."""
+        warned = torch.tensor([float(self.warned)], device=trainer.env.device)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(warned, op=dist.ReduceOp.MAX)
+        if warned.item():
+            trainer.checkpoint_now()
+            raise TimeLimitReached(f"saved at step {trainer.state.step}")
+
+    def requeue_now(self) -> None:
+        """Rank 0: let submitit requeue the job (it exits this process); other ranks just return."""
+        signal.alarm(0)
+        if submitit.JobEnvironment().global_rank == 0:
+            self.requeue(signal.SIGUSR2, None)
+
+
 class StageTask(submitit.helpers.Checkpointable):
     """One stage's run (`train` or `reference`) from its config file, inside a SLURM job, continuing
-    where an earlier start of it stopped."""
+    where an earlier start of it stopped; a main run saves when SLURM warns of its time limit."""
 
-    def __init__(self, command: str, config: str):
+    def __init__(self, command: str, config: str, grace_s: int = 30):
         self.command = command
         self.config = config
+        self.grace_s = grace_s
 
     def restart_overrides(self) -> list[str]:
         """`key=value` overrides that make this start continue (or redo) what the last one left."""
@@ -48,7 +100,14 @@ class StageTask(submitit.helpers.Checkpointable):
                 from ..runs.main import run_main
 
                 cfg = load_config(MainConfig, self.config, self.restart_overrides())
-                run_main(cfg)
+                limit = TimeLimit(self.grace_s)
+                limit.install()
+                try:
+                    run_main(cfg, on_step_end=limit.after_step)
+                except TimeLimitReached as stop:
+                    print(f"time limit near: {stop}; requeueing", file=sys.stderr, flush=True)
+                    limit.requeue_now()
+                    return
             else:
                 from ..runs.reference import run_reference
 

@@ -218,13 +218,16 @@ class CostLedger:
         write_json(path, {**self.totals.to_dict(), "run_seconds": self._run_seconds(), **extra})
 
     def state_dict(self) -> dict:
-        """The totals so far, `run_seconds` up to now, for a checkpoint (flush first: pending counts
-        are not included)."""
-        return {**asdict(self.totals), "run_seconds": self._run_seconds()}
+        """The totals so far, `run_seconds` up to now, and the log window so far, for a checkpoint
+        (flush first: pending counts are not included). With the window, a run resumed between log
+        points logs the same loss and accuracy at the next one as a run that never stopped."""
+        return {**asdict(self.totals), "run_seconds": self._run_seconds(), "window": self._window.tolist()}
 
     def _run_seconds(self) -> float:
         return self.totals.run_seconds + time.time() - self._segment_started
 
     def load_state_dict(self, state: dict) -> None:
         """Continue counting from a checkpoint's totals (`run_seconds` goes on from where it was saved)."""
+        state = dict(state)
+        self._window = np.array(state.pop("window", [0.0] * len(self._window)), dtype=np.float64)
         self.totals = CostTotals(**state)

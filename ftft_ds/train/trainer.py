@@ -88,6 +88,7 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_minutes = checkpoint_minutes
         self._checkpointed_at = 0.0  # the ledger's wall_seconds at the last checkpoint
+        self._checkpointed_step: int | None = None  # the step of the last checkpoint saved or loaded
         self.recorder = recorder
         self.on_epoch_end = on_epoch_end
         self.on_step_end = on_step_end
@@ -222,6 +223,13 @@ class Trainer:
             self.engine, f"step_{self.state.step}", self.client_state(), best_step=self.state.best_step
         )
         self._checkpointed_at = self.ledger.totals.wall_seconds
+        self._checkpointed_step = self.state.step
+
+    def checkpoint_now(self) -> None:
+        """A checkpoint of the current step, unless one was just saved (a collective: every rank
+        calls it at the same step)."""
+        if self._checkpointed_step != self.state.step:
+            self.save_checkpoint()
 
     def resume(self) -> None:
         """Continue from the latest checkpoint: same sampler position, optimizer, schedule, ledger."""
@@ -230,6 +238,7 @@ class Trainer:
         self.state.load_state_dict(client["trainer"])
         self.ledger.load_state_dict(client["ledger"])
         self._checkpointed_at = self.ledger.totals.wall_seconds
+        self._checkpointed_step = self.state.step
         if self.env.is_main and self.log_path is not None and self.log_path.is_file():
             kept = [
                 line for line in self.log_path.read_text().splitlines() if json.loads(line)["step"] <= self.state.step
