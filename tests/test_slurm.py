@@ -428,20 +428,21 @@ def test_a_submission_slurm_refuses_is_one_line(tmp_path, slurm_cluster):
 
 
 def test_a_time_limit_warning_saves_requeues_and_the_run_resumes_exactly(tmp_path, slurm_cluster):
-    """A real 1-minute time limit. slurmctld warns the job (SIGUSR2, 30 s ahead for so short a
-    limit: it looks at limits every 30 s); the ranks agree on a step, save there and the job is
-    requeued, as often as it takes. The run saves no checkpoint of its own (`checkpoint_every` 0,
+    """A real 2-minute time limit. slurmctld warns the job (SIGUSR2, 60 s ahead: it looks at limits
+    every 30 s); the ranks agree on a step, save there and the job is requeued, as often as it
+    takes. (Under a 1-minute limit the warning, 30 s ahead, can reach a rank still starting, before
+    any handler is installed, and kill it.) The run saves no checkpoint of its own (`checkpoint_every` 0,
     `checkpoint_minutes` off): each start resumes from the one saved on the warning, and the
     losses equal a straight run's."""
     out = tmp_path / "recipe"
     config = tmp_path / "recipe.yaml"
-    main = {**RECIPE["main"], "erm_epochs": 60, "checkpoint_every": 0, "checkpoint_minutes": None, "log_every": 10}
+    main = {**RECIPE["main"], "erm_epochs": 100, "checkpoint_every": 0, "checkpoint_minutes": None, "log_every": 10}
     recipe = {
         **RECIPE,
         "output_dir": str(out),
         "methods": ["erm"],
         "main": main,
-        "executor": {**EXECUTOR, "time_limit_min": 1},
+        "executor": {**EXECUTOR, "time_limit_min": 2},
     }
     config.write_text(yaml.safe_dump(recipe))
     orchestrator = start(["run", config], tmp_path / "log")
@@ -468,5 +469,5 @@ def test_a_time_limit_warning_saves_requeues_and_the_run_resumes_exactly(tmp_pat
                 os.killpg(process.pid, signal.SIGKILL)
     log = open(json.loads((erm / "job.json").read_text())["stdout"]).read()
     assert log.count("Starting with JobEnvironment") >= 2 and "time limit near: saved at step" in log, log[-3000:]
-    assert json.loads((erm / "metrics.json").read_text())["steps"] == 900
+    assert json.loads((erm / "metrics.json").read_text())["steps"] == 1500
     assert_same_losses(losses(erm), losses(tmp_path / "straight"))
