@@ -421,6 +421,18 @@ def test_dms_reference_is_the_main_model_on_the_main_runs_ranks(tmp_path):
     assert read(out / "main" / "dm" / "seed0" / "cost.json")["world_size"] == 2
 
 
+def start_run(recipe):
+    """`ftft run RECIPE` in the background, in a session of its own (a signal can then reach it alone)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ftft_ds", "run", str(recipe)],
+        cwd=REPO,
+        env=quiet_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 @pytest.mark.launcher
 def test_ctrl_c_to_ftft_run_alone_stops_its_training_processes(tmp_path):
     """Ctrl-C, schedulers and `kill PID` signal the ftft process, not its group: no launcher or rank
@@ -436,14 +448,7 @@ def test_ctrl_c_to_ftft_run_alone_stops_its_training_processes(tmp_path):
         "main": {**RECIPE["main"], "erm_epochs": 20},
     }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    victim = subprocess.Popen(
-        [sys.executable, "-m", "ftft_ds", "run", str(tmp_path / "recipe.yaml")],
-        cwd=REPO,
-        env=quiet_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    victim = start_run(tmp_path / "recipe.yaml")
     try:
         log = out / "main" / "erm" / "seed0" / "log.jsonl"  # written once the ranks train
         deadline = time.time() + 300
@@ -473,14 +478,7 @@ def test_a_re_run_continues_an_interrupted_main_run_from_its_checkpoint(tmp_path
         "main": {**RECIPE["main"], "erm_epochs": 40, "log_every": 1, "checkpoint_every": 5},
     }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    first = subprocess.Popen(
-        [sys.executable, "-m", "ftft_ds", "run", str(tmp_path / "recipe.yaml")],
-        cwd=REPO,
-        env=quiet_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    first = start_run(tmp_path / "recipe.yaml")
     erm = out / "main" / "erm" / "seed0"
     try:
         deadline = time.time() + 300

@@ -59,6 +59,22 @@ def start(args, log, env=None):
     )
 
 
+def start_straight_run(folder, tmp_path):
+    """The run whose config is in `folder`, as a plain local launch into `tmp_path/straight` (its log
+    `tmp_path/straight.log`), in the background: the uninterrupted trajectory a resumed job must match."""
+    straight = json.loads((folder / "run_config.json").read_text())
+    straight.update(output_dir=str(tmp_path / "straight"))
+    (tmp_path / "straight.json").write_text(json.dumps(straight))
+    return subprocess.Popen(
+        launcher_command("launch/main.py", [tmp_path / "straight.json"]),
+        cwd=REPO,
+        env=quiet_env(),
+        stdout=open(tmp_path / "straight.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def failing_squeue(folder, failures: str):
     """A `squeue` to put first on PATH that fails like an unreachable controller on the calls whose
     numbers (from 1) `failures` lists, as a bash pattern such as `@(5|6|7)`, and runs the real one
@@ -165,17 +181,7 @@ def test_recipe_on_two_nodes_requeued_detached_and_re_attached(tmp_path, slurm_c
     assert all(job in queue(ids) or final_state(job)["state"] == "COMPLETED" for job in ids)
 
     # The straight local run that the requeued job must match, trained while the job waits to restart.
-    straight = json.loads((erm / "run_config.json").read_text())
-    straight.update(output_dir=str(tmp_path / "straight"))
-    (tmp_path / "straight.json").write_text(json.dumps(straight))
-    local = subprocess.Popen(
-        launcher_command("launch/main.py", [tmp_path / "straight.json"]),
-        cwd=REPO,
-        env=quiet_env(),
-        stdout=open(tmp_path / "straight.log", "w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    local = start_straight_run(erm, tmp_path)
 
     second = start(["run", config], tmp_path / "second.log")
     try:
@@ -450,17 +456,7 @@ def test_a_time_limit_warning_saves_requeues_and_the_run_resumes_exactly(tmp_pat
     local = None
     try:
         wait_for((erm / "run_config.json").is_file, "the main run's config")
-        straight = json.loads((erm / "run_config.json").read_text())
-        straight.update(output_dir=str(tmp_path / "straight"))
-        (tmp_path / "straight.json").write_text(json.dumps(straight))
-        local = subprocess.Popen(
-            launcher_command("launch/main.py", [tmp_path / "straight.json"]),
-            cwd=REPO,
-            env=quiet_env(),
-            stdout=open(tmp_path / "straight.log", "w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        local = start_straight_run(erm, tmp_path)
         assert orchestrator.wait(timeout=900) == 0, (tmp_path / "log").read_text()[-3000:]
         assert local.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
     finally:
