@@ -234,6 +234,23 @@ def test_frozen_embeddings_keep_their_initial_values_while_the_layers_above_trai
     assert "classifier.weight" in changed and any(".encoder." in name for name in changed)
 
 
+def test_a_pretrained_model_trains_with_dropout_on_from_its_first_step(world, tmp_path):
+    """`from_pretrained` hands back a model in eval mode: without `train()` a run that never
+    evaluates would train with dropout off, and one that evaluates would turn it on at its first
+    evaluation, so the two would differ for that alone."""
+    modes = []
+    run_main(
+        _config(
+            tmp_path / "run", model="minilm", budget="steps:2", data={"embedded_train_size": 48, "eval_splits": []}
+        ),
+        world,
+        on_step_end=lambda trainer: modes.append(
+            {m.training for m in trainer.engine.module.modules() if isinstance(m, torch.nn.Dropout)}
+        ),
+    )
+    assert modes == [{True}, {True}]
+
+
 def test_resuming_with_another_data_order_seed_is_refused(world, tmp_path):
     out = tmp_path / "run"
     run_main(_config(out, budget="steps:2"), world)

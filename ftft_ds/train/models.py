@@ -232,6 +232,9 @@ def build_model(
             enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # `from_pretrained` returns a model in eval mode, dropout off, and DeepSpeed leaves the mode as it
+    # finds it: fine-tuning, and the training dynamics a reference records, mean dropout on.
+    model.train()
     return model
 
 
