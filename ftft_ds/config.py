@@ -206,6 +206,47 @@ def _data_config() -> "DataConfig":
 
 
 @dataclasses.dataclass
+class LoraConfig:
+    """LoRA adapters (through `peft`) on a frozen backbone: the way the largest models are fine-tuned.
+
+    Every targeted linear layer of the backbone gains a trainable low-rank update `B·A` (rank `r`,
+    scaled by `alpha / r`); its own weights, and every other backbone weight, stay frozen. The
+    task's classification head is trained in full. Frozen weights cost no weight gradients and no
+    optimizer state, so a step costs about two thirds of full fine-tuning's FLOPs (`train/cost.py`)
+    and checkpoints hold the adapters and the head alone."""
+
+    r: int = 8
+    """Rank of each adapter's update (its two matrices are `r × in` and `out × r`)."""
+    alpha: float = 16.0
+    """Scale of the update: it is multiplied by `alpha / r` (peft's `lora_alpha`)."""
+    dropout: float = 0.05
+    """Dropout on each adapter's input (peft's `lora_dropout`)."""
+    target_modules: typing.Optional[typing.Tuple[str, ...]] = None
+    """Names (or name endings, as peft matches them) of the linear layers that get adapters, for
+    example `[query, value]` or `[q_proj, v_proj]`; None: every linear layer of the backbone. The
+    classification head is never adapted: it trains in full."""
+    export_merged: bool = False
+    """Besides the adapter (`model/`, peft's format), also write the base model with the adapter
+    merged into its weights (`model/merged/`, plain Hugging Face format; rank 0 builds it in CPU
+    memory, so it needs room for the whole model there)."""
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise FtftError(f"lora.r must be at least 1, got {self.r}")
+        if not self.alpha > 0:
+            raise FtftError(f"lora.alpha must be positive, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise FtftError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if self.target_modules is not None and (
+            not self.target_modules or not all(isinstance(name, str) and name for name in self.target_modules)
+        ):
+            raise FtftError(
+                f"lora.target_modules must be a non-empty list of module names (or None: every linear "
+                f"layer of the backbone), got {list(self.target_modules)}"
+            )
+
+
+@dataclasses.dataclass
 class OptimConfig:
     """How a model is optimised: shared by reference runs and main runs."""
 
@@ -230,6 +271,9 @@ class OptimConfig:
     """Keep the input token embedding table at its pretrained values: no gradient, optimizer state
     or ZeRO gradient traffic for it. MiniLM's table is half of its parameters, so on small models
     this saves a large share of each step's time for a small change in what is learnt."""
+    lora: typing.Optional[LoraConfig] = None
+    """Train LoRA adapters and the classification head on a frozen backbone (a `LoraConfig`; `{}`
+    takes its defaults) instead of every weight; None: full fine-tuning."""
     data: DataConfig = dataclasses.field(default_factory=_data_config)
     """Where the examples come from (a `DataConfig`)."""
     output_dir: str = "runs/reference"

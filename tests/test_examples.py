@@ -15,6 +15,7 @@ KINDS = {
     "sweep.yaml": SweepConfig,
     "slurm_sweep.yaml": SweepConfig,
     "main.yaml": MainConfig,
+    "lora.yaml": MainConfig,
     "reference.yaml": ReferenceConfig,
 }
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 import transformers
 
+from ftft_ds.config import LoraConfig
 from ftft_ds.data.load import DataConfig, load_split
 from ftft_ds.data.tokenize import Collator, tokenize_split
 from ftft_ds.dynamics.select import Subset, select_subset
@@ -74,11 +75,13 @@ def test_hash_powers_are_one_table_per_device_whatever_the_batch_width():
     assert hf._powers(5, torch.device("cpu")).tolist() == signed
 
 
-def test_callback_records_each_rows_own_logits_every_epoch(data, tmp_path):
+@pytest.mark.parametrize("lora", [None, LoraConfig()], ids=["full", "lora"])
+def test_callback_records_each_rows_own_logits_every_epoch(data, tmp_path, lora):
     """With learning rate 0 and no dropout the model never changes, so every recorded logit must be
-    exactly what the model gives that row alone: the rows were recognised correctly."""
+    exactly what the model gives that row alone: the rows were recognised correctly, on a plain
+    model and on peft's LoRA model alike."""
     split, tokenizer, train = data
-    model = build_model("tiny-bert", 3, init_seed=1)
+    model = build_model("tiny-bert", 3, init_seed=1, lora=lora)
     model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
@@ -124,6 +127,7 @@ def test_a_selected_subset_trains_in_the_trainer(data, tmp_path):
 
 TWO_RANK_SCRIPT = """
 import sys, transformers
+from ftft_ds.config import LoraConfig
 from ftft_ds.data.load import DataConfig, load_split
 from ftft_ds.data.tokenize import Collator, tokenize_split
 from ftft_ds.integrations.hf import DynamicsCallback

@@ -226,6 +226,23 @@ def test_a_cost_target_of_0_4_holds_for_every_early_stopping_method(tmp_path):
     assert all(summary[m]["relative_total_flops"]["mean"] <= 40.0 for m in ("erm_es", "random", "ftft"))
 
 
+def test_the_recipe_runs_with_lora_main_runs_and_plans_their_cost(tmp_path):
+    """`main.lora`: ERM and FTFT both train adapters on a frozen backbone; the plan counts LoRA's
+    FLOPs (no weight gradients for frozen weights), so what FTFT spends is what was planned."""
+    config = tmp_path / "recipe.yaml"
+    main = {**RECIPE["main"], "lr": 1.0e-2, "lora": {"r": 4}}
+    config.write_text(yaml.safe_dump({**RECIPE, "main": main, "seeds": [0], "output_dir": str(tmp_path / "out")}))
+    ran_in_process(["run", config])
+    results = read(tmp_path / "out" / "results.json")
+    for method in ("erm", "ftft"):
+        cost = read(tmp_path / "out" / "main" / method / "seed0" / "cost.json")
+        assert 0 < cost["trainable_flops_parameters"] < cost["flops_parameters"]
+        assert (tmp_path / "out" / "main" / method / "seed0" / "model" / "adapter_config.json").is_file()
+    ftft = next(row for row in results["rows"] if row["method"] == "ftft")
+    assert ftft["relative_total_flops"] <= 50
+    assert ftft["relative_total_flops"] == pytest.approx(ftft["planned_relative_total_flops"], abs=1.0)
+
+
 @pytest.mark.parametrize("target", [0, 1.5, True, "half"])
 def test_a_cost_target_is_a_share_of_erm(target):
     with pytest.raises(FtftError, match="cost_target must be"):
@@ -561,7 +578,7 @@ def test_the_default_reference_is_the_main_model_cut_to_cost_at_most_a_tenth_of_
     reference, share = default_reference(shallow, split)
     assert (reference.model, reference.num_layers, reference.epochs) == ("minilm", 1, 3)
     # 3 reference epochs against ERM's 3, every row: the share is the parameters' ratio.
-    ratio = flops_parameters("minilm", 3, 1) / flops_parameters("minilm", 3, None)
+    ratio = flops_parameters(reference, 3)[0] / flops_parameters(shallow.main, 3)[0]
     assert share == pytest.approx(100 * ratio, rel=1e-6) and 10 < share < 25
 
     deep_model = save_tiny_decoder("llama", tmp_path / "deep", num_layers=24)

@@ -68,3 +68,26 @@ def test_plan_command_prints_every_stage_and_refuses_what_cannot_fit(qwen2):
     assert refused[-1].startswith(f"error: model '{qwen2}' needs")
     bad = refused_in_process(["plan", "--model", "minilm", "--ds-config", "zero1", "--nodes", "0"])
     assert "nodes must be a positive integer, got 0" in bad[-1]
+
+
+def test_lora_plans_frozen_weights_at_their_16_bits_and_states_for_what_trains(qwen2):
+    """Under LoRA the frozen backbone holds its 16-bit weights only; gradients and Adam's states
+    are the trainable parameters' (counted on the live peft model)."""
+    from ftft_ds.config import LoraConfig
+
+    lora = LoraConfig(r=4)
+    live = build_model(qwen2, 3, lora=lora)
+    trainable = sum(p.numel() for p in live.parameters() if p.requires_grad)
+    shape = model_shape(qwen2, 3, lora=lora)
+    assert shape.trainable == trainable < shape.parameters / 5
+    full = {p.name: p for p in plan_memory(qwen2, read_ds_config("zero2"), 2, 1, 8, 128, num_labels=3).plans}
+    plans = {p.name: p for p in plan_memory(qwen2, read_ds_config("zero2"), 2, 1, 8, 128, 3, None, lora).plans}
+    assert plans["zero2"].optimizer == 12 * trainable / 2 and plans["zero2"].gradients == 6 * trainable / 2
+    assert plans["zero2"].parameters == 2 * shape.parameters  # every weight, 16-bit, on every GPU
+    # on the GPUs, the states saved outweigh the adapters added (with offload, both keep 16-bit weights only)
+    assert all(plans[name].model_states < full[name].model_states for name in ("zero1", "zero2", "zero3"))
+    lines = in_process(["plan", "--model", qwen2, "--num-labels", "3", "--lora-r", "4"]).output.splitlines()
+    assert "LoRA rank 4: " in lines[0] and "of them train" in lines[0]
+    assert refused_in_process(["plan", "--model", qwen2, "--lora-target", "q_proj"]) == [
+        "error: --lora-target q_proj needs --lora-r (the adapters' rank)"
+    ]

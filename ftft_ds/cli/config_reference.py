@@ -28,7 +28,7 @@ docstrings; do not edit by hand. Every field can be set in a YAML file or with
 
 def sections() -> list[tuple[str, type]]:
     """(heading, dataclass) for each config a user writes, the sections of a recipe first."""
-    from ..config import MainConfig, ReferenceConfig
+    from ..config import LoraConfig, MainConfig, ReferenceConfig
     from ..data.load import DataConfig
     from ..jobs import ExecutorConfig
     from ..pipeline.config import EarlyStoppingConfig, GateConfig, RecipeConfig, SelectionConfig
@@ -38,6 +38,7 @@ def sections() -> list[tuple[str, type]]:
         ("Recipe (`ftft run RECIPE.yaml`)", RecipeConfig),
         ("`main`: a main run (`ftft train`, `launch/main.py`, a recipe's `main`)", MainConfig),
         ("`reference`: a reference run (`ftft reference`, a recipe's `reference`)", ReferenceConfig),
+        ("`lora`: LoRA adapters on a frozen backbone (a main run's or a reference's)", LoraConfig),
         ("`data`: where the examples come from", DataConfig),
         ("`selection`: which examples the data map keeps", SelectionConfig),
         ("`early_stopping`: how the early-stopping methods stop", EarlyStoppingConfig),

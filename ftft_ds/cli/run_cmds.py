@@ -236,20 +236,54 @@ def _print_report(report: dict) -> None:
 @click.option("--micro-batch-size", type=int, default=8, show_default=True, help="Examples per GPU per forward pass.")
 @click.option("--max-length", type=int, default=512, show_default=True, help="Tokens per example.")
 @click.option("--gpu-memory", type=float, help="GiB per GPU (default: this machine's GPU, if it has one).")
-def plan(model, num_layers, num_labels, ds_config, gpus_per_node, nodes, micro_batch_size, max_length, gpu_memory):
+@click.option(
+    "--lora-r", type=int, help="Plan LoRA adapters of this rank on a frozen backbone (default: full fine-tuning)."
+)
+@click.option(
+    "--lora-target",
+    multiple=True,
+    help="A module name LoRA adapts (repeat it; default: every linear layer of the backbone). Needs --lora-r.",
+)
+def plan(
+    model,
+    num_layers,
+    num_labels,
+    ds_config,
+    gpus_per_node,
+    nodes,
+    micro_batch_size,
+    max_length,
+    gpu_memory,
+    lora_r,
+    lora_target,
+):
     """Per-GPU memory of MODEL under each ZeRO stage, from its config alone (no weights loaded).
 
-    Parameters, gradients and optimizer states are DeepSpeed's own estimates for bf16 with Adam;
+    Parameters, gradients and optimizer states are DeepSpeed's own estimates for bf16 with Adam
+    (under LoRA, for the adapters and the head; the frozen backbone adds its 16-bit weights);
     activations are the usual transformer estimate, with and without gradient checkpointing.
     Exits with an error when the chosen set-up's model states cannot fit in --gpu-memory.
     """
     import torch
 
+    from ..config import LoraConfig
+    from ..errors import FtftError
     from ..train.ds_config import read_ds_config
     from ..train.memory import GIB, check_fits, plan_memory
 
+    if lora_target and lora_r is None:
+        raise FtftError(f"--lora-target {lora_target[0]} needs --lora-r (the adapters' rank)")
+    lora = None if lora_r is None else LoraConfig(r=lora_r, target_modules=lora_target or None)
     result = plan_memory(
-        model, read_ds_config(ds_config), gpus_per_node, nodes, micro_batch_size, max_length, num_labels, num_layers
+        model,
+        read_ds_config(ds_config),
+        gpus_per_node,
+        nodes,
+        micro_batch_size,
+        max_length,
+        num_labels,
+        num_layers,
+        lora,
     )
     if gpu_memory is None and torch.cuda.is_available():
         gpu_memory = torch.cuda.get_device_properties(0).total_memory / GIB
@@ -257,6 +291,7 @@ def plan(model, num_layers, num_labels, ds_config, gpus_per_node, nodes, micro_b
     click.echo(
         f"model {model!r}: {_count(shape.parameters)} parameters, largest layer "
         f"{_count(shape.largest_layer)}, {shape.num_layers} layers of width {shape.hidden_size}"
+        + (f"; LoRA rank {lora_r}: {_count(shape.trainable)} of them train" if lora else "")
     )
     click.echo(
         f"{nodes} node(s) x {gpus_per_node} GPU(s); GiB per GPU; activations for a micro-batch of "

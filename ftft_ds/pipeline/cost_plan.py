@@ -27,7 +27,6 @@ import dataclasses
 import math
 
 import numpy as np
-import torch
 
 from ..config import OptimConfig, ReferenceConfig
 from ..data.load import fixed_sample
@@ -35,9 +34,9 @@ from ..data.tokenize import encode_texts
 from ..errors import FtftError
 from ..runs.plan import examples_seen, plan_steps
 from ..train.budget import Budget
-from ..train.cost import EVAL_FLOPS_PER_PARAM_TOKEN, TRAIN_FLOPS_PER_PARAM_TOKEN
+from ..train.cost import EVAL_FLOPS_PER_PARAM_TOKEN, train_flops_per_token
 from ..train.evaluate import evaluation_tokens
-from ..train.models import count_flops_parameters, load_tokenizer, model_config
+from ..train.models import count_flops_parameters, load_tokenizer, meta_model, model_config
 from .config import EARLY_STOPPING_METHODS
 
 TOKEN_SAMPLE = 100_000
@@ -60,13 +59,11 @@ SUBSET_METHODS = {"dm": "main", "ftft": "small", "random": "random"}
 """Which subset each method trains on (none: the full training split)."""
 
 
-def flops_parameters(model: str, num_labels: int, num_layers: int | None) -> int:
-    """Non-embedding parameters of a model, counted without materialising its weights."""
-    from transformers import AutoModelForSequenceClassification
-
-    with torch.device("meta"):
-        module = AutoModelForSequenceClassification.from_config(model_config(model, num_labels, num_layers))
-    return count_flops_parameters(module)
+def flops_parameters(run: OptimConfig, num_labels: int) -> tuple[int, int]:
+    """Non-embedding parameters of a run's model, and those of them that train (fewer under LoRA),
+    counted without materialising its weights."""
+    module = meta_model(run.model, num_labels, run.num_layers, run.lora)
+    return count_flops_parameters(module), count_flops_parameters(module, trainable=True)
 
 
 def token_lengths(split, tokenizer, max_length: int, rows: int | None = None) -> np.ndarray:
@@ -85,6 +82,8 @@ class ModelTokens:
     """What one model makes of a recipe's splits: its FLOPs parameters, and tokens per row."""
 
     flops_parameters: int
+    trainable_flops_parameters: int
+    """Of `flops_parameters`, those that train (see `train.cost.train_flops_per_token`)."""
     train: np.ndarray
     """Tokens of each training row (of the first `TOKEN_SAMPLE` of a larger split)."""
     train_rows: int
@@ -96,7 +95,7 @@ class ModelTokens:
         tokenizer = load_tokenizer(run.model)
         train = splits[train_split]
         return cls(
-            flops_parameters(run.model, train.num_labels, run.num_layers),
+            *flops_parameters(run, train.num_labels),
             token_lengths(train, tokenizer, run.max_length, TOKEN_SAMPLE),
             len(train),
             {
@@ -128,12 +127,16 @@ class ModelTokens:
         count = self.train_rows if rows is None else len(rows)
         epochs, partial = examples_seen(steps, count, world_size, run.micro_batch_size, run.grad_accum)
         tokens = epochs * self.rows_total(rows) + partial * self.rows_total(rows) / count
-        return TRAIN_FLOPS_PER_PARAM_TOKEN * self.flops_parameters * tokens
+        return self.train_flops_per_token * tokens
 
     def step_flops_bound(self, rows, run: OptimConfig, world_size: int) -> float:
         """An upper bound on one step's training FLOPs: every example as long as the longest row."""
         examples = run.micro_batch_size * run.grad_accum * world_size
-        return float(TRAIN_FLOPS_PER_PARAM_TOKEN) * self.flops_parameters * examples * self.longest(rows)
+        return self.train_flops_per_token * examples * self.longest(rows)
+
+    @property
+    def train_flops_per_token(self) -> float:
+        return train_flops_per_token(self.flops_parameters, self.trainable_flops_parameters)
 
     def evaluation_flops(self, world_size: int, samples: dict | None = None, names=None) -> float:
         """FLOPs of one evaluation of the splits `names` (None: every eval split), each on its rows in
@@ -163,7 +166,7 @@ def reference_cost(ref: ReferenceConfig, splits: dict, train_split: str) -> RunC
     evaluation of every eval split when it evaluates (the gate reads it: it steers the recipe)."""
     evaluated = ref.data.eval_splits if ref.evaluate else ()
     tokens = ModelTokens.measure(ref, {name: splits[name] for name in (train_split, *evaluated)}, train_split)
-    train = TRAIN_FLOPS_PER_PARAM_TOKEN * tokens.flops_parameters * ref.epochs * tokens.rows_total()
+    train = tokens.train_flops_per_token * ref.epochs * tokens.rows_total()
     evaluation = tokens.evaluation_flops(1)
     return RunCost(train, train + evaluation)
 

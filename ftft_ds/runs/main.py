@@ -34,6 +34,8 @@ from ..io import versions, write_json
 from ..train.checkpoint import Checkpointer, export_hf_model
 from ..train.cost import EVAL_FLOPS_PER_PARAM_TOKEN
 from ..train.evaluate import Evaluator
+from ..train.lora import backbone_fingerprint
+from ..train.models import build_model, weights_source
 from ..train.runtime import DistEnv, init_distributed, peak_memory_bytes, run_folder
 from ..train.stop import Divergence, FlopsCeiling, Patience
 from ..train.trainer import Trainer
@@ -101,7 +103,7 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
     # evaluated on every split at the end.
     selects_best = evaluator is not None and cfg.selects_best
     watched = _watched(cfg, run, evaluator) if selects_best else evaluator
-    checkpointer = Checkpointer(out / "checkpoints", env)
+    checkpointer = Checkpointer(out / "checkpoints", env, backbone=frozen_backbone(cfg))
     stop_rule = dataclasses.replace(
         run.stop_rule,
         patience=Patience(cfg.patience_metric, cfg.patience) if evaluator else None,
@@ -145,7 +147,13 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
             selected = {"step": selected_step, **evaluator.evaluate(run.engine, run.ledger)}
         run.ledger.flush(state.step, write=False)
     if cfg.export_model:
-        export_hf_model(run.engine, run.tokenizer, out / "model", env, run.split.label_names)
+        merged = None
+        if cfg.lora is not None and cfg.lora.export_merged:
+
+            def merged():
+                return build_model(cfg.model, run.split.num_labels, cfg.num_layers, cfg.init_seed)
+
+        export_hf_model(run.engine, run.tokenizer, out / "model", env, run.split.label_names, merged)
 
     peaks = peak_memory_bytes(env.device)
     metrics = {
@@ -190,6 +198,13 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
     if dist.is_initialized():
         dist.barrier()
     return metrics
+
+
+def frozen_backbone(cfg: MainConfig) -> dict | None:
+    """The fingerprint of the base model a LoRA run's checkpoints leave out (None: full fine-tuning)."""
+    if cfg.lora is None:
+        return None
+    return backbone_fingerprint(weights_source(cfg.model), cfg.num_layers, cfg.init_seed)
 
 
 def _watched(cfg: MainConfig, run, evaluator: Evaluator) -> Evaluator:

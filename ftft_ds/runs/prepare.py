@@ -22,7 +22,7 @@ from ..data.tokenize import Collator, row_lengths, tokenize_split
 from ..errors import warn
 from ..io import check_output_dir
 from ..train.budget import Budget
-from ..train.cost import TRAIN_FLOPS_PER_PARAM_TOKEN, CostLedger
+from ..train.cost import CostLedger, train_flops_per_token
 from ..train.ds_config import check_ds_config, read_ds_config
 from ..train.engine import build_model_for, initialize_engine, run_ds_config, take_monitor
 from ..train.evaluate import Evaluator, LoaderSettings
@@ -69,7 +69,8 @@ class PreparedRun:
         as the longest row this run trains on."""
         longest = int(row_lengths(self.train)[self.sampler.rows.numpy()].max())
         examples = self.loader.batch_size * grad_accum * env.world_size
-        return float(TRAIN_FLOPS_PER_PARAM_TOKEN) * self.ledger.totals.flops_parameters * examples * longest
+        totals = self.ledger.totals
+        return train_flops_per_token(totals.flops_parameters, totals.trainable_flops_parameters) * examples * longest
 
 
 def check_before_start(cfg: OptimConfig) -> None:
@@ -151,7 +152,14 @@ def prepare_run(
     model = build_model_for(cfg, split.num_labels, ds_config)
     num_parameters = count_parameters(model)
     engine = initialize_engine(model, ds_config)
-    ledger = CostLedger(count_flops_parameters(model), env.world_size, env.device, monitor=monitor, started=started)
+    ledger = CostLedger(
+        count_flops_parameters(model),
+        env.world_size,
+        env.device,
+        monitor=monitor,
+        started=started,
+        trainable_flops_parameters=count_flops_parameters(model, trainable=True),
+    )
     reset_memory_peaks(env.device)  # the run's peaks measure training, not loading and set-up
     return PreparedRun(
         split=split,

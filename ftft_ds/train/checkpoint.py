@@ -3,17 +3,22 @@ Hugging Face format.
 
 DeepSpeed's own checkpoints hold the (sharded) model, optimizer and scheduler states; we add the
 trainer's position (sampler epoch and offset, step, patience state), the cost ledger's totals and
-every rank's random-number state, so a resumed run continues with the very next example and the
-same dropout masks. `latest` is written by rank 0 alone, atomically, and only after a barrier that
-every rank reaches once its shards are on disk, so it only ever names a complete checkpoint: a run
-killed mid-save (a preempted node among many) resumes from the previous one. (DeepSpeed's own
-`save_latest` writes it after rank 0's shards alone, before that barrier.)
+every rank's random-number state, so a resumed run continues with the very next example and the same
+dropout masks. `latest` is written by rank 0 alone, atomically, and only after a barrier that every
+rank reaches once its shards are on disk, so it only ever names a complete checkpoint: a run killed
+mid-save (a preempted node among many) resumes from the previous one. (DeepSpeed's own `save_latest`
+writes it after rank 0's shards alone, before that barrier.)
 
-The best checkpoint of a patience run holds the module's weights only: the run never trains on
-from it, so optimizer states (12 of the 16 bytes per parameter of mixed-precision Adam) would be
-written at every new best for nothing. Under ZeRO-3 each rank saves and loads its own partition,
-so neither the save nor the load gathers the model; it is read back by its own folder name, which
-DeepSpeed's module-only loading under ZeRO-3 does not do (it reads whatever `latest` names).
+A LoRA run (`lora.py`) saves its trainable parameters (adapters, head) and their optimizer states
+only: the frozen backbone, all but a few per cent of the weights, comes back from the base model,
+which the checkpoint names by fingerprint, and a resume onto another is refused.
+
+The best checkpoint of a patience run holds the module's trainable weights only: the run never
+trains on from it, so optimizer states (12 of the 16 bytes per parameter of mixed-precision Adam)
+would be written at every new best for nothing, and frozen weights never change. Under ZeRO-3 each
+rank saves and loads its own partition, so neither the save nor the load gathers the model; it is
+read back by its own folder name, which DeepSpeed's module-only loading under ZeRO-3 does not do (it
+reads whatever `latest` names).
 
 To restart on a different number of ranks or nodes, convert the ZeRO checkpoint to DeepSpeed's
 universal format (`python -m deepspeed.checkpoint.ds_to_universal --input_folder
@@ -31,6 +36,7 @@ import torch.distributed as dist
 
 from ..errors import FtftError
 from ..io import atomic_path
+from .lora import check_backbone, export_adapter, is_peft_model
 from .runtime import DistEnv
 
 LATEST = "latest"
@@ -54,10 +60,14 @@ class Checkpointer:
     """Saves and restores a run under `directory` (every rank must call `save`, `load`, `save_best`
     and `load_best`)."""
 
-    def __init__(self, directory: str | Path, env: DistEnv, keep_last: int = 1):
+    def __init__(self, directory: str | Path, env: DistEnv, keep_last: int = 1, backbone: dict | None = None):
+        """`backbone`: the frozen base model's fingerprint (`lora.backbone_fingerprint`) for a run
+        that trains adapters on it, whose checkpoints then leave the frozen weights out; None: a
+        run that trains every weight, whose checkpoints hold all of them."""
         self.directory = Path(directory)
         self.env = env
         self.keep_last = keep_last
+        self.backbone = backbone
 
     def has_checkpoint(self) -> bool:
         return (self.directory / LATEST).is_file()
@@ -69,7 +79,15 @@ class Checkpointer:
         rng_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(rng_path) as tmp:
             torch.save(_rng_state(), tmp)
-        engine.save_checkpoint(str(self.directory), tag=tag, client_state=client_state, save_latest=False)
+        if self.backbone is not None:
+            client_state = {**client_state, "backbone": self.backbone}
+        engine.save_checkpoint(
+            str(self.directory),
+            tag=tag,
+            client_state=client_state,
+            save_latest=False,
+            exclude_frozen_parameters=self.backbone is not None,
+        )
         _barrier()  # every rank's shards are on disk
         if self.env.is_main:
             with atomic_path(self.directory / LATEST) as tmp:
@@ -80,9 +98,14 @@ class Checkpointer:
         """Restore engine, optimizer, scheduler and RNG; return the trainer's client state."""
         if tag is None and not self.has_checkpoint():
             raise FtftError(f"--resume: no checkpoint found in {self.directory}")
-        path, client_state = engine.load_checkpoint(str(self.directory), tag=tag)
+        # Frozen weights are not in a LoRA run's checkpoint: the module keeps the base model's.
+        path, client_state = engine.load_checkpoint(
+            str(self.directory), tag=tag, load_module_strict=self.backbone is None
+        )
         if path is None:
             raise FtftError(f"--resume: could not load the checkpoint in {self.directory}")
+        if self.backbone is not None:
+            check_backbone(client_state.get("backbone"), self.backbone, self.directory)
         tag = tag or (self.directory / LATEST).read_text().strip()
         rng_path = self.directory / tag / f"rng_rank{self.env.rank}.pt"
         if rng_path.is_file():
@@ -90,26 +113,21 @@ class Checkpointer:
         return client_state
 
     def save_best(self, engine, step: int) -> None:
-        """Save the module's weights at `step` as the best so far: each rank its ZeRO-3 partition,
-        or, below ZeRO-3, rank 0 the whole (replicated) state dict."""
+        """Save the module's trainable weights at `step` as the best so far: each rank its ZeRO-3
+        partition, or, below ZeRO-3, rank 0 the whole (replicated) values."""
         folder = self.directory / best_folder(step)
         folder.mkdir(parents=True, exist_ok=True)
+        trained = [(name, p) for name, p in engine.module.named_parameters() if p.requires_grad]
         if engine.zero_optimization_partition_weights():
             # Parameters small enough to persist (stage3_param_persistence_threshold) stay whole on
             # every rank and are used as such, so their whole value is kept besides the partition.
-            weights = {name: p.ds_tensor.detach().cpu() for name, p in engine.module.named_parameters()}
+            weights = {name: p.ds_tensor.detach().cpu() for name, p in trained}
             weights.update(
-                {
-                    f"{name}:whole": p.data.detach().cpu()
-                    for name, p in engine.module.named_parameters()
-                    if getattr(p, "ds_persist", False)
-                }
+                {f"{name}:whole": p.data.detach().cpu() for name, p in trained if getattr(p, "ds_persist", False)}
             )
             target = folder / f"weights_rank{self.env.rank}.pt"
         else:
-            weights = (
-                {name: t.detach().cpu() for name, t in engine.module.state_dict().items()} if self.env.is_main else None
-            )
+            weights = {name: p.detach().cpu() for name, p in trained} if self.env.is_main else None
             target = folder / "weights.pt"
         if weights is not None:
             with atomic_path(target) as tmp:
@@ -130,13 +148,15 @@ class Checkpointer:
                 f"this run has {self.env.world_size}"
             )
         with torch.no_grad():
-            if partitioned:
-                for name, p in engine.module.named_parameters():
+            for name, p in engine.module.named_parameters():
+                if not p.requires_grad:
+                    continue
+                if partitioned:
                     p.ds_tensor.copy_(saved["weights"][name])
                     if getattr(p, "ds_persist", False):
                         p.data.copy_(saved["weights"][f"{name}:whole"])
-            else:
-                engine.module.load_state_dict(saved["weights"])
+                else:
+                    p.copy_(saved["weights"][name])
         _barrier()
 
     def _prune(self, keep: set) -> None:
@@ -165,10 +185,15 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def export_hf_model(engine, tokenizer, path: str | Path, env: DistEnv, label_names=()) -> None:
+def export_hf_model(engine, tokenizer, path: str | Path, env: DistEnv, label_names=(), merged=None) -> None:
     """Write the trained model in Hugging Face format (consolidated from ZeRO-3 shards if needed),
-    its config naming the classes (`id2label`) after the data's `label_names`."""
+    its config naming the classes (`id2label`) after the data's `label_names`; a LoRA model as its
+    adapter (`lora.export_adapter`, with `merged` building the base model for a merged copy)."""
     module = engine.module
+    if is_peft_model(module):
+        export_adapter(engine, tokenizer, path, env.is_main, label_names, merged)
+        _barrier()
+        return
     if label_names:
         module.config.id2label = dict(enumerate(label_names))
         module.config.label2id = {name: i for i, name in enumerate(label_names)}

@@ -2,14 +2,14 @@
 
 Per optimizer step it counts non-padding tokens, analytic FLOPs (≈ 6 × parameters × tokens for a
 training step, 2 × for an evaluation forward pass; parameters without the embedding tables, as in
-Kaplan et al.'s C ≈ 6ND), wall time and device-hours, plus loss, learning rate, accuracy,
-throughput and, at log points, peak memory since set-up. Counters stay on the device between log points, so
-counting adds no synchronisation; at a log point the ranks sum them in one all-reduce. Rank 0
-writes the events to TensorBoard under the stable tags below and `cost.json` at the end. Reference
-runs and main runs use the same ledger, so `reference + main` costs are directly comparable with
-ERM's. Evaluations that only report (the closing evaluation of every split, which every method
-pays alike) are counted apart from those that steer a run (`CostTotals.cost_flops`).
-"""
+Kaplan et al.'s C ≈ 6ND; with frozen weights, as under LoRA, fewer: `train_flops_per_token`), wall
+time and device-hours, plus loss, learning rate, accuracy, throughput and, at log points, peak
+memory since set-up. Counters stay on the device between log points, so counting adds no
+synchronisation; at a log point the ranks sum them in one all-reduce. Rank 0 writes the events to
+TensorBoard under the stable tags below and `cost.json` at the end. Reference runs and main runs use
+the same ledger, so `reference + main` costs are directly comparable with ERM's. Evaluations that
+only report (the closing evaluation of every split, which every method pays alike) are counted apart
+from those that steer a run (`CostTotals.cost_flops`)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,22 @@ import torch.distributed as dist
 from ..io import write_json
 from .runtime import peak_memory_bytes
 
-TRAIN_FLOPS_PER_PARAM_TOKEN = 6
 EVAL_FLOPS_PER_PARAM_TOKEN = 2
+"""A forward pass: one multiply and one add per parameter and token."""
+
+
+def train_flops_per_token(flops_parameters: float, trainable: float | None = None) -> float:
+    """Training FLOPs per token of a model with `flops_parameters` matrix-multiply parameters, of
+    which `trainable` train (None: all).
+
+    A step is a forward pass (2 per parameter), the gradients of every layer's input (2 per
+    parameter: each layer below still has something to train) and the gradients of the trainable
+    weights (2 per trainable parameter): 6N when everything trains, as in the usual C ≈ 6ND, and
+    4N + 2T when only T of them do, about two thirds of it for LoRA's small T.
+    """
+    trainable = flops_parameters if trainable is None else trainable
+    return 2.0 * EVAL_FLOPS_PER_PARAM_TOKEN * flops_parameters + EVAL_FLOPS_PER_PARAM_TOKEN * trainable
+
 
 # Stable TensorBoard tags (dashboards and tests rely on these names).
 TAG_LOSS = "train/loss"
@@ -58,6 +72,8 @@ class CostTotals:
     same report, so it measures a model rather than what producing it cost."""
     flops_parameters: int = 0
     """Parameters in the 6·N·D rule: all but embedding tables (lookups are not matrix multiplies)."""
+    trainable_flops_parameters: int | None = None
+    """Of `flops_parameters`, those that train (None: all of them); frozen ones cost no weight gradients."""
     world_size: int = 1
     run_seconds: float = 0.0
     """Wall time of the whole run, set-up (data, model, engine), evaluations, checkpoints and export
@@ -66,7 +82,7 @@ class CostTotals:
 
     @property
     def train_flops(self) -> float:
-        return float(TRAIN_FLOPS_PER_PARAM_TOKEN) * self.flops_parameters * self.train_tokens
+        return train_flops_per_token(self.flops_parameters, self.trainable_flops_parameters) * self.train_tokens
 
     @property
     def eval_flops(self) -> float:
@@ -109,8 +125,13 @@ class CostLedger:
         monitor=None,
         totals: CostTotals | None = None,
         started: float | None = None,
+        trainable_flops_parameters: int | None = None,
     ):
-        self.totals = totals or CostTotals(flops_parameters=flops_parameters, world_size=world_size)
+        self.totals = totals or CostTotals(
+            flops_parameters=flops_parameters,
+            trainable_flops_parameters=trainable_flops_parameters,
+            world_size=world_size,
+        )
         self._segment_started = time.time() if started is None else started  # this process's share of run_seconds
         self.monitor = monitor
         # Device-side sums since the last flush: [train tokens, eval tokens, loss sum, correct, report tokens].

@@ -73,6 +73,7 @@ def build_model_for(cfg: OptimConfig, num_labels: int, ds_config: dict) -> torch
             attn_implementation=cfg.attn_implementation,
             gradient_checkpointing=cfg.gradient_checkpointing,
             freeze_embeddings=cfg.freeze_embeddings,
+            lora=cfg.lora,
         )
 
 

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 
 from ..errors import FtftError, warn
-from .models import fit_embeddings, load_tokenizer, model_config
+from .models import count_parameters, meta_model
 
 GIB = 1024**3
 BYTES_16BIT_PARAMS = 2
@@ -38,26 +38,27 @@ class ModelShape:
     """What memory depends on, read from a model's config without materialising it."""
 
     parameters: int
+    trainable: int
+    """Of `parameters`, those that train (all but under LoRA): only they have gradients and
+    optimizer states; frozen ones hold their 16-bit weights alone."""
     largest_layer: int
     """Parameters of the largest single module (what ZeRO-3 gathers at once)."""
     num_layers: int
     hidden_size: int
 
 
-def model_shape(model: str, num_labels: int = 2, num_layers: Optional[int] = None) -> ModelShape:
-    """Count `model`'s parameters (as a sequence classifier) on the meta device."""
-    from transformers import AutoModelForSequenceClassification
-
-    config = model_config(model, num_labels, num_layers)
-    with torch.device("meta"):
-        module = AutoModelForSequenceClassification.from_config(config)
-        fit_embeddings(module, load_tokenizer(model))
-    parameters = sum(p.numel() for p in module.parameters())  # tied weights count once
+def model_shape(model: str, num_labels: int = 2, num_layers: Optional[int] = None, lora=None) -> ModelShape:
+    """Count `model`'s parameters (as a sequence classifier, with LoRA's adapters if `lora`) on the
+    meta device."""
+    module = meta_model(model, num_labels, num_layers, lora)
+    config = module.config
+    parameters = count_parameters(module)
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in module.modules())
     layers, hidden = getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None)
     if not layers or not hidden:
         raise FtftError(f"model {model!r} has no num_hidden_layers/hidden_size in its config to plan with")
-    return ModelShape(parameters, largest, layers, hidden)
+    return ModelShape(parameters, trainable, largest, layers, hidden)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +91,11 @@ def plan_stage(shape: ModelShape, stage: int, offload: bool, gpus_per_node: int,
     for name, value in (("gpus per node", gpus_per_node), ("nodes", nodes)):
         if not (isinstance(value, int) and value >= 1):
             raise FtftError(f"{name} must be a positive integer, got {value!r}")
-    n, gpus = shape.parameters, gpus_per_node * nodes
+    # DeepSpeed's estimates cover the parameters that train; frozen ones (LoRA's backbone) add
+    # their 16-bit weights only: divided among the GPUs under ZeRO-3 (on the CPU with offload),
+    # whole on every GPU below it.
+    n, gpus = shape.trainable, gpus_per_node * nodes
+    frozen = BYTES_16BIT_PARAMS * (shape.parameters - shape.trainable)
     name = f"zero{stage}" + ("_offload" if offload else "")
     if stage == 3:
         cpu, gpu, gathered = estimate_zero3_model_states_mem_needs(
@@ -101,25 +106,25 @@ def plan_stage(shape: ModelShape, stage: int, offload: bool, gpus_per_node: int,
             name,
             3,
             offload,
-            gathered + on_gpu * BYTES_16BIT_PARAMS * n / gpus,
+            gathered + on_gpu * (BYTES_16BIT_PARAMS * n + frozen) / gpus,
             on_gpu * (BYTES_GRADIENTS - 2) * n / gpus,
             on_gpu * BYTES_OPTIMIZER * n / gpus,
-            int(gpu),
-            int(cpu),
+            int(gpu + on_gpu * frozen / gpus),
+            int(cpu + (1 - on_gpu) * frozen / nodes),
         )
     cpu, gpu = estimate_zero2_model_states_mem_needs(n, gpus_per_node, nodes, cpu_offload=offload)
     if offload:
-        return StagePlan(name, stage, True, BYTES_16BIT_PARAMS * n, 0.0, 0.0, int(gpu), int(cpu))
+        return StagePlan(name, stage, True, BYTES_16BIT_PARAMS * n + frozen, 0.0, 0.0, int(gpu + frozen), int(cpu))
     whole_16bit_gradients = 2 * n * (1 - 1 / gpus) if stage == 1 else 0
     gradients = BYTES_GRADIENTS * n / gpus + whole_16bit_gradients
     return StagePlan(
         name,
         stage,
         False,
-        BYTES_16BIT_PARAMS * n,
+        BYTES_16BIT_PARAMS * n + frozen,
         gradients,
         BYTES_OPTIMIZER * n / gpus,
-        int(gpu + whole_16bit_gradients),
+        int(gpu + whole_16bit_gradients + frozen),
         int(cpu),
     )
 
@@ -209,15 +214,17 @@ def plan_memory(
     max_length: int,
     num_labels: int = 2,
     num_layers: Optional[int] = None,
+    lora=None,
 ) -> MemoryPlan:
-    """Plan `model` under every set-up of `SETUPS`; the chosen one is `ds_config`'s."""
+    """Plan `model` (with LoRA's adapters on a frozen backbone if `lora`) under every set-up of
+    `SETUPS`; the chosen one is `ds_config`'s."""
     stage, offload = zero_setup(ds_config)
     if stage not in (1, 2, 3):
         raise FtftError(f"the DeepSpeed config's ZeRO stage must be 1, 2 or 3 to plan, got {stage!r}")
     for name, value in (("micro_batch_size", micro_batch_size), ("max_length", max_length)):
         if not (isinstance(value, int) and value >= 1):
             raise FtftError(f"{name} must be a positive integer, got {value!r}")
-    shape = model_shape(model, num_labels, num_layers)
+    shape = model_shape(model, num_labels, num_layers, lora)
     plans = [plan_stage(shape, s, o, gpus_per_node, nodes) for s, o in SETUPS]
     chosen = next(p for p in plans if (p.stage, p.offload) == (stage, offload))
     return MemoryPlan(
@@ -246,6 +253,7 @@ def refuse_if_it_cannot_fit(cfg, ds_config: dict, num_labels: int, world_size: i
         cfg.max_length,
         num_labels,
         cfg.num_layers,
+        cfg.lora,
     )
     activations = result.activations_checkpointed if cfg.gradient_checkpointing else result.activations
     warning = check_fits(result.chosen, activations, torch.cuda.get_device_properties(device).total_memory, cfg.model)

@@ -84,6 +84,20 @@ def _pretrained_source(name: str) -> str:
     return name
 
 
+def weights_source(name: str) -> str | None:
+    """The folder model `name`'s pretrained weights are read from (None: built from a config, its
+    weights drawn from the seed): a hub name resolves to its local cache."""
+    if name == TINY_BERT:
+        return None
+    source = _pretrained_source(name)
+    if not Path(source).is_dir():
+        from transformers.utils import cached_file
+
+        with contextlib.suppress(OSError, ValueError):
+            source = str(Path(cached_file(source, "config.json")).parent)
+    return source
+
+
 @contextlib.contextmanager
 def _quiet_transformers():
     """Silence per-weight load reports: dropped layers are intended when truncating."""
@@ -166,6 +180,23 @@ def model_config(name: str, num_labels: int, num_layers: int | None = None):
     return config
 
 
+def meta_model(name: str, num_labels: int, num_layers: int | None = None, lora=None) -> torch.nn.Module:
+    """Model `name` as a sequence classifier on the meta device, with LoRA's adapters if `lora`:
+    its shapes and which parameters train, without reading or allocating a weight (a 70B model in
+    a second), for plans made before a run."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = model_config(name, num_labels, num_layers)
+    with _quiet_transformers(), torch.device("meta"):
+        module = AutoModelForSequenceClassification.from_config(config)
+        fit_embeddings(module, load_tokenizer(name))
+        if lora is not None:
+            from .lora import apply_lora
+
+            module = apply_lora(module, lora)
+    return module
+
+
 def check_max_length(name: str, max_length: int, tokenizer) -> None:
     """Refuse a `max_length` beyond the positions model `name` has (its config's, or its tokenizer's
     limit where that is lower, as for RoBERTa's offset positions), before any batch can hit it."""
@@ -183,6 +214,7 @@ def build_model(
     attn_implementation: str | None = None,
     gradient_checkpointing: bool = False,
     freeze_embeddings: bool = False,
+    lora=None,
 ):
     """An `AutoModelForSequenceClassification` for `name`, its new head drawn from `init_seed`.
 
@@ -193,7 +225,9 @@ def build_model(
     `gradient_checkpointing` recomputes each layer's activations in the backward pass instead of
     keeping them, trading about a third more compute for activation memory that no longer grows
     with depth; `freeze_embeddings` keeps the input token embeddings out of training (the engine
-    is given only the parameters that require gradients).
+    is given only the parameters that require gradients). With `lora` (a `LoraConfig`) the model
+    comes back as peft's LoRA model on a frozen backbone (`lora.apply_lora`), its adapters drawn
+    from `init_seed` like the head.
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -220,22 +254,32 @@ def build_model(
         except (OSError, ValueError, ImportError) as exc:
             raise FtftError(f"could not load model {name!r}: {_first_line(exc)}") from None
         fit_embeddings(model, load_tokenizer(name))
-    float32_head(model, num_labels)
-    if freeze_embeddings:
-        model.get_input_embeddings().requires_grad_(False)
-    if gradient_checkpointing:
-        if not model.supports_gradient_checkpointing:
-            raise FtftError(f"model {name!r} does not support gradient checkpointing")
-        # transformers 5 renamed the switch; 4.x (which setup.py allows) has only the old name.
-        enable = getattr(model, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        float32_head(model, num_labels)
+        if freeze_embeddings:
+            model.get_input_embeddings().requires_grad_(False)
+        if gradient_checkpointing:
+            enable_gradient_checkpointing(model, name)
+        if lora is not None:
+            from .lora import apply_lora
+
+            model = apply_lora(model, lora)
     # `from_pretrained` returns a model in eval mode, dropout off, and DeepSpeed leaves the mode as it
     # finds it: fine-tuning, and the training dynamics a reference records, mean dropout on.
     model.train()
     return model
+
+
+def enable_gradient_checkpointing(model, name: str) -> None:
+    """Recompute each layer's activations in the backward pass (non-reentrant: frozen inputs need
+    no gradient for it to work)."""
+    if not model.supports_gradient_checkpointing:
+        raise FtftError(f"model {name!r} does not support gradient checkpointing")
+    # transformers 5 renamed the switch; 4.x (which setup.py allows) has only the old name.
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _dtype_argument() -> str:
@@ -292,24 +336,30 @@ def _saved_head_mismatches(name: str, num_labels: int) -> bool:
     return True
 
 
+def _used_parameters(model: torch.nn.Module):
+    """(name, parameter) of every parameter a forward pass uses: peft keeps a frozen original of a
+    module it trains a copy of (the head), which none does."""
+    return ((name, p) for name, p in model.named_parameters() if ".original_module." not in name)
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     """Number of parameters, counting ZeRO-3 partitioned ones at their full size."""
-    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    return sum(getattr(p, "ds_numel", p.numel()) for _, p in _used_parameters(model))
 
 
-def count_flops_parameters(model: torch.nn.Module) -> int:
-    """Parameters that take part in matrix multiplies: all but the embedding tables.
+def count_flops_parameters(model: torch.nn.Module, trainable: bool = False) -> int:
+    """Parameters that take part in matrix multiplies: all but the embedding tables (with
+    `trainable`, only those that train).
 
     This is the N of the usual C ≈ 6·N·D estimate of training FLOPs; counting a 30k-token
     embedding table would make small models look several times more expensive than they are.
     """
-    embedding = sum(
+    embeddings = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters(False)}
+    return sum(
         getattr(p, "ds_numel", p.numel())
-        for m in model.modules()
-        if isinstance(m, torch.nn.Embedding)
-        for p in m.parameters(recurse=False)
+        for _, p in _used_parameters(model)
+        if id(p) not in embeddings and (p.requires_grad or not trainable)
     )
-    return count_parameters(model) - embedding
 
 
 def _first_line(exc: BaseException) -> str:
