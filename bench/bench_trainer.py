@@ -9,7 +9,11 @@ Three ways to train the same model on the same data with the same DeepSpeed conf
 - `bare`: `for batch in loader: loss = engine(**batch).loss; engine.backward(loss); engine.step()`
   with no logging, recording or evaluation;
 - `hf`: `transformers.Trainer` with `TrainingArguments(deepspeed=<config dict>)`, logging, saving
-  and evaluation off.
+  and evaluation off;
+- `lora` (on request): `ftft` with LoRA adapters of rank `--lora-r` on every linear layer of a
+  frozen backbone, the head trained in full: its step time and memory against full fine-tuning's
+  (`--variants ftft,lora`), whose rows then also show each run's training memory (rank 0's peak
+  resident set on CPU, the allocator's peak on GPU) and the cost ledger's FLOPs per token.
 
 All three use the model of `build_model_for`, the DeepSpeed config of `run_ds_config`, the
 tokenized training split, the micro-batch size and, batch for batch, the same examples: `bare`
@@ -34,8 +38,9 @@ figure. The table shows the median over `--repeats` measurements, tokens/s (non-
 the window's examples, the same for the three variants), the ratios of medians and, per target
 (ftft/bare >= 0.97, ftft/hf >= 1.0), also the median of the per-repeat ratios, whose two terms ran
 one after the other. On CUDA the DeepSpeed config's bf16 "auto" turns bf16 on and the table adds
-model FLOPs utilisation, MFU = 6 x N x tokens/s / (ranks x peak FLOP/s), with N the parameters
-outside the embedding tables, as the cost ledger counts them.
+model FLOPs utilisation, MFU = F x tokens/s / (ranks x peak FLOP/s), with F the cost ledger's training
+FLOPs per token: 6 x N, N the parameters outside the embedding tables (4 x N + 2 x the trainable ones
+under LoRA).
 
 On CPU, unless they are set already, every process gets OMP_NUM_THREADS=1 and fixed glibc malloc
 thresholds. With two threads per process on a shared 2-core machine, step times swing by up to 5x
@@ -49,6 +54,7 @@ the thresholds fixed they are 2-4% slower, as the ftft loop's extra work per ste
     python bench/bench_trainer.py                          # minilm, ZeRO-2, 1 rank: ~5 min on 2 cores
     python bench/bench_trainer.py --ranks 2
     python bench/bench_trainer.py --model tiny-bert --steps 100 --repeats 5
+    python bench/bench_trainer.py --variants ftft,lora           # LoRA against full fine-tuning
 
 Decoder-only LLMs built from a config (random weights, saved as a causal-LM checkpoint with a
 byte-level tokenizer without a padding token, as real ones ship): `--model llama-0.5b` (0.47B
@@ -76,7 +82,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("ftft", "bare", "hf")
+VARIANTS = ("ftft", "bare", "hf", "lora")
 DECODERS = {  # name: (layers, width); Llama-style, 32,000-row vocabulary, MLP 2.75x wide
     "llama-0.5b": (16, 1536),
     "llama-1b": (18, 2048),
@@ -114,7 +120,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="embedded training examples (default: the task's default, or the run's examples if more)",
     )
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of ftft,bare,hf")
+    parser.add_argument("--variants", default="ftft,bare,hf", help="comma-separated subset of ftft,bare,hf,lora")
+    parser.add_argument("--lora-r", type=int, default=8, help="rank of the lora variant's adapters")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds before a measurement is stopped")
     parser.add_argument(
         "--peak-tflops", type=float, default=989.0, help="peak dense TFLOP/s per GPU for MFU (H100 bf16: 989)"
@@ -128,7 +135,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not args.variants or set(args.variants) - set(VARIANTS):
         parser.error(f"--variants takes names from {','.join(VARIANTS)}, got {args.variants}")
-    for name in ("steps", "warmup", "batch", "repeats", "log_every"):
+    for name in ("steps", "warmup", "batch", "repeats", "log_every", "lora_r"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.steps % args.log_every:
@@ -171,12 +178,15 @@ def option_argv(args) -> list:
         str(args.log_every),
         "--train-size",
         str(args.train_size),
+        "--lora-r",
+        str(args.lora_r),
     ]
 
 
-def main_config(args, output_dir: Path):
-    """The main-run config that every variant takes its model, data and DeepSpeed config from."""
-    from ftft_ds.config import MainConfig
+def main_config(args, output_dir: Path, lora: bool = False):
+    """The main-run config that every variant takes its model, data and DeepSpeed config from (with
+    `lora`, LoRA adapters of rank `--lora-r`)."""
+    from ftft_ds.config import LoraConfig, MainConfig
     from ftft_ds.data.load import DataConfig
     from ftft_ds.train.budget import Budget
 
@@ -184,6 +194,7 @@ def main_config(args, output_dir: Path):
         model=args.model,
         num_layers=args.num_layers,
         freeze_embeddings=args.freeze_embeddings,
+        lora=LoraConfig(r=args.lora_r) if lora else None,
         bf16=args.bf16 or None,
         ds_config=args.ds_config,
         micro_batch_size=args.batch,
@@ -266,10 +277,17 @@ def build_model(cfg, env, num_labels: int, ds_config: dict):
 
 
 def parameter_counts(model) -> dict:
-    """All parameters, and those the cost ledger counts FLOPs for (all but the embedding tables)."""
+    """All parameters, those the cost ledger counts FLOPs for (all but the embedding tables), and
+    the ledger's training FLOPs per token (6 per parameter; fewer where weights are frozen)."""
+    from ftft_ds.train.cost import train_flops_per_token
     from ftft_ds.train.models import count_flops_parameters, count_parameters
 
-    return {"parameters": count_parameters(model), "flops_parameters": count_flops_parameters(model)}
+    flops = count_flops_parameters(model)
+    return {
+        "parameters": count_parameters(model),
+        "flops_parameters": flops,
+        "train_flops_per_token": train_flops_per_token(flops, count_flops_parameters(model, trainable=True)),
+    }
 
 
 def run_ftft(cfg, env, clock: StepClock, workdir: Path) -> dict:
@@ -282,8 +300,8 @@ def run_ftft(cfg, env, clock: StepClock, workdir: Path) -> dict:
         clock.tick(trainer.state.step)
         trained["model"] = trainer.engine.module
 
-    run_main(cfg, env, on_step_end=mark)
-    return parameter_counts(trained["model"])
+    metrics = run_main(cfg, env, on_step_end=mark)
+    return {**parameter_counts(trained["model"]), "training_memory_mib": metrics["training_memory_mib_per_rank"][0]}
 
 
 def run_bare(cfg, env, clock: StepClock, workdir: Path) -> dict:
@@ -364,7 +382,7 @@ def run_hf(cfg, env, clock: StepClock, workdir: Path) -> dict:
     return parameter_counts(model)
 
 
-RUNNERS = {"ftft": run_ftft, "bare": run_bare, "hf": run_hf}
+RUNNERS = {"ftft": run_ftft, "bare": run_bare, "hf": run_hf, "lora": run_ftft}
 
 
 def measure_here(args) -> None:
@@ -374,7 +392,8 @@ def measure_here(args) -> None:
     env = init_distributed()
     workdir = Path(args.workdir)
     clock = StepClock(args.warmup, args.steps, args.log_every, env.device)
-    counts = RUNNERS[args.variant](main_config(args, workdir / "run"), env, clock, workdir)
+    cfg = main_config(args, workdir / "run", lora=args.variant == "lora")
+    counts = RUNNERS[args.variant](cfg, env, clock, workdir)
     blocks = clock.block_seconds()
     if env.is_main:
         examples_per_block = args.log_every * args.batch * env.world_size
@@ -482,15 +501,24 @@ def print_table(args, results: dict, kind: str, unit: str, tokens_per_example: f
     """Medians over repeats of one clock's throughput, their ratios and the targets."""
     throughput = {v: [r[f"examples_per_{kind}_s"] for r in rs] for v, rs in results.items()}
     medians = {v: statistics.median(xs) for v, xs in throughput.items()}
-    flops_parameters = next(iter(results.values()))[0]["flops_parameters"]
+    lora = "lora" in medians
+    others = ("bare", "hf", "ftft") if lora else ("bare", "hf")
     header = f"{'variant':<8} {'examples/' + unit:>14} {'tokens/' + unit:>12}" + (f" {'MFU':>7}" if mfu else "")
-    print(header + f" {'vs bare':>8} {'vs hf':>8}   examples/{unit} of each repeat")
+    if lora:
+        header += f" {'memory MiB':>10} {'FLOPs/token':>11}"
+    print(header + "".join(f" {'vs ' + other:>8}" for other in others) + f"   examples/{unit} of each repeat")
     for variant, median in medians.items():
         tokens = median * tokens_per_example
         row = f"{variant:<8} {median:14.2f} {tokens:12.0f}"
+        first = results[variant][0]
         if mfu:
-            row += f" {100 * 6 * flops_parameters * tokens / (args.ranks * args.peak_tflops * 1e12):6.2f}%"
-        for other in ("bare", "hf"):
+            row += f" {100 * first['train_flops_per_token'] * tokens / (args.ranks * args.peak_tflops * 1e12):6.2f}%"
+        if lora:
+            memory = [r["training_memory_mib"] for r in results[variant] if "training_memory_mib" in r]
+            row += (
+                f" {statistics.median(memory) if memory else float('nan'):10.0f} {first['train_flops_per_token']:11.3g}"
+            )
+        for other in others:
             row += f" {median / medians[other]:8.3f}" if other in medians else f" {'-':>8}"
         print(row + "   " + " ".join(f"{x:.2f}" for x in throughput[variant]))
     for other, target in TARGETS.items():

@@ -3,8 +3,9 @@
 1. `pytest -m gpu tests`: bf16, fused AdamW without a compiled kernel, NCCL on 2 GPUs where there
    are 2, ZeRO-3 export, a reference plus main run;
 2. `bench/bench_trainer.py` on the 1B Llama-style decoder (0.91B parameters, random weights) in
-   bf16 under ZeRO-2 and then ZeRO-3: tokens/s and MFU of ftft's loop beside the bare DeepSpeed
-   loop and the Hugging Face Trainer;
+   bf16: under ZeRO-2, tokens/s and MFU of ftft's loop beside the bare DeepSpeed loop and the
+   Hugging Face Trainer; under ZeRO-3, full fine-tuning beside LoRA (rank 8, every linear layer):
+   step time, memory and FLOPs per token;
 3. `bench/bench_recorder.py`: what recording training dynamics adds to a step.
 
 Sized to finish in under 10 minutes on one H100-class GPU; each part has its own time limit, and
@@ -47,12 +48,14 @@ PARTS = (
         150,
     ),
     (
-        "trainer, llama-1b, ZeRO-3, bf16",
+        "trainer, llama-1b, ZeRO-3, bf16, full fine-tuning and LoRA",
         [
             sys.executable,
             "bench/bench_trainer.py",
             "--model",
             "llama-1b",
+            "--variants",
+            "ftft,lora",
             "--ds-config",
             "zero3",
             "--batch",
