@@ -17,7 +17,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # them all with their run times): by default the ones that take minutes on 2 CPU cores.
 BENCH ?= metrics recorder trainer
 
-.PHONY: setup demo lint test bench gpu-check clean
+.PHONY: setup demo lint test bench gpu-check gpu-bundle clean
 
 $(BIN)/ftft: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -52,5 +52,10 @@ GPU_PYTHON ?= $(BIN)/python
 gpu-check: $(if $(filter $(BIN)/python,$(GPU_PYTHON)),setup)
 	$(GPU_PYTHON) bench/gpu_check.py
 
+# For a GPU node without network: the wheels its image lacks, in gpu_bundle/ (bench/gpu_bundle.py
+# says how to install them there offline and run gpu-check).
+gpu-bundle: setup
+	$(BIN)/python bench/gpu_bundle.py
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs gpu_bundle
