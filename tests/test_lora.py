@@ -190,7 +190,13 @@ def test_zero3_lora_run_resumes_exactly_and_exports_an_adapter_plain_peft_loads(
     metrics = json.loads((straight / "metrics.json").read_text())
     selected = metrics["selected"]
     assert metrics["selected_step"] < 16 and selected["dev/mcc"] > 0.05  # not one class, and an earlier step
-    # the adapter, in peft's format, with plain peft onto the base model as it ships
+    # the adapter, in peft's format, with plain peft onto the base model as it ships; B, zero at
+    # first, learnt on every adapted layer
+    from safetensors.torch import load_file
+
+    adapter = load_file(straight / "model" / "adapter_model.safetensors")
+    lora_b = [t for name, t in adapter.items() if ".lora_B." in name]
+    assert len(lora_b) == 6 * 6 + 1 and all(t.abs().sum() > 0 for t in lora_b)  # 6 per layer, and the pooler
     config = json.loads((straight / "model" / "adapter_config.json").read_text())
     base = AutoModelForSequenceClassification.from_pretrained(config["base_model_name_or_path"], num_labels=3)
     dev = load_split(DataConfig(embedded_train_size=200), "dev")
