@@ -19,28 +19,15 @@ from ftft_ds.train.lora import apply_lora
 from ftft_ds.train.models import build_model, count_flops_parameters, load_tokenizer
 
 from .helpers import assert_same_losses, deepspeed_launch, save_tiny_decoder, tail
+from .test_core import _config as core_config
 
 pytestmark = pytest.mark.xdist_group("test_lora")  # its module fixtures are built once, on one worker
 
 
 def _config(out, **fields):
-    return load_config(
-        MainConfig,
-        None,
-        (),
-        **{
-            "model": "tiny-bert",
-            "ds_config": "zero2",
-            "micro_batch_size": 8,
-            "lr": 1e-2,
-            "log_every": 1,
-            "erm_epochs": 4,
-            "output_dir": str(out),
-            "export_model": False,
-            "lora": {"r": 4},
-            "data": {"embedded_train_size": 96, "eval_splits": ["dev"]},
-            **fields,
-        },
+    """test_core's tiny-bert main run, with rank-4 adapters at a learning rate adapters take."""
+    return core_config(
+        out, **{"lr": 1e-2, "lora": {"r": 4}, "data": {"embedded_train_size": 96, "eval_splits": ["dev"]}, **fields}
     )
 
 
