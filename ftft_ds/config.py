@@ -314,6 +314,16 @@ class OptimConfig:
     """Dropout seed: drives the dropout masks (its own generator stream, per rank)."""
     log_every: int = 10
     """Optimizer steps between log points (TensorBoard scalars, progress bar)."""
+    checkpoint_every: int = 0
+    """Save a resumable checkpoint every N optimizer steps (0: only at the end of a main run, or by
+    `checkpoint_minutes`)."""
+    checkpoint_minutes: typing.Optional[float] = 30.0
+    """Also save one once this many minutes of training have passed since the last, at the next log
+    point (every rank reads the same clock there: the cost ledger's): an interrupted or preempted
+    run then loses at most that much (None: never by time)."""
+    resume: bool = False
+    """Continue from the latest checkpoint in `output_dir/checkpoints`: the same step, sampler
+    position, optimizer, cost ledger and, for dynamics, the epochs and part-epoch recorded so far."""
 
     def __post_init__(self):
         for name in ("micro_batch_size", "grad_accum", "max_length", "log_every"):
@@ -329,6 +339,12 @@ class OptimConfig:
             raise FtftError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0:
             raise FtftError(f"weight_decay must be non-negative, got {self.weight_decay}")
+        if self.checkpoint_every < 0:
+            raise FtftError(f"checkpoint_every must be 0 or more, got {self.checkpoint_every}")
+        if self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0:
+            raise FtftError(f"checkpoint_minutes must be positive (or None), got {self.checkpoint_minutes}")
+        if self.resume and self.overwrite:
+            raise FtftError("resume continues the earlier run in output_dir and overwrite replaces it: set one")
         from .train.models import ATTN_IMPLEMENTATIONS
 
         if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
@@ -389,14 +405,6 @@ class MainConfig(OptimConfig):
     the last step, with or without patience (patience implies it)."""
     patience_metric: str = "dev/accuracy"
     """Metric that patience and the best checkpoint follow, `<split>/<accuracy|macro_f1|mcc>`."""
-    checkpoint_every: int = 0
-    """Save a resumable checkpoint every N optimizer steps (0: only at the end, or by `checkpoint_minutes`)."""
-    checkpoint_minutes: typing.Optional[float] = 30.0
-    """Also save one once this many minutes of training have passed since the last, at the next log
-    point (every rank reads the same clock there: the cost ledger's): an interrupted or preempted
-    run then loses at most that much (None: never by time)."""
-    resume: bool = False
-    """Continue from the latest checkpoint in `output_dir/checkpoints`."""
     export_model: bool = True
     """Write the final model in Hugging Face format to `output_dir/model`."""
     record_dynamics: bool = False
@@ -428,19 +436,13 @@ class MainConfig(OptimConfig):
             raise FtftError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
         if not self.erm_epochs > 0:
             raise FtftError(f"erm_epochs must be positive, got {self.erm_epochs}")
-        for name in ("eval_every", "evals_per_schedule", "checkpoint_every"):
+        for name in ("eval_every", "evals_per_schedule"):
             if getattr(self, name) < 0:
                 raise FtftError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        if self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0:
-            raise FtftError(f"checkpoint_minutes must be positive (or None), got {self.checkpoint_minutes}")
         if self.eval_every and self.evals_per_schedule:
             raise FtftError(
                 f"set eval_every ({self.eval_every}) or evals_per_schedule ({self.evals_per_schedule}), not both"
             )
-        if self.resume and self.overwrite:
-            raise FtftError("resume continues the earlier run in output_dir and overwrite replaces it: set one")
-        if self.record_dynamics and self.resume:
-            raise FtftError("record_dynamics cannot be combined with resume: epochs before the checkpoint are not kept")
         if self.patience is not None and self.patience < 1:
             raise FtftError(f"patience must be at least 1 (or None), got {self.patience}")
         if self.eval_sample is not None and (self.eval_sample < 1 or not self.selects_best):

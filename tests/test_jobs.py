@@ -1,5 +1,6 @@
 """Where the deepspeed launcher puts a job's ranks (exactly the GPUs the job was given), and how jobs are stopped."""
 
+import json
 import sys
 
 import pytest
@@ -103,3 +104,18 @@ def test_status_shows_each_runs_disk_use_and_the_total(tmp_path, monkeypatch):
     assert table[0].split() == ["run", "status", "job", "disk", "log"]
     assert "3.0 MiB" in next(line for line in table if line.startswith("main/erm/seed0"))
     assert table[-1] == "2 runs, 3.0 MiB on disk"
+
+
+@pytest.mark.parametrize("command", ["train", "reference"])
+def test_a_restarted_job_continues_from_its_checkpoint_and_otherwise_starts_over(tmp_path, command):
+    """A SLURM job starts again from the top when it is requeued: a main run or a reference with a
+    complete checkpoint continues from it; one without starts over in its own folder."""
+    from ftft_ds.jobs.task import StageTask
+
+    config = tmp_path / "run_config.json"
+    config.write_text(json.dumps({"output_dir": str(tmp_path / "run")}))
+    task = StageTask(command, str(config))
+    assert task.restart_overrides() == ["overwrite=true", "resume=false"]
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "latest").write_text("step_5")
+    assert task.restart_overrides() == ["resume=true", "overwrite=false"]

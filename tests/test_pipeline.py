@@ -481,41 +481,57 @@ def test_ctrl_c_to_ftft_run_alone_stops_its_training_processes(tmp_path):
             os.killpg(victim.pid, signal.SIGKILL)
 
 
+INTERRUPTED = {
+    "main/erm/seed0": {
+        "methods": ["erm"],
+        "main": {**RECIPE["main"], "erm_epochs": 40, "log_every": 1, "checkpoint_every": 5},
+    },
+    "reference/small": {
+        "methods": ["ftft"],
+        "main": {**RECIPE["main"], "erm_epochs": 12},  # room under the cost target for a 2-epoch reference
+        "reference": {**RECIPE["reference"], "epochs": 2, "log_every": 1, "checkpoint_every": 5},
+    },
+}
+"""Recipes whose named stage trains for long enough to be interrupted after its first checkpoint."""
+
+
 @pytest.mark.launcher
-def test_a_re_run_continues_an_interrupted_main_run_from_its_checkpoint(tmp_path):
-    """Ctrl-C to `ftft run` mid main run, after a checkpoint; the same command again continues the
-    run from that checkpoint instead of deleting its folder: the steps before it are not trained twice."""
+@pytest.mark.parametrize("stage", INTERRUPTED)
+def test_a_re_run_continues_an_interrupted_run_from_its_checkpoint(tmp_path, stage):
+    """Ctrl-C to `ftft run` mid main run (or mid reference), after a checkpoint; the same command
+    again continues the run from that checkpoint instead of deleting its folder: the steps before it
+    are not trained twice."""
     out = tmp_path / "out"
     recipe = {
         **RECIPE,
         "output_dir": str(out),
-        "methods": ["erm"],
         "seeds": [0],
         "data": {"embedded_train_size": 400},
-        "main": {**RECIPE["main"], "erm_epochs": 40, "log_every": 1, "checkpoint_every": 5},
+        **INTERRUPTED[stage],
     }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     first = start_run(tmp_path / "recipe.yaml")
-    erm = out / "main" / "erm" / "seed0"
+    folder = out / stage
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and not (erm / "checkpoints" / "latest").is_file():
+        while time.time() < deadline and not (folder / "checkpoints" / "latest").is_file():
             time.sleep(0.2)
-        assert (erm / "checkpoints" / "latest").is_file(), "no checkpoint was written"
+        assert (folder / "checkpoints" / "latest").is_file(), "no checkpoint was written"
         os.kill(first.pid, signal.SIGINT)
         assert first.wait(timeout=60) == 1
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(first.pid, signal.SIGKILL)
-    checkpoint = int((erm / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
+    checkpoint = int((folder / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
     second = ran_in_process(["run", tmp_path / "recipe.yaml"])
-    assert "main/erm/seed0: continues from its last checkpoint" in second.stdout
-    assert read(erm / "run_config.json")["resume"] is True
-    records = [json.loads(line) for line in (erm / "log.jsonl").read_text().splitlines()]
+    assert f"{stage}: continues from its last checkpoint" in second.stdout
+    assert read(folder / "run_config.json")["resume"] is True
+    records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     logged = [record["step"] for record in records if "train/loss" in record]
-    assert logged == list(range(1, logged[-1] + 1))  # every step once, the first run's kept
+    steps = read(folder / "cost.json")["optimizer_steps"]
+    assert logged == list(range(1, steps + 1))  # every step once, the first run's kept
     # The second run trained only the steps after the checkpoint: its own progress bar starts there.
-    assert f"{checkpoint}/{read(erm / 'metrics.json')['steps']}" in (erm / "log.txt").read_text()
+    assert f"{checkpoint}/{steps}" in (folder / "log.txt").read_text()
 
 
 def test_a_stage_being_written_by_a_live_run_is_never_deleted(tmp_path):

@@ -27,6 +27,9 @@ def _common_options(fn):
                 help="Replace an earlier run's artefacts in OUTPUT_DIR (refused otherwise).",
             ),
             click.option(
+                "--resume/--no-resume", default=None, help="Continue from the latest checkpoint in OUTPUT_DIR."
+            ),
+            click.option(
                 "--set",
                 "overrides",
                 multiple=True,
@@ -53,9 +56,17 @@ def _is_rank_zero() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def _values(config, model, num_layers, data_source, output_dir, ds_config, overwrite, overrides, **extra) -> dict:
+def _values(
+    config, model, num_layers, data_source, output_dir, ds_config, overwrite, resume, overrides, **extra
+) -> dict:
     values = dict(
-        model=model, num_layers=num_layers, output_dir=output_dir, ds_config=ds_config, overwrite=overwrite, **extra
+        model=model,
+        num_layers=num_layers,
+        output_dir=output_dir,
+        ds_config=ds_config,
+        overwrite=overwrite,
+        resume=resume,
+        **extra,
     )
     overrides = list(overrides)
     if data_source is not None:
@@ -72,7 +83,18 @@ def _values(config, model, num_layers, data_source, output_dir, ds_config, overw
     help="Also record an eval-mode pass over the training split after each epoch.",
 )
 def reference(
-    config, model, num_layers, data_source, output_dir, ds_config, overwrite, overrides, local_rank, epochs, eval_pass
+    config,
+    model,
+    num_layers,
+    data_source,
+    output_dir,
+    ds_config,
+    overwrite,
+    resume,
+    overrides,
+    local_rank,
+    epochs,
+    eval_pass,
 ):
     """Fine-tune a (cheap) reference model on the full training split and record its dynamics.
 
@@ -91,6 +113,7 @@ def reference(
             output_dir,
             ds_config,
             overwrite,
+            resume,
             overrides,
             epochs=epochs,
             eval_pass=eval_pass,
@@ -106,7 +129,6 @@ def reference(
 @_common_options
 @click.option("--subset", type=click.Path(dir_okay=False), help="Subset file from `ftft select`; omit for ERM.")
 @click.option("--budget", help="steps:N, epochs:E, erm:F, flops:X or seconds:T.")
-@click.option("--resume/--no-resume", default=None, help="Continue from the latest checkpoint in OUTPUT_DIR.")
 def train(
     config,
     model,
@@ -115,11 +137,11 @@ def train(
     output_dir,
     ds_config,
     overwrite,
+    resume,
     overrides,
     local_rank,
     subset,
     budget,
-    resume,
 ):
     """Train the main model on a subset (FTFT) or on everything (ERM) until the budget is spent.
 
@@ -138,10 +160,10 @@ def train(
             output_dir,
             ds_config,
             overwrite,
+            resume,
             overrides,
             subset=subset,
             budget=budget,
-            resume=resume,
         ),
     )
     metrics = run_main(cfg)

@@ -4,6 +4,10 @@ The training forward pass already computes the logits (the cartography/FTFT conv
 exactly those), so recording costs a `detach` and a list append per micro-batch: no extra
 forward pass, no host-device synchronisation inside the epoch. At the epoch's end the ranks
 exchange what they saw; examples the distributed sampler padded in twice are kept once.
+
+A checkpoint keeps each rank's recorder as it stands (`state_dict`): the finished epochs and the
+part of the current one this rank has seen, so a run resumed mid-epoch on the same ranks records
+exactly what a straight run would, without an extra collective at save time.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ class DynamicsRecorder:
         """Gather the epoch from every rank and keep it (a collective: every rank must call)."""
         if self._logits:
             indices = torch.cat(self._indices).long()
-            logits = torch.cat(self._logits).float()
+            device = self._logits[-1].device  # a resumed epoch's first part comes back on the host
+            logits = torch.cat([t.to(device) for t in self._logits]).float()
         else:
             indices = torch.empty(0, dtype=torch.long)
             logits = torch.empty(0, self.num_labels, dtype=torch.float32)
@@ -64,6 +69,27 @@ class DynamicsRecorder:
                 f"and {unexpected} others; dynamics need every training row exactly once per epoch"
             )
         self._epochs.append(np.asarray(logits[first], dtype=np.float32))
+
+    def state_dict(self) -> dict:
+        """This rank's recorder: every finished epoch and its own part of the current one."""
+        partial = (
+            (torch.cat(self._indices).long(), torch.cat(self._logits).float().cpu())
+            if self._logits
+            else (torch.empty(0, dtype=torch.long), torch.empty(0, self.num_labels))
+        )
+        return {"rows": torch.from_numpy(self.rows), "epochs": torch.from_numpy(self.logits()), "partial": partial}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take what `state_dict` saved on this rank; the rows recorded must be this run's."""
+        if not np.array_equal(state["rows"].numpy(), self.rows):
+            raise FtftError(
+                f"the checkpoint recorded dynamics of {len(state['rows'])} training rows, this run trains "
+                f"{self.rows.size} others: resume with the same data and subset"
+            )
+        epochs = state["epochs"].numpy()
+        self._epochs = [epochs[:, e].copy() for e in range(epochs.shape[1])]
+        indices, logits = state["partial"]
+        self._indices, self._logits = ([indices], [logits]) if len(indices) else ([], [])
 
     def logits(self) -> np.ndarray:
         """All finished epochs as a float32 array of shape (len(rows), E, C), rows ascending."""

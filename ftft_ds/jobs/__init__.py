@@ -68,8 +68,8 @@ class ExecutorConfig:
     qos: typing.Optional[str] = None
     """SLURM quality of service."""
     time_limit_min: int = 240
-    """SLURM time limit of each job, in minutes. Warned ahead of it, a main run saves at a step
-    every rank agrees on and is requeued, and resumes there; a reference starts over."""
+    """SLURM time limit of each job, in minutes. Warned ahead of it, a run (main or reference) saves
+    at a step every rank agrees on and is requeued, and resumes there."""
     max_in_flight: int = 16
     """SLURM: jobs of one batch queued or running at once (the job array's throttle)."""
     sbatch_options: typing.Dict[str, typing.Any] = dataclasses.field(default_factory=dict)

@@ -3,10 +3,10 @@
 Every task of the job (one per rank) runs `StageTask` in-process; the ranks find each other from
 SLURM's variables (`train.runtime`). A job restarts from the top when SLURM requeues it (preempted,
 or by submitit's handler when its time limit nears: `submitit.helpers.Checkpointable` resubmits
-the same task). So the task decides at every start how to take its folder: a main run continues
-from its latest checkpoint if it has one, and otherwise starts over; a reference run starts over.
+the same task). So the task decides at every start how to take its folder: a run continues from
+its latest checkpoint if it has one, and otherwise starts over.
 
-A main run saves before it is requeued (`TimeLimit`): SLURM's warning (SIGUSR2, `signal_delay_s`
+A run saves before it is requeued (`TimeLimit`): SLURM's warning (SIGUSR2, `signal_delay_s`
 before the time limit, or on preemption) reaches every rank at a slightly different moment, so
 the ranks agree after every optimizer step whether any of them has had it (one all-reduce of one
 number), save a checkpoint at that same step, and stop; rank 0 then lets submitit requeue the job.
@@ -61,7 +61,7 @@ class TimeLimit:
         self.requeue(signal.SIGUSR2, frame)
 
     def after_step(self, trainer) -> None:
-        """`on_step_end` of the main run: if any rank was warned, all save at this step and stop."""
+        """`on_step_end` of the run: if any rank was warned, all save at this step and stop."""
         warned = torch.tensor([float(self.warned)], device=trainer.env.device)
         if dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(warned, op=dist.ReduceOp.MAX)
@@ -78,7 +78,7 @@ class TimeLimit:
 
 class StageTask(submitit.helpers.Checkpointable):
     """One stage's run (`train` or `reference`) from its config file, inside a SLURM job, continuing
-    where an earlier start of it stopped; a main run saves when SLURM warns of its time limit."""
+    where an earlier start of it stopped; it saves when SLURM warns of its time limit."""
 
     def __init__(self, command: str, config: str, grace_s: int = 30):
         self.command = command
@@ -88,31 +88,26 @@ class StageTask(submitit.helpers.Checkpointable):
     def restart_overrides(self) -> list[str]:
         """`key=value` overrides that make this start continue (or redo) what the last one left."""
         output_dir = Path(json.loads(Path(self.config).read_text(encoding="utf-8"))["output_dir"])
-        if self.command == "train" and (output_dir / "checkpoints" / "latest").is_file():
+        if (output_dir / "checkpoints" / "latest").is_file():
             return ["resume=true", "overwrite=false"]
-        return ["overwrite=true", *(["resume=false"] if self.command == "train" else [])]
+        return ["overwrite=true", "resume=false"]
 
     def __call__(self) -> None:
         from ..config import MainConfig, ReferenceConfig, load_config
+        from ..runs.main import run_main
+        from ..runs.reference import run_reference
 
+        config_class, run = (MainConfig, run_main) if self.command == "train" else (ReferenceConfig, run_reference)
         try:
-            if self.command == "train":
-                from ..runs.main import run_main
-
-                cfg = load_config(MainConfig, self.config, self.restart_overrides())
-                limit = TimeLimit(self.grace_s)
-                limit.install()
-                try:
-                    run_main(cfg, on_step_end=limit.after_step)
-                except TimeLimitReached as stop:
-                    print(f"time limit near: {stop}; requeueing", file=sys.stderr, flush=True)
-                    limit.requeue_now()
-                    return
-            else:
-                from ..runs.reference import run_reference
-
-                cfg = load_config(ReferenceConfig, self.config, self.restart_overrides())
-                run_reference(cfg)
+            cfg = load_config(config_class, self.config, self.restart_overrides())
+            limit = TimeLimit(self.grace_s)
+            limit.install()
+            try:
+                run(cfg, on_step_end=limit.after_step)
+            except TimeLimitReached as stop:
+                print(f"time limit near: {stop}; requeueing", file=sys.stderr, flush=True)
+                limit.requeue_now()
+                return
         except FtftError as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             sys.exit(2)

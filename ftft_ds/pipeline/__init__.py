@@ -42,6 +42,9 @@ from .stages import Stage, file_digest
 
 __all__ = ["RecipeConfig", "run_recipe"]
 
+CHECKPOINT = "checkpoints/latest"
+"""The file in a run's folder that names its latest complete checkpoint (`train.checkpoint`)."""
+
 
 def reference_configs(cfg: RecipeConfig) -> dict:
     """The reference runs the chosen methods need: FTFT's cheap one, and DM's, which is the main
@@ -133,8 +136,12 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
         if stage.is_done():
             echo(f"{prefix}: done before, skipped")
             return
-        echo(f"{prefix}: running ...")
-        _, seconds = stage.execute(keep=executor.live_job(stage.folder) is not None)
+        resumes = stage.start(live=executor.live_job(stage.folder) is not None)
+        echo(f"{prefix}: " + ("continues from its last checkpoint" if resumes else "running ..."))
+        started = time.time()
+        stage.run(stage.folder)
+        seconds = time.time() - started
+        stage.finish(seconds)
         echo(f"{prefix}: finished in {seconds:.0f} s")
 
     subsets = {}
@@ -146,7 +153,9 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
         ranks = cfg.num_ranks if name == "main" else None
 
         def train_reference(folder: Path, ref=ref, ranks=ranks) -> None:
-            save_config(ref, folder / "run_config.json")
+            # The folder holds a checkpoint only when the stage continues an interrupted run (`Stage.start`).
+            resumes = (folder / CHECKPOINT).is_file()
+            save_config(dataclasses.replace(ref, resume=resumes), folder / "run_config.json")
             executor.run(
                 [
                     Job(
@@ -168,6 +177,7 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
                 {"config": to_dict(ref), "data": data},
                 train_reference,
                 ["dynamics/manifest.json", "cost.json", "metrics.json"],
+                CHECKPOINT,
             )
         )
         dynamics = Dynamics.load(folder / "dynamics")
@@ -209,19 +219,15 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
         folder = Path(main.output_dir)
         key = {"config": to_dict(main), "data": data, "subset": file_digest(Path(main.subset)) if main.subset else None}
 
-        stage = Stage(
-            f"main/{method}/seed{seed}", folder, key, None, ["metrics.json", "cost.json"], "checkpoints/latest"
-        )
+        stage = Stage(f"main/{method}/seed{seed}", folder, key, None, ["metrics.json", "cost.json"], CHECKPOINT)
         progress["done"] += 1
         if stage.is_done():
             echo(f"[{progress['done']}/{total}] {stage.name}: done before, skipped")
         else:
-            live = executor.live_job(folder) is not None
-            resumable = not live and stage.resumable()  # interrupted (Ctrl-C, a cancelled batch): go on
-            stage.begin(keep=live, resume=resumable)
-            if resumable:
+            resumes = stage.start(live=executor.live_job(folder) is not None)
+            if resumes:
                 echo(f"[{progress['done']}/{total}] {stage.name}: continues from its last checkpoint")
-            save_config(dataclasses.replace(main, resume=resumable), folder / "run_config.json")
+            save_config(dataclasses.replace(main, resume=resumes), folder / "run_config.json")
             todo.append(
                 (
                     f"[{progress['done']}/{total}] {stage.name}",

@@ -39,7 +39,7 @@ MAIN_OWNED = frozenset(
 """`MainConfig` fields the recipe sets for every main run: the task, folders and subsets, budgets
 (`erm_budget`, `ftft_budget`, `cost_target`), the seeds (`seeds`) and the evaluation and stopping
 points (`early_stopping`)."""
-REFERENCE_OWNED = frozenset({"data", "output_dir"})
+REFERENCE_OWNED = frozenset({"data", "output_dir", "resume"})
 """`ReferenceConfig` fields the recipe sets for every reference run."""
 
 

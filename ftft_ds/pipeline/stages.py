@@ -81,16 +81,24 @@ class Stage:
             return True
         return recorded.get("status") == "done"
 
-    def execute(self, keep: bool = False) -> tuple[bool, float]:
-        """Run the stage unless it is done; return (whether it ran, seconds it took). `keep`: see `begin`."""
+    def execute(self, live: bool = False) -> tuple[bool, float]:
+        """Run the stage unless it is done; return (whether it ran, seconds it took). `live`: see `start`."""
         if self.is_done():
             return False, 0.0
-        self.begin(keep)
+        self.start(live)
         started = time.time()
         self.run(self.folder)
         seconds = time.time() - started
         self.finish(seconds)
         return True, seconds
+
+    def start(self, live: bool) -> bool:
+        """Begin a stage that is not done, and return whether it continues from its checkpoint: a
+        `live` job (re-attached to) keeps its folder; an interrupted run of this very stage (Ctrl-C,
+        a cancelled batch) that left a checkpoint goes on from it; anything else starts afresh."""
+        resumes = not live and self.resumable()
+        self.begin(keep=live, resume=resumes)
+        return resumes
 
     def begin(self, keep: bool = False, resume: bool = False) -> None:
         """Clear the folder for a fresh run, unless `keep` (a job re-attached to is still writing it)

@@ -34,12 +34,11 @@ from ..io import versions, write_json
 from ..train.checkpoint import Checkpointer, export_hf_model
 from ..train.cost import EVAL_FLOPS_PER_PARAM_TOKEN
 from ..train.evaluate import Evaluator
-from ..train.lora import backbone_fingerprint
-from ..train.models import build_model, weights_source
+from ..train.models import build_model
 from ..train.runtime import DistEnv, init_distributed, peak_memory_bytes, run_folder
 from ..train.stop import Divergence, FlopsCeiling, Patience
 from ..train.trainer import Trainer
-from .prepare import check_before_start, prepare_run
+from .prepare import check_before_start, frozen_backbone, prepare_run, rank_0_decides_how_to_start
 from .record import write_dynamics
 
 JOB_NAME = "main"
@@ -65,22 +64,9 @@ def run_main(cfg: MainConfig, env: DistEnv | None = None, on_step_end: Callable 
     if env is None:
         check_before_start(cfg)
         env = init_distributed()
-    cfg = _rank_0_decides_how_to_start(cfg, env)
+    cfg = rank_0_decides_how_to_start(cfg, env)
     with run_folder(cfg, env):
         return _run_main(cfg, env, on_step_end)
-
-
-def _rank_0_decides_how_to_start(cfg: MainConfig, env: DistEnv) -> MainConfig:
-    """Every rank takes rank 0's `resume` and `overwrite`. A job that restarts decides them from its
-    folder (`jobs.task`) on every rank; on a shared file system whose caches disagree for a while,
-    one rank could find a checkpoint another does not, and the ranks would start from different
-    states, or hang."""
-    if env.world_size == 1 or not dist.is_initialized():
-        return cfg
-    decision = [(cfg.resume, cfg.overwrite)]
-    dist.broadcast_object_list(decision, src=0)
-    resume, overwrite = decision[0]
-    return dataclasses.replace(cfg, resume=resume, overwrite=overwrite)
 
 
 def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> dict:
@@ -198,13 +184,6 @@ def _run_main(cfg: MainConfig, env: DistEnv, on_step_end: Callable | None) -> di
     if dist.is_initialized():
         dist.barrier()
     return metrics
-
-
-def frozen_backbone(cfg: MainConfig) -> dict | None:
-    """The fingerprint of the base model a LoRA run's checkpoints leave out (None: full fine-tuning)."""
-    if cfg.lora is None:
-        return None
-    return backbone_fingerprint(weights_source(cfg.model), cfg.num_layers, cfg.init_seed)
 
 
 def _watched(cfg: MainConfig, run, evaluator: Evaluator) -> Evaluator:

@@ -6,12 +6,14 @@ do around the loop, so both are set up here.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ..config import OptimConfig
@@ -26,6 +28,7 @@ from ..train.cost import CostLedger, train_flops_per_token
 from ..train.ds_config import check_ds_config, read_ds_config
 from ..train.engine import build_model_for, initialize_engine, run_ds_config, take_monitor
 from ..train.evaluate import Evaluator, LoaderSettings
+from ..train.lora import backbone_fingerprint
 from ..train.memory import refuse_if_it_cannot_fit
 from ..train.models import (
     check_max_length,
@@ -33,6 +36,7 @@ from ..train.models import (
     count_parameters,
     load_tokenizer,
     model_depth,
+    weights_source,
 )
 from ..train.runtime import DistEnv, reset_memory_peaks
 from ..train.stop import StopRule
@@ -79,9 +83,29 @@ def check_before_start(cfg: OptimConfig) -> None:
     be found, a `max_length` beyond its positions, an output folder that cannot be used (a file, or
     an earlier run's without resume or overwrite). Every rank checks the same and stops with the
     same line, and on a cluster a typo costs no process-group start-up."""
-    check_output_dir(cfg.output_dir, resume=getattr(cfg, "resume", False), overwrite=cfg.overwrite)
+    check_output_dir(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
     check_ds_config(read_ds_config(cfg.ds_config))
     check_max_length(cfg.model, cfg.max_length, load_tokenizer(cfg.model))
+
+
+def rank_0_decides_how_to_start(cfg: OptimConfig, env: DistEnv) -> OptimConfig:
+    """Every rank takes rank 0's `resume` and `overwrite`. A job that restarts decides them from its
+    folder (`jobs.task`) on every rank; on a shared file system whose caches disagree for a while,
+    one rank could find a checkpoint another does not, and the ranks would start from different
+    states, or hang."""
+    if env.world_size == 1 or not dist.is_initialized():
+        return cfg
+    decision = [(cfg.resume, cfg.overwrite)]
+    dist.broadcast_object_list(decision, src=0)
+    resume, overwrite = decision[0]
+    return dataclasses.replace(cfg, resume=resume, overwrite=overwrite)
+
+
+def frozen_backbone(cfg: OptimConfig) -> dict | None:
+    """The fingerprint of the base model a LoRA run's checkpoints leave out (None: full fine-tuning)."""
+    if cfg.lora is None:
+        return None
+    return backbone_fingerprint(weights_source(cfg.model), cfg.num_layers, cfg.init_seed)
 
 
 def seed_dropout(seed: int, env: DistEnv) -> None:

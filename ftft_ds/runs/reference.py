@@ -9,12 +9,18 @@ ranks under the `deepspeed` launcher; either way it writes, under `output_dir`:
   with each split's majority-class rate to judge it against;
 - `cost.json`: the run's cost ledger (the same units as main runs, so a recipe's costs add up);
 - `log.jsonl` and `tensorboard/reference/`: loss, learning rate, accuracy, throughput and cost.
+
+While it trains it checkpoints as a main run does (`checkpoint_every`, `checkpoint_minutes`, and on
+a SLURM time limit), the dynamics recorded so far included, so an interrupted reference resumes
+(`resume`) where it stopped and records what a straight run would. A finished reference deletes its
+checkpoints: its dynamics are all that is used of it.
 """
 
 from __future__ import annotations
 
-import time
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch.distributed as dist
 
@@ -22,28 +28,30 @@ from ..config import ReferenceConfig, save_config
 from ..dynamics.recorder import DynamicsRecorder
 from ..io import write_json
 from ..train.budget import Budget
+from ..train.checkpoint import Checkpointer
 from ..train.evaluate import predict
 from ..train.runtime import DistEnv, init_distributed, run_folder
 from ..train.trainer import Trainer
-from .prepare import PreparedRun, check_before_start, prepare_run
+from .prepare import PreparedRun, check_before_start, frozen_backbone, prepare_run, rank_0_decides_how_to_start
 from .record import write_dynamics
 
 JOB_NAME = "reference"
 
 
-def run_reference(cfg: ReferenceConfig, env: DistEnv | None = None) -> Path:
+def run_reference(cfg: ReferenceConfig, env: DistEnv | None = None, on_step_end: Callable | None = None) -> Path:
     """Run a reference model and return the path of the dynamics store it wrote. Without `env` the
-    config is checked (`check_before_start`) before this process joins the process group."""
+    config is checked (`check_before_start`) before this process joins the process group.
+    `on_step_end(trainer)` is called after every optimizer step (see `Trainer`)."""
     if env is None:
         check_before_start(cfg)
         env = init_distributed()
+    cfg = rank_0_decides_how_to_start(cfg, env)
     with run_folder(cfg, env):
-        return _run_reference(cfg, env)
+        return _run_reference(cfg, env, on_step_end)
 
 
-def _run_reference(cfg: ReferenceConfig, env: DistEnv) -> Path:
+def _run_reference(cfg: ReferenceConfig, env: DistEnv, on_step_end: Callable | None) -> Path:
     out = Path(cfg.output_dir)
-    started = time.time()
     run = prepare_run(
         cfg,
         env,
@@ -65,19 +73,26 @@ def _run_reference(cfg: ReferenceConfig, env: DistEnv) -> Path:
         env,
         log_every=cfg.log_every,
         evaluator=evaluator,
+        checkpointer=Checkpointer(out / "checkpoints", env, backbone=frozen_backbone(cfg)),
+        checkpoint_every=cfg.checkpoint_every,
+        checkpoint_minutes=cfg.checkpoint_minutes,
         recorder=recorder,
+        rank_state={"eval_recorder": eval_recorder} if eval_recorder is not None else None,
+        on_epoch_end=None if eval_recorder is None else lambda: _eval_pass(run, eval_recorder, env),
+        on_step_end=on_step_end,
         log_path=out / "log.jsonl",
         desc="reference",
-        on_epoch_end=None if eval_recorder is None else lambda: _eval_pass(run, eval_recorder, env),
     )
-    if env.is_main:
+    if cfg.resume:
+        trainer.resume()
+    elif env.is_main:
         (out / "log.jsonl").unlink(missing_ok=True)
     final = trainer.fit()
 
     store = out / "dynamics"
     if env.is_main:
         write_dynamics(
-            store, run, cfg, env, recorder, eval_recorder, source="reference", wall_seconds=time.time() - started
+            store, run, cfg, env, recorder, eval_recorder, source="reference", wall_seconds=run.ledger.run_seconds()
         )
         majority = {name: evaluator.majority_rate(name) for name in run.eval_data} if evaluator else {}
         write_json(out / "metrics.json", {"final": final, "majority_rate": majority, "steps": trainer.state.step})
@@ -85,6 +100,8 @@ def _run_reference(cfg: ReferenceConfig, env: DistEnv) -> Path:
         run.ledger.save(out / "cost.json", kind="reference", model=cfg.model, num_layers=cfg.num_layers)
     if dist.is_initialized():
         dist.barrier()
+    if env.is_main:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return store
 
 

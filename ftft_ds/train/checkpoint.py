@@ -2,12 +2,14 @@
 Hugging Face format.
 
 DeepSpeed's own checkpoints hold the (sharded) model, optimizer and scheduler states; we add the
-trainer's position (sampler epoch and offset, step, patience state), the cost ledger's totals and
-every rank's random-number state, so a resumed run continues with the very next example and the same
-dropout masks. `latest` is written by rank 0 alone, atomically, and only after a barrier that every
-rank reaches once its shards are on disk, so it only ever names a complete checkpoint: a run killed
-mid-save (a preempted node among many) resumes from the previous one. (DeepSpeed's own `save_latest`
-writes it after rank 0's shards alone, before that barrier.)
+trainer's position (sampler epoch and offset, step, patience state), the cost ledger's totals and,
+in a file per rank, that rank's random-number state and what it alone holds (the part of an epoch
+its dynamics recorder has seen), so a resumed run continues with the very next example, the same
+dropout masks and the same recorded dynamics. `latest` is written by rank 0 alone, atomically,
+and only after a barrier that every rank reaches once its shards are on disk, so it only ever names
+a complete checkpoint: a run killed mid-save (a preempted node among many) resumes from the
+previous one. (DeepSpeed's own `save_latest` writes it after rank 0's shards alone, before that
+barrier.)
 
 A LoRA run (`lora.py`) saves its trainable parameters (adapters, head) and their optimizer states
 only: the frozen backbone, all but a few per cent of the weights, comes back from the base model,
@@ -72,13 +74,16 @@ class Checkpointer:
     def has_checkpoint(self) -> bool:
         return (self.directory / LATEST).is_file()
 
-    def save(self, engine, tag: str, client_state: dict, best_step: int | None = None) -> None:
+    def save(
+        self, engine, tag: str, client_state: dict, best_step: int | None = None, rank_state: dict | None = None
+    ) -> None:
         """Save a resumable checkpoint under `tag` and point `latest` at it once every rank has
-        written its part; older step checkpoints and best weights other than `best_step`'s go."""
-        rng_path = self.directory / tag / f"rng_rank{self.env.rank}.pt"
-        rng_path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(rng_path) as tmp:
-            torch.save(_rng_state(), tmp)
+        written its part; older step checkpoints and best weights other than `best_step`'s go.
+        `rank_state`: what this rank alone holds (every rank saves its own)."""
+        rank_path = self._rank_path(tag)
+        rank_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(rank_path) as tmp:
+            torch.save({"rng": _rng_state(), "world_size": self.env.world_size, "state": rank_state or {}}, tmp)
         if self.backbone is not None:
             client_state = {**client_state, "backbone": self.backbone}
         engine.save_checkpoint(
@@ -94,8 +99,9 @@ class Checkpointer:
                 tmp.write_text(tag)
         self._prune(keep={tag, best_folder(best_step)})
 
-    def load(self, engine, tag: str | None = None) -> dict:
-        """Restore engine, optimizer, scheduler and RNG; return the trainer's client state."""
+    def load(self, engine, tag: str | None = None) -> tuple[dict, dict]:
+        """Restore engine, optimizer, scheduler and RNG; return the trainer's client state and this
+        rank's own state (`save`'s `rank_state`)."""
         if tag is None and not self.has_checkpoint():
             raise FtftError(f"--resume: no checkpoint found in {self.directory}")
         # Frozen weights are not in a LoRA run's checkpoint: the module keeps the base model's.
@@ -107,10 +113,21 @@ class Checkpointer:
         if self.backbone is not None:
             check_backbone(client_state.get("backbone"), self.backbone, self.directory)
         tag = tag or (self.directory / LATEST).read_text().strip()
-        rng_path = self.directory / tag / f"rng_rank{self.env.rank}.pt"
-        if rng_path.is_file():
-            _set_rng_state(torch.load(rng_path, weights_only=False))
-        return client_state
+        rank_path = self._rank_path(tag)
+        if not rank_path.is_file():  # a universal checkpoint, or one saved by fewer ranks: no state of this rank's
+            return client_state, {}
+        saved = torch.load(rank_path, weights_only=False)
+        _set_rng_state(saved["rng"])
+        if saved["state"] and saved["world_size"] != self.env.world_size:
+            raise FtftError(
+                f"--resume: the checkpoint in {self.directory} was saved by {saved['world_size']} ranks, each "
+                f"holding part of an epoch of dynamics; resume it on {saved['world_size']} ranks, not "
+                f"{self.env.world_size}"
+            )
+        return client_state, saved["state"]
+
+    def _rank_path(self, tag: str) -> Path:
+        return self.directory / tag / f"rank{self.env.rank}.pt"
 
     def save_best(self, engine, step: int) -> None:
         """Save the module's trainable weights at `step` as the best so far: each rank its ZeRO-3

@@ -236,15 +236,16 @@ class CostLedger:
             self.monitor.write_events([(tag, float(value), step) for tag, value in scalars.items()])
 
     def save(self, path: str | Path, **extra) -> None:
-        write_json(path, {**self.totals.to_dict(), "run_seconds": self._run_seconds(), **extra})
+        write_json(path, {**self.totals.to_dict(), "run_seconds": self.run_seconds(), **extra})
 
     def state_dict(self) -> dict:
         """The totals so far, `run_seconds` up to now, and the log window so far, for a checkpoint
         (flush first: pending counts are not included). With the window, a run resumed between log
         points logs the same loss and accuracy at the next one as a run that never stopped."""
-        return {**asdict(self.totals), "run_seconds": self._run_seconds(), "window": self._window.tolist()}
+        return {**asdict(self.totals), "run_seconds": self.run_seconds(), "window": self._window.tolist()}
 
-    def _run_seconds(self) -> float:
+    def run_seconds(self) -> float:
+        """Wall time of the whole run so far, every resumed segment included."""
         return self.totals.run_seconds + time.time() - self._segment_started
 
     def load_state_dict(self, state: dict) -> None:

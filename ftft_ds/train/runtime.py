@@ -235,7 +235,7 @@ def run_folder(cfg, env: DistEnv) -> Iterator[Path]:
     from ..io import own_output_dir
 
     owner = (
-        own_output_dir(cfg.output_dir, resume=getattr(cfg, "resume", False), overwrite=cfg.overwrite)
+        own_output_dir(cfg.output_dir, resume=cfg.resume, overwrite=cfg.overwrite)
         if env.is_main
         else contextlib.nullcontext(Path(cfg.output_dir))
     )

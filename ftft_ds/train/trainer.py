@@ -19,6 +19,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
+from ..errors import FtftError
 from .checkpoint import Checkpointer
 from .cost import CostLedger
 from .engine import current_lr, to_device
@@ -51,7 +52,9 @@ class Trainer:
     """Runs one DeepSpeed engine over a sharded sampler until its stop rule says so.
 
     `on_step_end(trainer)` is called after every optimizer step has been handled (logged,
-    evaluated, checkpointed): the place to watch or measure a run from outside.
+    evaluated, checkpointed): the place to watch or measure a run from outside. `rank_state` names
+    further objects (`state_dict`/`load_state_dict`) that checkpoints keep per rank besides
+    `recorder`, such as a reference's eval-pass recorder.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class Trainer:
         checkpoint_every: int = 0,
         checkpoint_minutes: float | None = None,
         recorder=None,
+        rank_state: dict | None = None,
         on_epoch_end: Callable[[], None] | None = None,
         on_step_end: Callable[["Trainer"], None] | None = None,
         log_path: Path | None = None,
@@ -90,6 +94,8 @@ class Trainer:
         self._checkpointed_at = 0.0  # the ledger's wall_seconds at the last checkpoint
         self._checkpointed_step: int | None = None  # the step of the last checkpoint saved or loaded
         self.recorder = recorder
+        # What each rank alone holds and checkpoints save per rank: the dynamics recorders' epochs.
+        self.rank_state = {**({"recorder": recorder} if recorder is not None else {}), **(rank_state or {})}
         self.on_epoch_end = on_epoch_end
         self.on_step_end = on_step_end
         self.log_path = log_path
@@ -220,7 +226,11 @@ class Trainer:
     def save_checkpoint(self) -> None:
         self.ledger.flush(self.state.step, write=False)
         self.checkpointer.save(
-            self.engine, f"step_{self.state.step}", self.client_state(), best_step=self.state.best_step
+            self.engine,
+            f"step_{self.state.step}",
+            self.client_state(),
+            best_step=self.state.best_step,
+            rank_state={name: kept.state_dict() for name, kept in self.rank_state.items()},
         )
         self._checkpointed_at = self.ledger.totals.wall_seconds
         self._checkpointed_step = self.state.step
@@ -232,8 +242,16 @@ class Trainer:
             self.save_checkpoint()
 
     def resume(self) -> None:
-        """Continue from the latest checkpoint: same sampler position, optimizer, schedule, ledger."""
-        client = self.checkpointer.load(self.engine)
+        """Continue from the latest checkpoint: same sampler position, optimizer, schedule, ledger
+        and recorded dynamics."""
+        client, saved = self.checkpointer.load(self.engine)
+        for name, kept in self.rank_state.items():
+            if name not in saved:
+                raise FtftError(
+                    f"--resume: the checkpoint in {self.checkpointer.directory} holds no {name} of rank "
+                    f"{self.env.rank}: a run that records dynamics resumes on the ranks that saved it"
+                )
+            kept.load_state_dict(saved[name])
         self.sampler.load_state_dict(client["sampler"])
         self.state.load_state_dict(client["trainer"])
         self.ledger.load_state_dict(client["ledger"])
