@@ -10,6 +10,12 @@ rung 2 being submitted.
 
     bash .ci/slurm_cluster.sh                 # a two-node cluster on loopback, if none answers
     python bench/bench_executor.py            # 20 trials: about 10 minutes on 2 CPU cores
+
+`--queue-jobs N` measures instead what watching a batch of N jobs asks of the controller, dry: N
+held jobs (`sbatch --hold --wrap true`, arrays as large as MaxArraySize allows) sit in the queue
+while the orchestrator's own query runs against them, then they are cancelled. Printed: squeue
+calls per poll and per minute (the poll interval grows with the batch), the seconds one poll of
+all N takes, and the same for one squeue call per job, as a per-job poll would make.
 """
 
 from __future__ import annotations
@@ -82,12 +88,72 @@ def slurm_times(out: Path) -> tuple[list, float]:
     return waits, handoff
 
 
+def submit_held(jobs: int) -> list[str]:
+    """`jobs` held no-op jobs as arrays of at most MaxArraySize; their ids, array tasks one by one."""
+    from ftft_ds.jobs.slurm import max_array_size
+
+    size, ids = max_array_size(), []
+    for start in range(0, jobs, size):
+        count = min(size, jobs - start)
+        proc = subprocess.run(
+            ["sbatch", "--parsable", "--hold", f"--array=0-{count - 1}", "-J", "ftft-bench", "-o", "/dev/null"]
+            + ["--wrap", "true"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        array = proc.stdout.strip().split(";")[0]
+        ids += [f"{array}_{i}" for i in range(count)]
+    return ids
+
+
+def timed(call, repeats: int) -> float:
+    """Median seconds of `repeats` calls."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def queue_load(jobs: int) -> None:
+    from ftft_ds.jobs import ExecutorConfig
+    from ftft_ds.jobs.slurm import SlurmExecutor, queue_states
+
+    started = time.perf_counter()
+    ids = submit_held(jobs)
+    submitted = time.perf_counter() - started
+    try:
+        states = queue_states(ids)
+        assert len(states) == jobs and set(states.values()) == {"PENDING"}, f"{len(states)} of {jobs} seen"
+        one_poll = timed(lambda: queue_states(ids), 5)
+        per_job = timed(lambda: queue_states(ids[:1]), 20) * jobs
+    finally:
+        arrays = sorted({job.split("_")[0] for job in ids})
+        for start in range(0, len(arrays), 200):
+            subprocess.run(["scancel", *arrays[start : start + 200]], check=False)
+    cfg = ExecutorConfig(kind="slurm")
+    interval = SlurmExecutor(cfg, Path(tempfile.gettempdir()))._poll_interval(jobs)
+    print(f"\n{jobs} held jobs in {len(arrays)} arrays, submitted in {submitted:.0f} s; ", end="")
+    print(f"poll_seconds {cfg.poll_seconds:g}\n")
+    print("| poll | squeue calls per poll | poll interval, s | squeue calls per minute | seconds per poll |")
+    print("|---|---|---|---|---|")
+    print(f"| one call for the batch | 1 | {interval:g} | {60 / interval:.1f} | {one_poll:.2f} |")
+    print(f"| one call per job | {jobs} | {interval:g} | {60 / interval * jobs:.0f} | {per_job:.1f} |")
+    print(f"\nper-job / batch seconds per poll: {per_job / one_poll:.0f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--parallel", type=int, default=2, help="jobs at once, both executors")
+    parser.add_argument("--queue-jobs", type=int, help="measure the queue polls of this many held jobs instead")
     args = parser.parse_args()
+    if args.queue_jobs:
+        queue_load(args.queue_jobs)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         jobs = args.trials + args.trials // 2

@@ -170,3 +170,26 @@ def test_zero3_partitions_parameters_and_exports_a_consolidated_model(zero3_run)
     model = AutoModelForSequenceClassification.from_pretrained(zero3_run / "model")
     assert sum(p.numel() for p in model.parameters()) == total
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_zero3_best_checkpoint_saved_by_two_ranks_loads_on_one(zero3_run, world, tmp_path):
+    """A run resumed on another number of ranks (through DeepSpeed's universal checkpoint) still
+    loads the best weights its two ranks saved at the very end: one rank puts each weight back
+    together from both partitions and then holds exactly the model the two-rank run exported."""
+    import deepspeed
+    from transformers import AutoModelForSequenceClassification
+
+    from ftft_ds.config import MainConfig, from_dict
+    from ftft_ds.train.checkpoint import Checkpointer
+    from ftft_ds.train.engine import build_model_for, initialize_engine, run_ds_config
+
+    cfg = from_dict(MainConfig, {"model": "tiny-bert", "ds_config": "zero3", "output_dir": str(tmp_path)})
+    ds_config = run_ds_config(cfg, world, num_labels=3, schedule_steps=10, warmup_steps=1)
+    engine = initialize_engine(build_model_for(cfg, 3, ds_config), ds_config)
+    step = json.loads((zero3_run / "metrics.json").read_text())["selected_step"]
+    Checkpointer(zero3_run / "checkpoints", world).load_best(engine, step)
+    exported = AutoModelForSequenceClassification.from_pretrained(zero3_run / "model").state_dict()
+    params = list(engine.module.named_parameters())
+    with deepspeed.zero.GatheredParameters([p for _, p in params]):
+        for name, p in params:
+            torch.testing.assert_close(p.detach(), exported[name], rtol=0, atol=0, msg=name)

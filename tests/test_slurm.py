@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -108,6 +109,44 @@ def test_an_unanswered_queue_poll_cancels_nothing_and_the_recipe_finishes(tmp_pa
     assert "cancelled" not in log and int((tmp_path / "bin" / "calls").read_text()) > 9
     erm = out / "main" / "erm" / "seed0"
     assert final_state(job_id(erm))["state"] in ("COMPLETED", "UNKNOWN") and (erm / "metrics.json").is_file()
+    assert json.loads((erm / "job_done.json").read_text())["job_id"] == job_id(erm)
+
+
+def restart_slurmctld() -> None:
+    """Stop the controller as an administrator's restart does, then start it again on its saved
+    state (no `-c`): the jobs it knew are recovered, those running on the nodes ran on meanwhile."""
+    pid_file = Path("/run/slurm/slurmctld.pid")
+    pid = int(pid_file.read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), "slurmctld to stop", seconds=60)
+    time.sleep(20)  # down for longer than a poll's four tries (14 s)
+    subprocess.run(["slurmctld"], check=True, timeout=60)
+    wait_for(lambda: subprocess.run(["squeue", "-h"], capture_output=True).returncode == 0, "slurmctld to answer")
+
+
+def test_a_slurmctld_restart_while_a_main_run_trains_cancels_nothing_and_the_recipe_finishes(tmp_path, slurm_cluster):
+    """The controller restarts while the two-node main job trains: the orchestrator's polls go
+    unanswered for a while, it says so and waits; the job trains on, the restarted controller
+    recovers it from its saved state, and the recipe finishes with its results."""
+    out = tmp_path / "recipe"
+    config = tmp_path / "recipe.yaml"
+    main = {**RECIPE["main"], "erm_epochs": 40}  # 600 steps: it trains on through the restart
+    config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(out), "methods": ["erm"], "main": main}))
+    orchestrator = start(["run", config], tmp_path / "log")
+    erm = out / "main" / "erm" / "seed0"
+    try:
+        wait_for((erm / "log.jsonl").is_file, "the main run to train")
+        restart_slurmctld()
+        assert orchestrator.wait(timeout=600) == 0, (tmp_path / "log").read_text()[-3000:]
+    finally:
+        if subprocess.run(["squeue", "-h"], capture_output=True).returncode != 0:
+            subprocess.run(["slurmctld"], timeout=60)  # never leave the other tests without a controller
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(orchestrator.pid, signal.SIGKILL)
+    log = (tmp_path / "log").read_text()
+    assert "warning: squeue did not answer 4 tries" in log and "cancelled" not in log, log[-3000:]
+    metrics = json.loads((erm / "metrics.json").read_text())
+    assert metrics["steps"] == metrics["max_steps"]
     assert json.loads((erm / "job_done.json").read_text())["job_id"] == job_id(erm)
 
 
@@ -418,6 +457,20 @@ def test_a_batch_larger_than_the_clusters_job_arrays_goes_out_in_turns(tmp_path,
         arrays.setdefault(array, []).append(int(index))
     assert len(ids) == 7 and sorted(len(indices) for indices in arrays.values()) == [2, 5]
     assert all(max(indices) < 5 for indices in arrays.values())
+
+
+def test_a_batch_goes_out_in_turns_no_larger_than_the_clusters_arrays_or_the_accounts_submit_limit(
+    tmp_path, slurm_cluster
+):
+    """MaxArraySize comes from the controller (`scontrol show config`: 5 here); an account's
+    MaxSubmitJobs, which the controller does not show without its accounting database, from the
+    executor's config."""
+    from ftft_ds.jobs import ExecutorConfig
+    from ftft_ds.jobs.slurm import SlurmExecutor
+
+    assert SlurmExecutor(ExecutorConfig(kind="slurm"), tmp_path).batch_size(2000) == 5
+    assert SlurmExecutor(ExecutorConfig(kind="slurm", max_submit_jobs=3), tmp_path).batch_size(2000) == 3
+    assert SlurmExecutor(ExecutorConfig(kind="slurm", max_submit_jobs=3), tmp_path).batch_size(2) == 2
 
 
 def test_a_submission_slurm_refuses_is_one_line(tmp_path, slurm_cluster):

@@ -107,6 +107,14 @@ def test_sweep_runs_exact_steps_continues_survivors_and_resumes(tmp_path):
     survivors = [t for t, s in steps.items() if s == 20]
     assert sorted(steps.values()) == [5, 5, 20, 20] and len(survivors) == 2
     assert summary["budget_full_runs"] == summary["policy_budget_full_runs"] == 4 * 0.25 + 2 * 0.75
+    # Stopped trials keep their metrics, logs and weights, not their optimizer states; survivors all.
+    assert "2 trial(s) stopped:" in proc.stdout and "MiB of optimizer states deleted" in proc.stdout
+    for trial, reached in steps.items():
+        checkpoints = out / "trials" / f"trial{trial:03d}" / "checkpoints"
+        assert (checkpoints / "latest").is_file() == (reached == 20)
+        assert bool(list(checkpoints.glob("step_*/*optim_states.pt"))) == (reached == 20)
+        assert list(checkpoints.glob("step_*/mp_rank_00_model_states.pt"))
+        assert (checkpoints.parent / "metrics.json").is_file()
 
     # A survivor's second segment resumed from the checkpoint at the cut: its losses equal those of
     # the same trial trained 20 steps in one go.

@@ -72,6 +72,11 @@ class ExecutorConfig:
     at a step every rank agrees on and is requeued, and resumes there."""
     max_in_flight: int = 16
     """SLURM: jobs of one batch queued or running at once (the job array's throttle)."""
+    max_submit_jobs: typing.Optional[int] = None
+    """SLURM: the most jobs your account may have queued or running at once (its association's or
+    QOS's MaxSubmitJobs: `sacctmgr show assoc where user=$USER format=MaxSubmit`; every array task
+    counts). A larger batch goes out in turns of this size, as one larger than the cluster's
+    MaxArraySize does; None: only MaxArraySize splits a batch."""
     sbatch_options: typing.Dict[str, typing.Any] = dataclasses.field(default_factory=dict)
     """SLURM: any other sbatch option, by its long name: {constraint: a100, exclusive: true}."""
     setup: typing.Tuple[str, ...] = ()
@@ -85,6 +90,8 @@ class ExecutorConfig:
         for name in ("nodes", "ranks_per_node", "time_limit_min", "max_in_flight"):
             if getattr(self, name) < 1:
                 raise FtftError(f"executor.{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_submit_jobs is not None and self.max_submit_jobs < 1:
+            raise FtftError(f"executor.max_submit_jobs must be at least 1 (or None), got {self.max_submit_jobs}")
         for name in ("gpus_per_node", "cpus_per_task"):
             value = getattr(self, name)
             if value is not None and value < 0:

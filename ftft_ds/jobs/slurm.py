@@ -179,8 +179,9 @@ class SlurmExecutor:
 
     def batch_size(self, pending: int) -> int:
         """All `pending` jobs at once, the job array's throttle (`max_in_flight`) pacing them, up to
-        the cluster's largest array (MaxArraySize, 1001 by default): a bigger batch goes out in turns."""
-        return max(1, min(pending, max_array_size()))
+        the cluster's largest array (MaxArraySize, 1001 by default) and the account's submit limit
+        (`max_submit_jobs`): a bigger batch goes out in turns."""
+        return max(1, min(pending, max_array_size(), self.cfg.max_submit_jobs or pending))
 
     def run(self, batch: Sequence, show_progress: bool = False) -> None:
         """Submit the jobs of `batch` that are not already queued or running, then wait for all of them.

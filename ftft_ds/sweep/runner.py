@@ -4,7 +4,8 @@ A trial is a main run with its own weight-initialisation (WI) and data-order (DO
 full split, or FTFT/DM on a subset. The policy's rungs cut every trial's full budget into segments;
 each segment is a fresh job (a `deepspeed` process here, or a SLURM job: see `jobs`) that resumes
 the trial from the checkpoint its previous segment left (never from scratch) and stops exactly at
-the rung; a stopped trial's next segment is never started. At each rung the policy ranks the
+the rung; a stopped trial's next segment is never started, and its optimizer states are deleted
+(its metrics, logs and weights stay). At each rung the policy ranks the
 live trials by their best evaluation score so far and only the survivors get another segment.
 
 The sweep's state lives in the trial folders (each segment's `metrics.json` and `log.jsonl`), so a
@@ -31,6 +32,7 @@ from ..io import iter_jsonl, make_output_dir, write_json
 from ..jobs import ExecutorConfig, Job, make_executor, run_ranks
 from ..runs.plan import plan_steps
 from ..train.budget import Budget
+from ..train.checkpoint import drop_optimizer_states
 from ..train.stop import running_best
 from .policy import parse
 
@@ -223,13 +225,20 @@ class SweepRunner:
                 state = self.status(i)
                 reached = [v for f, v in state["early"].items() if f <= steps / self.full_steps + 1e-9]
                 scores[i] = math.nan if state["diverged"] or not reached else reached[-1]
-            alive = (
-                [i for i in self.policy.survivors(scores, rung) if not math.isnan(scores[i])]
-                if rung < len(self.rung_steps) - 1
-                else self.policy.survivors(scores, rung)
-            )
-            self._write_summary(alive if rung == len(self.rung_steps) - 1 else None)
+            last = rung == len(self.rung_steps) - 1
+            survivors = self.policy.survivors(scores, rung)
+            stopped = [i for i in alive if i not in survivors or (not last and math.isnan(scores[i]))]
+            alive = survivors if last else [i for i in survivors if not math.isnan(scores[i])]
+            self._release(stopped)
+            self._write_summary(alive if last else None)
         return json.loads((self.out / "sweep.json").read_text())
+
+    def _release(self, stopped: list[int]) -> None:
+        """A stopped trial never trains on: its metrics, logs and weights stay, its optimizer states
+        go (`ftft status` shows each trial's disk use)."""
+        freed = sum(drop_optimizer_states(self.out / "trials" / f"trial{i:03d}" / "checkpoints") for i in stopped)
+        if freed:
+            self.echo(f"  {len(stopped)} trial(s) stopped: {freed / 2**20:.1f} MiB of optimizer states deleted")
 
     def _run_segments(self, todo: list[int], steps: int) -> None:
         """Run trials' next segments, as many at once as the executor takes (locally `parallel`,

@@ -18,9 +18,10 @@ which the checkpoint names by fingerprint, and a resume onto another is refused.
 The best checkpoint of a patience run holds the module's trainable weights only: the run never
 trains on from it, so optimizer states (12 of the 16 bytes per parameter of mixed-precision Adam)
 would be written at every new best for nothing, and frozen weights never change. Under ZeRO-3 each
-rank saves and loads its own partition, so neither the save nor the load gathers the model; it is
-read back by its own folder name, which DeepSpeed's module-only loading under ZeRO-3 does not do (it
-reads whatever `latest` names).
+rank saves and loads its own partition, so neither the save nor the load gathers the model (a run
+resumed on another number of ranks cuts the saved partitions again for its own); it is read back by
+its own folder name, which DeepSpeed's module-only loading under ZeRO-3 does not do (it reads
+whatever `latest` names).
 
 To restart on a different number of ranks or nodes, convert the ZeRO checkpoint to DeepSpeed's
 universal format (`python -m deepspeed.checkpoint.ds_to_universal --input_folder
@@ -154,27 +155,40 @@ class Checkpointer:
     def load_best(self, engine, step: int) -> None:
         """Put the weights `save_best` saved at `step` back into the module (optimizer untouched)."""
         folder = self.directory / best_folder(step)
-        partitioned = engine.zero_optimization_partition_weights()
-        path = folder / (f"weights_rank{self.env.rank}.pt" if partitioned else "weights.pt")
-        if not path.is_file():
-            raise FtftError(f"the best checkpoint of step {step} is missing: {path}")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if partitioned and saved["world_size"] != self.env.world_size:
-            raise FtftError(
-                f"the best checkpoint {folder} was saved by {saved['world_size']} ranks, "
-                f"this run has {self.env.world_size}"
-            )
+        trained = [(name, p) for name, p in engine.module.named_parameters() if p.requires_grad]
+        if engine.zero_optimization_partition_weights():
+            saved = self._own_partitions(folder, trained)
+        else:
+            saved = _read_best(folder / "weights.pt")["weights"]
         with torch.no_grad():
-            for name, p in engine.module.named_parameters():
-                if not p.requires_grad:
-                    continue
-                if partitioned:
-                    p.ds_tensor.copy_(saved["weights"][name])
-                    if getattr(p, "ds_persist", False):
-                        p.data.copy_(saved["weights"][f"{name}:whole"])
+            for name, p in trained:
+                if hasattr(p, "ds_tensor"):
+                    p.ds_tensor.copy_(saved[name])
+                    if getattr(p, "ds_persist", False) and p.data.numel():  # else gathered from ds_tensor when used
+                        p.data.copy_(saved[f"{name}:whole"])
                 else:
-                    p.copy_(saved["weights"][name])
+                    p.copy_(saved[name])
         _barrier()
+
+    def _own_partitions(self, folder: Path, trained: list) -> dict:
+        """This rank's ZeRO-3 partition of every weight saved in `folder`. Saved by as many ranks, it
+        is this rank's file. Saved by another number (a run resumed on other nodes through a
+        universal checkpoint), each weight is put back together from every rank's partition and cut
+        again as DeepSpeed cuts it for this world (evenly, the last partition padded with zeros);
+        the files are memory-mapped, so a rank reads only what it takes."""
+        first = _read_best(folder / "weights_rank0.pt", mmap=True)
+        if first["world_size"] == self.env.world_size:
+            return _read_best(folder / f"weights_rank{self.env.rank}.pt")["weights"]
+        files = [first] + [_read_best(folder / f"weights_rank{r}.pt", mmap=True) for r in range(1, first["world_size"])]
+        own = {}
+        for name, p in trained:
+            whole = torch.cat([f["weights"][name] for f in files])[: p.ds_numel]
+            size = p.ds_tensor.numel()
+            part = whole[self.env.rank * size : (self.env.rank + 1) * size]
+            own[name] = torch.cat([part, part.new_zeros(size - part.numel())])
+            if getattr(p, "ds_persist", False):
+                own[f"{name}:whole"] = first["weights"][f"{name}:whole"]
+        return own
 
     def _prune(self, keep: set) -> None:
         """Delete step checkpoints older than the last `keep_last` and best weights not in `keep`
@@ -190,6 +204,40 @@ class Checkpointer:
         for folder in old:
             if folder.name not in keep:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def drop_optimizer_states(directory: str | Path) -> int:
+    """Delete the optimizer states of every step checkpoint under `directory`, and the `latest` that
+    would resume from them; return the bytes freed. For a run that will never train on (a sweep's
+    stopped trial): its weights and best weights stay, the optimizer states (12 of the 16 bytes per
+    parameter of mixed-precision Adam) go. ZeRO keeps them in files of their own; without ZeRO they
+    sit in the model states file, which is rewritten without them."""
+    directory = Path(directory)
+    (directory / LATEST).unlink(missing_ok=True)  # first: what remains cannot be resumed
+    freed = 0
+    for step in directory.glob("step_*"):
+        states = list(step.glob("*optim_states.pt"))
+        for path in states:
+            freed += path.stat().st_size
+            path.unlink()
+        if states:
+            continue
+        for path in step.glob("mp_rank_*_model_states.pt"):
+            before = path.stat().st_size
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+            if saved.get("optimizer") is None:
+                continue
+            saved["optimizer"] = None
+            with atomic_path(path) as tmp:
+                torch.save(saved, tmp)
+            freed += before - path.stat().st_size
+    return freed
+
+
+def _read_best(path: Path, mmap: bool = False) -> dict:
+    if not path.is_file():
+        raise FtftError(f"the best checkpoint's weights are missing: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def best_folder(step: int | None) -> str | None:
