@@ -119,7 +119,8 @@ def restart_slurmctld() -> None:
     pid = int(pid_file.read_text())
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), "slurmctld to stop", seconds=60)
-    time.sleep(20)  # down for longer than a poll's four tries (14 s)
+    assert subprocess.run(["squeue", "-h"], capture_output=True).returncode != 0  # the queue does not answer
+    time.sleep(10)  # ten of the orchestrator's 1 s polls
     subprocess.run(["slurmctld"], check=True, timeout=60)
     wait_for(lambda: subprocess.run(["squeue", "-h"], capture_output=True).returncode == 0, "slurmctld to answer")
 
@@ -130,7 +131,10 @@ def test_a_slurmctld_restart_while_a_main_run_trains_cancels_nothing_and_the_rec
     recovers it from its saved state, and the recipe finishes with its results."""
     out = tmp_path / "recipe"
     config = tmp_path / "recipe.yaml"
-    main = {**RECIPE["main"], "erm_epochs": 40}  # 600 steps: it trains on through the restart
+    # 900 steps, about 45 s: the job trains on through the restart and ends once the controller is
+    # back (a step that ends while it is down is reported to it only a minute later, and meanwhile
+    # the restarted controller drains the nodes for a step it cannot end).
+    main = {**RECIPE["main"], "erm_epochs": 60}
     config.write_text(yaml.safe_dump({**RECIPE, "output_dir": str(out), "methods": ["erm"], "main": main}))
     orchestrator = start(["run", config], tmp_path / "log")
     erm = out / "main" / "erm" / "seed0"
@@ -141,13 +145,18 @@ def test_a_slurmctld_restart_while_a_main_run_trains_cancels_nothing_and_the_rec
     finally:
         if subprocess.run(["squeue", "-h"], capture_output=True).returncode != 0:
             subprocess.run(["slurmctld"], timeout=60)  # never leave the other tests without a controller
+        drained = subprocess.run(["sinfo", "-h", "-t", "drain", "-o", "%N"], capture_output=True, text=True).stdout
+        if drained.strip():  # nor without nodes: fail here, not in the tests after this one
+            subprocess.run(["scontrol", "update", f"nodename={drained.strip()}", "state=resume"], timeout=60)
+            raise AssertionError(f"nodes {drained.strip()} were drained")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(orchestrator.pid, signal.SIGKILL)
     log = (tmp_path / "log").read_text()
-    assert "warning: squeue did not answer 4 tries" in log and "cancelled" not in log, log[-3000:]
+    assert "cancelled" not in log, log[-3000:]
     metrics = json.loads((erm / "metrics.json").read_text())
     assert metrics["steps"] == metrics["max_steps"]
     assert json.loads((erm / "job_done.json").read_text())["job_id"] == job_id(erm)
+    assert final_state(job_id(erm))["state"] in ("COMPLETED", "UNKNOWN")
 
 
 def test_a_re_run_that_cannot_read_the_queue_submits_and_deletes_nothing(tmp_path, slurm_cluster, monkeypatch):
