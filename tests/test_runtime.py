@@ -148,6 +148,7 @@ def test_ranks_started_by_mpirun_train_as_one_world(tmp_path):
 
 
 @pytest.mark.slurm
+@pytest.mark.xdist_group("slurm")  # with test_slurm's tests, never beside its controller restart
 def test_srun_across_two_nodes_trains_one_world(tmp_path, slurm_cluster):
     """`srun -N2 -n2 python launch/main.py`, no deepspeed launcher: one task per node, one world."""
     out = tmp_path / "srun"

@@ -19,7 +19,9 @@ from ftft_ds.train.runtime import free_port
 
 from .helpers import REPO, assert_same_losses, ftft, launcher_command, quiet_env, tail
 
-pytestmark = pytest.mark.slurm
+# One worker runs them all, one after the other: a test restarts the cluster's controller, and a job
+# of another test that ended meanwhile would drain the nodes under the rest.
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 EXECUTOR = {"kind": "slurm", "nodes": 2, "ranks_per_node": 1, "poll_seconds": 1, "time_limit_min": 30}
 RECIPE = {
