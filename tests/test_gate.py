@@ -210,3 +210,19 @@ def test_by_default_a_weak_reference_stops_the_recipe_before_any_main_run(tmp_pa
     assert not (out / "main").exists()
     gate = json.loads((out / "gate.json").read_text())
     assert gate["verdicts"][0]["sound"] is False
+
+
+def test_a_weak_references_remedy_follows_the_checks_it_failed():
+    """A subset skewed in its labels is mended by stratifying it, not by training the reference
+    longer; any other failed check asks for a stronger reference."""
+    from ftft_ds.pipeline.gate import GENERAL_REMEDY, remedy
+
+    def verdict(*failed):
+        names = ["accuracy_lift", "epochs", "train_accuracy", "label_skew", "learnt_late"]
+        return {"checks": [{"name": name, "passed": name not in failed} for name in names]}
+
+    assert remedy(verdict("label_skew")) == (
+        "select a stratified subset (selection.stratify: true: each label keeps its share)"
+    )
+    assert remedy(verdict("epochs")) == GENERAL_REMEDY
+    assert remedy(verdict("epochs", "label_skew")).startswith(GENERAL_REMEDY + ", or select a stratified subset")

@@ -56,22 +56,15 @@ def _is_rank_zero() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def _values(
-    config, model, num_layers, data_source, output_dir, ds_config, overwrite, resume, overrides, **extra
-) -> dict:
-    values = dict(
-        model=model,
-        num_layers=num_layers,
-        output_dir=output_dir,
-        ds_config=ds_config,
-        overwrite=overwrite,
-        resume=resume,
-        **extra,
-    )
+def _load(config_class, config, data_source, overrides, fields: dict):
+    """The run config: CONFIG's values, then the options given (their names are the config's
+    fields; None: not given), then each `--set`, the `--data` source first."""
+    from ..config import load_config
+
     overrides = list(overrides)
     if data_source is not None:
         overrides.insert(0, f"data.source={data_source}")
-    return dict(path=config, overrides=overrides, **values)
+    return load_config(config_class, path=config, overrides=overrides, **fields)
 
 
 @cli.command()
@@ -82,43 +75,15 @@ def _values(
     default=None,
     help="Also record an eval-mode pass over the training split after each epoch.",
 )
-def reference(
-    config,
-    model,
-    num_layers,
-    data_source,
-    output_dir,
-    ds_config,
-    overwrite,
-    resume,
-    overrides,
-    local_rank,
-    epochs,
-    eval_pass,
-):
+def reference(config, data_source, overrides, local_rank, **fields):
     """Fine-tune a (cheap) reference model on the full training split and record its dynamics.
 
     Runs as one process, or under `deepspeed --num_gpus N launch/reference.py` on several ranks.
     """
-    from ..config import ReferenceConfig, load_config
+    from ..config import ReferenceConfig
     from ..runs.reference import run_reference
 
-    cfg = load_config(
-        ReferenceConfig,
-        **_values(
-            config,
-            model,
-            num_layers,
-            data_source,
-            output_dir,
-            ds_config,
-            overwrite,
-            resume,
-            overrides,
-            epochs=epochs,
-            eval_pass=eval_pass,
-        ),
-    )
+    cfg = _load(ReferenceConfig, config, data_source, overrides, fields)
     store = run_reference(cfg)
     if _is_rank_zero():
         click.echo(f"dynamics: {store}")
@@ -129,43 +94,15 @@ def reference(
 @_common_options
 @click.option("--subset", type=click.Path(dir_okay=False), help="Subset file from `ftft select`; omit for ERM.")
 @click.option("--budget", help="steps:N, epochs:E, erm:F, flops:X or seconds:T.")
-def train(
-    config,
-    model,
-    num_layers,
-    data_source,
-    output_dir,
-    ds_config,
-    overwrite,
-    resume,
-    overrides,
-    local_rank,
-    subset,
-    budget,
-):
+def train(config, data_source, overrides, local_rank, **fields):
     """Train the main model on a subset (FTFT) or on everything (ERM) until the budget is spent.
 
     Runs as one process, or under `deepspeed [--num_gpus N | --hostfile H] launch/main.py`.
     """
-    from ..config import MainConfig, load_config
+    from ..config import MainConfig
     from ..runs.main import run_main
 
-    cfg = load_config(
-        MainConfig,
-        **_values(
-            config,
-            model,
-            num_layers,
-            data_source,
-            output_dir,
-            ds_config,
-            overwrite,
-            resume,
-            overrides,
-            subset=subset,
-            budget=budget,
-        ),
-    )
+    cfg = _load(MainConfig, config, data_source, overrides, fields)
     metrics = run_main(cfg)
     if _is_rank_zero():
         selected = ", ".join(f"{k}={v:.4f}" for k, v in metrics["selected"].items() if k != "step")

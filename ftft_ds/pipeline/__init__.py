@@ -36,7 +36,7 @@ from .cost_plan import (
     plan_costs,
     reference_cost,
 )
-from .gate import gate_references
+from .gate import gate_references, remedy
 from .report import collect_rows, summarize, write_report
 from .stages import Stage, file_digest
 
@@ -192,8 +192,7 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
     if weak and cfg.reference_gate == "refuse":
         write_json(out / "gate.json", gate)
         raise FtftError(
-            f"{weak[0]['summary']}; no main run was launched (reference_gate: refuse): give the reference more "
-            f"to learn from (more epochs or layers, a stronger model, a learning rate that fits its size), or set "
+            f"{weak[0]['summary']}; no main run was launched (reference_gate: refuse): {remedy(weak[0])}, or set "
             f"reference_gate: warn to train on its subset anyway"
         )
 

@@ -15,6 +15,22 @@ from ..dynamics.store import Dynamics
 from ..io import read_json
 from .config import id_validation_split
 
+GENERAL_REMEDY = (
+    "give the reference more to learn from (more epochs or layers, a stronger model, a learning rate "
+    "that fits its size)"
+)
+REMEDIES = {"label_skew": "select a stratified subset (selection.stratify: true: each label keeps its share)"}
+"""What to change for a failed check that more training would not mend."""
+
+
+def remedy(verdict: dict) -> str:
+    """What to change about a weak reference (a verdict of `gate_references`), from the checks it failed."""
+    failed = [check["name"] for check in verdict["checks"] if not check["passed"]]
+    fixes = [REMEDIES[name] for name in failed if name in REMEDIES]
+    if not fixes or any(name not in REMEDIES for name in failed):
+        fixes.insert(0, GENERAL_REMEDY)
+    return ", or ".join(fixes)
+
 
 def gate_references(cfg, references: dict, subsets: dict) -> dict:
     """Verdicts for every reference (`references`: name -> run folder) and the subsets' overlaps."""
