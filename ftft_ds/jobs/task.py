@@ -32,6 +32,7 @@ import torch.distributed as dist
 
 from ..errors import FtftError
 from ..io import write_json
+from ..train.checkpoint import RESUMABLE
 from .slurm import DONE
 
 
@@ -88,7 +89,7 @@ class StageTask(submitit.helpers.Checkpointable):
     def restart_overrides(self) -> list[str]:
         """`key=value` overrides that make this start continue (or redo) what the last one left."""
         output_dir = Path(json.loads(Path(self.config).read_text(encoding="utf-8"))["output_dir"])
-        if (output_dir / "checkpoints" / "latest").is_file():
+        if (output_dir / RESUMABLE).is_file():
             return ["resume=true", "overwrite=false"]
         return ["overwrite=true", "resume=false"]
 

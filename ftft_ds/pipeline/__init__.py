@@ -25,6 +25,7 @@ from ..dynamics.store import Dynamics
 from ..errors import FtftError
 from ..io import make_output_dir, read_json, write_json
 from ..jobs import Job, make_executor, run_ranks
+from ..train.checkpoint import RESUMABLE
 from .config import EARLY_STOPPING_METHODS, RecipeConfig, id_validation_split
 from .cost_plan import (
     REFERENCE_METHODS,
@@ -41,9 +42,6 @@ from .report import collect_rows, summarize, write_report
 from .stages import Stage, file_digest
 
 __all__ = ["RecipeConfig", "run_recipe"]
-
-CHECKPOINT = "checkpoints/latest"
-"""The file in a run's folder that names its latest complete checkpoint (`train.checkpoint`)."""
 
 
 def reference_configs(cfg: RecipeConfig) -> dict:
@@ -154,7 +152,7 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
 
         def train_reference(folder: Path, ref=ref, ranks=ranks) -> None:
             # The folder holds a checkpoint only when the stage continues an interrupted run (`Stage.start`).
-            resumes = (folder / CHECKPOINT).is_file()
+            resumes = (folder / RESUMABLE).is_file()
             save_config(dataclasses.replace(ref, resume=resumes), folder / "run_config.json")
             executor.run(
                 [
@@ -177,7 +175,7 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
                 {"config": to_dict(ref), "data": data},
                 train_reference,
                 ["dynamics/manifest.json", "cost.json", "metrics.json"],
-                CHECKPOINT,
+                RESUMABLE,
             )
         )
         dynamics = Dynamics.load(folder / "dynamics")
@@ -218,7 +216,7 @@ def run_recipe(cfg: RecipeConfig, echo=print, dry_run: bool = False, detach: boo
         folder = Path(main.output_dir)
         key = {"config": to_dict(main), "data": data, "subset": file_digest(Path(main.subset)) if main.subset else None}
 
-        stage = Stage(f"main/{method}/seed{seed}", folder, key, None, ["metrics.json", "cost.json"], CHECKPOINT)
+        stage = Stage(f"main/{method}/seed{seed}", folder, key, None, ["metrics.json", "cost.json"], RESUMABLE)
         progress["done"] += 1
         if stage.is_done():
             echo(f"[{progress['done']}/{total}] {stage.name}: done before, skipped")

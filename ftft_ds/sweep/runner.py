@@ -32,7 +32,7 @@ from ..io import iter_jsonl, make_output_dir, write_json
 from ..jobs import ExecutorConfig, Job, make_executor, run_ranks
 from ..runs.plan import plan_steps
 from ..train.budget import Budget
-from ..train.checkpoint import drop_optimizer_states
+from ..train.checkpoint import RESUMABLE, drop_optimizer_states
 from ..train.stop import running_best
 from .policy import parse
 
@@ -177,7 +177,7 @@ class SweepRunner:
     def trial_config(self, index: int, steps: int) -> MainConfig:
         wi, do = self.trials[index]
         folder = self.out / "trials" / f"trial{index:03d}"
-        resumes = (folder / "checkpoints" / "latest").is_file()
+        resumes = (folder / RESUMABLE).is_file()
         return self.cfg.trial_template(
             data=self.cfg.data,
             subset=self.cfg.subset,

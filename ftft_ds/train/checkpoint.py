@@ -43,6 +43,8 @@ from .lora import check_backbone, export_adapter, is_peft_model
 from .runtime import DistEnv
 
 LATEST = "latest"
+RESUMABLE = f"checkpoints/{LATEST}"
+"""The file in a run's `output_dir` that names its latest complete checkpoint: a run with it can resume."""
 BEST_PREFIX = "best_step_"
 
 
